@@ -1,0 +1,56 @@
+"""The Flask app factory: HTTP in, domain calls, HTTP out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from flask import Flask, current_app
+from sqlalchemy import Engine
+
+from service.config import Settings
+from service.db import make_engine
+from service.submitter import GroupCommitter
+
+
+@dataclass
+class Services:
+    """What the views need, built once per app from the settings."""
+
+    settings: Settings
+    engine: Engine
+    celery: Celery
+    committer: GroupCommitter
+
+
+def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
+    """Build the app from environment settings, overridden by `config` (used by tests)."""
+    from service.api import errors, health, jobs, models
+    from workers.app import PREDICT_TASK, make_celery
+
+    settings = config if isinstance(config, Settings) else Settings.from_env(**dict(config or {}))
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    engine = make_engine(settings.database_url)
+    celery = make_celery(settings)
+
+    def publish(queue: str, ids: list[str]) -> None:
+        celery.send_task(PREDICT_TASK, args=[ids], queue=queue)
+
+    committer = GroupCommitter(engine, publish, settings.submit_group_max)
+    app.extensions["predq"] = Services(settings, engine, celery, committer)
+    logging.getLogger("service").setLevel(settings.log_level)
+
+    errors.register(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(jobs.bp)
+    app.register_blueprint(models.bp)
+    return app
+
+
+def services() -> Services:
+    return current_app.extensions["predq"]  # type: ignore[no-any-return]

@@ -1,0 +1,159 @@
+"""The `predq` command: run it all, migrate, register models, manage keys."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from service.config import Settings
+from service.db import make_engine
+from service.errors import PredqError
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+@click.group()
+def main() -> None:
+    """predq: asynchronous predictions from scikit-learn models."""
+
+
+@main.group()
+def db() -> None:
+    """The result store schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Run the Alembic migrations up to REVISION."""
+    from service.migrate import upgrade
+
+    upgrade(_settings().database_url, revision)
+    click.echo(f"database at {revision}")
+
+
+@main.group()
+def models() -> None:
+    """Registered models."""
+
+
+@models.command("add")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--name", required=True)
+@click.option("--version", "version", required=True)
+@click.option("--feature-names", help="comma-separated names, in the model's column order")
+def models_add(path: str, name: str, version: str, feature_names: str | None) -> None:
+    """Register the joblib artifact at PATH as NAME VERSION (records its sha256)."""
+    from service import registry
+
+    settings = _settings()
+    names = [n.strip() for n in feature_names.split(",")] if feature_names else None
+    with make_engine(settings.database_url).begin() as conn:
+        info = _run(lambda: registry.add_model(conn, settings.model_dir, path, name, version,
+                                               names))
+    click.echo(f"registered {info.name} {info.version} ({info.kind}, {info.n_features} "
+               f"features) sha256 {info.sha256}")
+
+
+@models.command("list")
+def models_list() -> None:
+    """List every registered model version."""
+    from service import registry
+
+    with make_engine(_settings().database_url).connect() as conn:
+        for info in registry.list_models(conn):
+            click.echo(f"{info.name}\t{info.version}\t{info.kind}\t{info.n_features}\t"
+                       f"{info.sha256[:12]}")
+
+
+@models.command("demo")
+def models_demo() -> None:
+    """Register the demo models iris and diabetes (trained on the spot, no download)."""
+    from service.demo import register_demo_models
+
+    settings = _settings()
+    with make_engine(settings.database_url).begin() as conn:
+        added = register_demo_models(conn, settings.model_dir, Path(settings.var_dir) / "demo")
+    click.echo("registered: " + (", ".join(added) or "nothing new"))
+
+
+@main.group()
+def keys() -> None:
+    """API keys."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True)
+def keys_create(tenant: str) -> None:
+    """Create a key for TENANT and print it once (only its hash is stored)."""
+    from service.keys import create_key
+
+    with make_engine(_settings().database_url).begin() as conn:
+        click.echo(_run(lambda: create_key(conn, tenant)))
+
+
+@keys.command("revoke")
+@click.argument("prefix")
+def keys_revoke(prefix: str) -> None:
+    """Revoke the key that starts with PREFIX (its first 10 characters)."""
+    from service.keys import revoke_key
+
+    with make_engine(_settings().database_url).begin() as conn:
+        count = revoke_key(conn, prefix[:10])
+    click.echo(f"revoked {count} key(s)")
+    if not count:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--workers", default=2, show_default=True, help="gunicorn worker processes")
+@click.option("--threads", default=16, show_default=True, help="threads per gunicorn worker")
+def api(workers: int, threads: int) -> None:
+    """Run the HTTP API under gunicorn."""
+    settings = _settings()
+    os.execvp(sys.executable, [sys.executable, *api_command(settings, workers, threads)])
+
+
+@main.command()
+@click.option("--queues", default="predict.interactive,predict.bulk", show_default=True)
+def worker(queues: str) -> None:
+    """Run a Celery worker that micro-batches predictions."""
+    os.execvp(sys.executable, [sys.executable, *worker_command(_settings(), queues)])
+
+
+def api_command(settings: Settings, workers: int = 2, threads: int = 16) -> list[str]:
+    # gthread: a submit waits on its group commit, so threads keep the process busy meanwhile.
+    return ["-m", "gunicorn", "service.wsgi:app", "--bind", f"{settings.host}:{settings.port}",
+            "--worker-class", "gthread", "--workers", str(workers), "--threads", str(threads),
+            "--timeout", "30", "--graceful-timeout", "20", "--log-level", "warning"]
+
+
+def worker_command(settings: Settings, queues: str = "predict.interactive,predict.bulk",
+                   ) -> list[str]:
+    concurrency = settings.worker_concurrency or os.cpu_count() or 1
+    return ["-m", "celery", "-A", "workers.main", "worker", "-Q", queues,
+            "--concurrency", str(concurrency), "--loglevel", settings.log_level,
+            "--without-gossip", "--without-mingle", "--without-heartbeat"]
+
+
+@main.command()
+def up() -> None:
+    """Run API, worker and (if REDIS_URL is unset) a private Redis: everything for a laptop."""
+    from service.devserver import run_all
+
+    sys.exit(run_all(_settings(), "REDIS_URL" not in os.environ))
+
+
+def _run(fn):  # type: ignore[no-untyped-def]
+    try:
+        return fn()
+    except PredqError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+

@@ -1,0 +1,107 @@
+"""Settings from environment variables (12-factor): one typed object, laptop defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+_VAR = Path(os.environ.get("PREDQ_VAR_DIR", "var")).resolve()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of predq. The env var for field `x` is `PREDQ_X` unless `env` names another."""
+
+    #: SQLAlchemy URL of the result store; SQLite (WAL) on a laptop, PostgreSQL in production.
+    database_url: str = field(
+        default=f"sqlite:///{_VAR / 'predq.db'}", metadata={"env": "DATABASE_URL"}
+    )
+    #: redis-py URL of the broker and wake-up channel (redis://host:port/db or unix:///path).
+    redis_url: str = field(
+        default=f"unix://{_VAR / 'redis.sock'}", metadata={"env": "REDIS_URL"}
+    )
+    #: Working directory for `predq up`: embedded Redis socket, SQLite file, dev key.
+    var_dir: str = str(_VAR)
+    #: Where registered model artifacts are copied (content-addressed by sha256, read-only).
+    model_dir: str = str(_VAR / "models")
+    #: Largest accepted request body in bytes (413 beyond it).
+    max_body_bytes: int = 10 * 1024 * 1024
+    #: Largest number of rows one JSON job may carry (400 beyond it).
+    max_rows_per_job: int = 10_000
+    #: Largest number of features per row a model may declare or a request may send.
+    max_features: int = 10_000
+    #: Most jobs the API commits in one transaction and publishes in one message.
+    submit_group_max: int = 256
+    #: Celery messages a worker buffers before it runs a micro-batch.
+    batch_flush_every: int = 64
+    #: Seconds a worker waits for more messages before it runs a partial micro-batch.
+    batch_flush_interval: float = 0.005
+    #: Worker processes per `predq worker` (0: one per core).
+    worker_concurrency: int = 0
+    #: Seconds after which Redis redelivers a message that was taken but never acknowledged.
+    visibility_timeout: int = 3600
+    #: Hard limit in seconds for one micro-batch; must stay well below visibility_timeout.
+    task_time_limit: int = 300
+    #: Model artifacts kept loaded per worker process.
+    model_cache_size: int = 8
+    #: Address `predq up` and the docker image bind the API to.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: Log level for API and workers.
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.task_time_limit >= self.visibility_timeout:
+            raise ValueError(
+                "task_time_limit must be below visibility_timeout, or Redis would redeliver "
+                "a message while its first copy may still run"
+            )
+        if self.batch_flush_every < 1 or self.submit_group_max < 1:
+            raise ValueError("batch_flush_every and submit_group_max must be at least 1")
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Build settings from `environ` (default os.environ), then apply `overrides`."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f.metadata.get("env", f"PREDQ_{f.name.upper()}")
+            if name in env:
+                values[f.name] = _coerce(f.type, env[name])
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def broker_url(self) -> str:
+        """The redis URL in kombu's spelling (kombu names unix sockets `redis+socket://`)."""
+        if self.redis_url.startswith("unix://"):
+            return "redis+socket://" + self.redis_url[len("unix://") :]
+        return self.redis_url
+
+    def env(self) -> dict[str, str]:
+        """These settings as environment variables, for child processes."""
+        out = {}
+        for f in fields(self):
+            name = f.metadata.get("env", f"PREDQ_{f.name.upper()}")
+            out[name] = str(getattr(self, f.name))
+        return out
+
+
+def _coerce(type_name: Any, raw: str) -> Any:
+    kind = str(type_name)
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    if kind == "bool":
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    return raw

@@ -1,0 +1,89 @@
+"""`predq up`: Redis, migrations, demo models, a dev key, API and worker; Ctrl-C stops all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from service import embedded, keys
+from service.config import Settings
+from service.db import make_engine
+from service.demo import register_demo_models
+from service.errors import Unauthorized
+from service.migrate import upgrade
+
+
+def dev_key(settings: Settings) -> str:
+    """The development key kept in var/dev-api-key (mode 0600), created on first run."""
+    path = Path(settings.var_dir) / "dev-api-key"
+    engine = make_engine(settings.database_url)
+    if path.exists():
+        key = path.read_text().strip()
+        try:
+            with engine.connect() as conn:
+                keys.authenticate(conn, key)
+            return key
+        except Unauthorized:
+            pass
+    with engine.begin() as conn:
+        key = keys.create_key(conn, "dev")
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+def run_all(settings: Settings, embedded_redis: bool) -> int:
+    var = Path(settings.var_dir)
+    var.mkdir(parents=True, exist_ok=True)
+    redis_proc = embedded.start_redis(var) if embedded_redis else None
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        upgrade(settings.database_url)
+        with make_engine(settings.database_url).begin() as conn:
+            register_demo_models(conn, settings.model_dir, var / "demo")
+        key = dev_key(settings)
+        env = {**os.environ, **settings.env()}
+        from service.cli import api_command, worker_command
+
+        for args in (api_command(settings), worker_command(settings)):
+            children.append(subprocess.Popen([sys.executable, *args], env=env))
+        _banner(settings, key)
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        print("a child process exited; stopping everything", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping...", file=sys.stderr)
+        return 0
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if redis_proc is not None:
+            embedded.stop(redis_proc)
+
+
+def _banner(settings: Settings, key: str) -> None:
+    url = f"http://{settings.host}:{settings.port}"
+    print(f"""
+predq is running at {url}   (Ctrl-C stops everything)
+  result store: {settings.database_url}
+  redis:        {settings.redis_url}
+  API key:      {key}   (also in {Path(settings.var_dir) / 'dev-api-key'})
+
+Try it:
+  curl -s -X POST {url}/v1/jobs -H 'Authorization: Bearer {key}' \\
+       -H 'Content-Type: application/json' \\
+       -d '{{"model": "iris", "inputs": [[5.1, 3.5, 1.4, 0.2]]}}'
+  curl -s {url}/v1/jobs/JOB_ID/result -H 'Authorization: Bearer {key}'
+""", flush=True)

@@ -1,0 +1,110 @@
+"""One exception tree. Each class carries the data its HTTP error body needs."""
+
+from __future__ import annotations
+
+
+class PredqError(Exception):
+    """Root of every error predq raises on purpose."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, object]:
+        body: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
+
+
+class InvalidInput(PredqError):
+    status = 400
+    code = "invalid_input"
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}", field=field)
+        self.reason = reason
+
+
+class MalformedJSON(PredqError):
+    status = 400
+    code = "malformed_json"
+
+
+class Unauthorized(PredqError):
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(PredqError):
+    status = 404
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+    def __init__(self, name: str, version: str | None = None) -> None:
+        what = f"model {name!r}" + (f" version {version!r}" if version else "")
+        super().__init__(f"{what} is not registered", field="version" if version else "model")
+        self.name = name
+        self.version = version
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} not found")
+        self.job_id = job_id
+
+
+class JobNotFinished(PredqError):
+    status = 409
+    code = "job_not_finished"
+
+    def __init__(self, job_id: str, status: str) -> None:
+        super().__init__(f"job {job_id} has no result: it is {status}")
+        self.job_id = job_id
+        self.job_status = status
+
+    def to_dict(self) -> dict[str, object]:
+        return {**super().to_dict(), "status": self.job_status}
+
+
+class PayloadTooLarge(PredqError):
+    status = 413
+    code = "payload_too_large"
+
+
+class Conflict(PredqError):
+    status = 409
+    code = "conflict"
+
+
+class TransientError(PredqError):
+    """A broker or database hiccup: worth retrying with back-off."""
+
+    status = 503
+    code = "unavailable"
+
+
+class ModelLoadError(PredqError):
+    """The artifact cannot be used (missing, sha256 mismatch, not a model). Not retried."""
+
+    code = "model_load_error"
+
+
+class ArtifactMismatch(ModelLoadError):
+    code = "artifact_sha256_mismatch"
+
+    def __init__(self, path: str, expected: str, actual: str) -> None:
+        super().__init__(
+            f"artifact {path} has sha256 {actual}, registered as {expected}; refusing to load it"
+        )
+        self.expected = expected
+        self.actual = actual

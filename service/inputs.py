@@ -1,0 +1,56 @@
+"""Validate request inputs against a model signature; every error names the offending field."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from service.errors import InvalidInput
+from service.registry import ModelInfo
+
+
+def parse_rows(inputs: Any, model: ModelInfo, max_rows: int) -> list[list[float]]:
+    """Turn `inputs` (rows as lists, or objects keyed by feature name) into rows of floats."""
+    if not isinstance(inputs, list):
+        raise InvalidInput("inputs", "must be a list of rows")
+    if not inputs:
+        raise InvalidInput("inputs", "must contain at least one row")
+    if len(inputs) > max_rows:
+        raise InvalidInput("inputs", f"{len(inputs)} rows; at most {max_rows} per job")
+    index = {name: i for i, name in enumerate(model.feature_names)}
+    return [_row(raw, r, model, index) for r, raw in enumerate(inputs)]
+
+
+def _row(raw: Any, r: int, model: ModelInfo, index: dict[str, int]) -> list[float]:
+    where = f"inputs[{r}]"
+    if isinstance(raw, list):
+        if len(raw) != model.n_features:
+            raise InvalidInput(
+                where, f"has {len(raw)} features; model {model.name} expects {model.n_features}"
+            )
+        return [_number(v, f"{where}[{i}]") for i, v in enumerate(raw)]
+    if isinstance(raw, dict):
+        unknown = [k for k in raw if k not in index]
+        if unknown:
+            raise InvalidInput(
+                f"{where}.{unknown[0]}",
+                f"unknown feature {unknown[0]!r}; model {model.name} has "
+                + ", ".join(model.feature_names),
+            )
+        missing = [name for name in model.feature_names if name not in raw]
+        if missing:
+            raise InvalidInput(f"{where}.{missing[0]}", f"missing feature {missing[0]!r}")
+        return [_number(raw[name], f"{where}.{name}") for name in model.feature_names]
+    raise InvalidInput(where, "must be a list of numbers or an object keyed by feature name")
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(where, f"must be a number, got {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise InvalidInput(where, "must be a finite number (NaN and Infinity are not allowed)")
+    return number

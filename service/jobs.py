@@ -1,0 +1,192 @@
+"""The job lifecycle: create, transition, fetch. Plain values in and out; no Flask, no Celery.
+
+Every state change is one conditional UPDATE, so a redelivered message can never write a second
+result or move a status backwards: delivery is at least once, the effect exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, insert, select, update
+
+from service.db import jobs, models
+from service.errors import JobNotFinished, JobNotFound
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED}
+)
+UNFINISHED = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+INTERACTIVE_QUEUE = "predict.interactive"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A validated job, ready to insert. `inputs` are rows of floats in signature order."""
+
+    tenant: str
+    model_id: int
+    inputs: list[list[float]]
+    queue: str = INTERACTIVE_QUEUE
+    id: str = ""
+
+    def with_id(self) -> NewJob:
+        return NewJob(self.tenant, self.model_id, self.inputs, self.queue, str(uuid.uuid4()))
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A job a worker has claimed: enough to predict it without another query."""
+
+    id: str
+    model_id: int
+    inputs: list[list[float]]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a worker learned about one job: a result, or an error."""
+
+    id: str
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[str]:
+    """INSERT queued rows (in the caller's transaction) and return their ids in order."""
+    now = utcnow()
+    rows = [
+        {
+            "id": job.id,
+            "tenant": job.tenant,
+            "model_id": job.model_id,
+            "status": JobStatus.QUEUED.value,
+            "queue": job.queue,
+            "n_rows": len(job.inputs),
+            "inputs": json.dumps(job.inputs),
+            "attempts": 0,
+            "created_at": now,
+        }
+        for job in new_jobs
+    ]
+    conn.execute(insert(jobs), rows)
+    return [row["id"] for row in rows]
+
+
+def claim(conn: Connection, job_ids: Iterable[str]) -> list[Claimed]:
+    """Mark queued/running jobs running and return them; finished or missing ids are skipped.
+
+    A job already `running` is claimed again: its first worker may have died. Whichever worker
+    commits first wins, because `finish` only updates unfinished rows.
+    """
+    ids = list(dict.fromkeys(job_ids))
+    if not ids:
+        return []
+    now = utcnow()
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id.in_(ids), jobs.c.status.in_(UNFINISHED))
+        .values(
+            status=JobStatus.RUNNING.value,
+            started_at=now,
+            attempts=jobs.c.attempts + 1,
+        )
+        .returning(jobs.c.id, jobs.c.model_id, jobs.c.inputs, jobs.c.attempts)
+    )
+    return [
+        Claimed(row.id, row.model_id, json.loads(row.inputs), row.attempts)
+        for row in conn.execute(stmt)
+    ]
+
+
+def finish(conn: Connection, outcomes: Sequence[Outcome]) -> int:
+    """Write results and errors of running jobs in one statement each; return rows changed."""
+    now = utcnow()
+    done = [
+        {"b_id": o.id, "b_result": json.dumps(o.result), "b_status": JobStatus.SUCCEEDED.value}
+        for o in outcomes
+        if o.error is None
+    ]
+    failed = [
+        {"b_id": o.id, "b_error": o.error, "b_status": JobStatus.FAILED.value}
+        for o in outcomes
+        if o.error is not None
+    ]
+    changed = 0
+    condition = and_(jobs.c.id == bindparam("b_id"), jobs.c.status == JobStatus.RUNNING.value)
+    if done:
+        stmt = update(jobs).where(condition).values(
+            status=bindparam("b_status"), result=bindparam("b_result"), finished_at=now
+        )
+        changed += conn.execute(stmt, done).rowcount
+    if failed:
+        stmt = update(jobs).where(condition).values(
+            status=bindparam("b_status"), error=bindparam("b_error"), finished_at=now
+        )
+        changed += conn.execute(stmt, failed).rowcount
+    return changed
+
+
+def get_job(conn: Connection, tenant: str, job_id: str) -> dict[str, Any]:
+    """The job as its tenant sees it; another tenant's id is indistinguishable from unknown."""
+    stmt = (
+        select(
+            jobs.c.id, jobs.c.status, jobs.c.n_rows, jobs.c.error, jobs.c.attempts,
+            jobs.c.created_at, jobs.c.started_at, jobs.c.finished_at, jobs.c.queue,
+            models.c.name.label("model"), models.c.version,
+        )
+        .join(models, models.c.id == jobs.c.model_id)
+        .where(jobs.c.id == job_id, jobs.c.tenant == tenant)
+    )
+    row = conn.execute(stmt).mappings().first()
+    if row is None:
+        raise JobNotFound(job_id)
+    return dict(row)
+
+
+def get_result(conn: Connection, tenant: str, job_id: str) -> dict[str, Any]:
+    """The predictions with the model version and artifact sha256 that produced them."""
+    stmt = (
+        select(
+            jobs.c.status, jobs.c.result, jobs.c.error,
+            models.c.name, models.c.version, models.c.sha256,
+        )
+        .join(models, models.c.id == jobs.c.model_id)
+        .where(jobs.c.id == job_id, jobs.c.tenant == tenant)
+    )
+    row = conn.execute(stmt).first()
+    if row is None:
+        raise JobNotFound(job_id)
+    if row.status != JobStatus.SUCCEEDED.value:
+        raise JobNotFinished(job_id, row.status)
+    return {
+        **json.loads(row.result),
+        "model": row.name,
+        "version": row.version,
+        "sha256": row.sha256,
+    }

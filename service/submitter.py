@@ -1,0 +1,105 @@
+"""Group commit: the jobs of concurrent submissions share one transaction and one message.
+
+A request thread hands its validated job to the process's committer thread and waits. The
+committer takes everything that arrived, INSERTs it in one transaction, commits, wakes the
+waiters (a 202 still means the row is committed), then publishes one message per queue with the
+group's ids. A lone request waits for one commit only: nothing waits on a timer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from service import jobs
+from service.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, list[str]], None]
+
+
+@dataclass
+class _Pending:
+    job: jobs.NewJob
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class GroupCommitter:
+    """Commits jobs in groups and publishes each group after its commit."""
+
+    def __init__(self, engine: Engine, publish: Publish, max_group: int = 256) -> None:
+        self._engine = engine
+        self._publish = publish
+        self._max_group = max_group
+        self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._pid = 0
+
+    def submit(self, job: jobs.NewJob, timeout: float = 60.0) -> jobs.NewJob:
+        """Return once the job row is committed; raise TransientError if it could not be."""
+        self._ensure_thread()
+        item = _Pending(job.with_id() if not job.id else job)
+        self._queue.put(item)
+        if not item.done.wait(timeout):
+            raise TransientError("the result store did not commit the job in time")
+        if item.error is not None:
+            raise item.error
+        return item.job
+
+    def _ensure_thread(self) -> None:
+        # A thread does not survive fork (gunicorn forks workers), so start one per process.
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid != os.getpid():
+                self._queue = queue.SimpleQueue()
+                threading.Thread(target=self._run, name="predq-committer", daemon=True).start()
+                self._pid = os.getpid()
+
+    def _run(self) -> None:
+        while True:
+            group = [self._queue.get()]
+            while len(group) < self._max_group:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._commit(group)
+            self._publish_group(group)
+
+    def _commit(self, group: Sequence[_Pending]) -> None:
+        error: BaseException | None = None
+        try:
+            with self._engine.begin() as conn:
+                jobs.insert_jobs(conn, [item.job for item in group])
+        except (OperationalError, DBAPIError) as exc:
+            log.error("job insert failed for %d jobs: %s", len(group), exc)
+            error = TransientError("the result store is unavailable; the job was not accepted")
+        except Exception as exc:  # noqa: BLE001 - the waiters must always be woken
+            log.exception("job insert failed")
+            error = exc
+        for item in group:
+            item.error = error
+            item.done.set()
+
+    def _publish_group(self, group: Sequence[_Pending]) -> None:
+        if any(item.error is not None for item in group):
+            return
+        by_queue: dict[str, list[str]] = defaultdict(list)
+        for item in group:
+            by_queue[item.job.queue].append(item.job.id)
+        for queue_name, ids in by_queue.items():
+            try:
+                self._publish(queue_name, ids)
+            except Exception:  # noqa: BLE001 - the rows are committed; the reconciler re-publishes
+                log.exception("publish of %d committed jobs to %s failed", len(ids), queue_name)

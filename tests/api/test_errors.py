@@ -1,0 +1,93 @@
+"""Every bad request gets a JSON error naming the problem: never HTML, never a 500."""
+
+import pytest
+import requests
+
+from service.config import Settings
+from tests.conftest import Tenant
+
+
+def _error(response: requests.Response, status: int, code: str) -> dict[str, str]:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error["message"]
+    return error  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"model": "iris", "inputs": [[1, 2, 3]]}, "inputs[0]", "expects 4"),
+        ({"model": "iris", "inputs": [{"sepal_length": 1, "sepal_width": 1, "petal_length": 1,
+                                       "petal_widht": 1}]}, "inputs[0].petal_widht", "unknown"),
+        ({"model": "iris", "inputs": [[1, 2, 3, "4"]]}, "inputs[0][3]", "number"),
+        ({"model": "iris"}, "inputs", "required"),
+        ({"inputs": [[1, 2, 3, 4]]}, "model", "required"),
+        ({"model": "iris", "inputs": [[1, 2, 3, 4]], "priority": 3}, "priority", "unknown field"),
+    ],
+)
+def test_invalid_inputs_answer_400_naming_the_field(
+    tenant: Tenant, body: dict[str, object], field: str, words: str
+) -> None:
+    error = _error(tenant.post("/v1/jobs", json=body), 400, "invalid_input")
+    assert error["field"] == field
+    assert words in error["message"]
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_numbers_answer_400(tenant: Tenant, literal: str) -> None:
+    body = '{"model": "iris", "inputs": [[1, 2, 3, %s]]}' % literal
+    response = tenant.post("/v1/jobs", data=body, headers={"Content-Type": "application/json"})
+    error = _error(response, 400, "invalid_input")
+    assert error["field"] == "inputs[0][3]" and "finite" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [('{"model": "iris", "inputs": [[1, 2', "line 1 column"), ("[1, 2]", "JSON object"),
+     (b"\xff\xfe", "UTF-8"), ("", "malformed JSON"), ("[" * 100_000, "nested too deeply")],
+)
+def test_malformed_json_answers_400(tenant: Tenant, body: str | bytes, words: str) -> None:
+    response = tenant.post("/v1/jobs", data=body, headers={"Content-Type": "application/json"})
+    assert words in _error(response, 400, "malformed_json")["message"]
+
+
+def test_unknown_model_or_version_answers_404(tenant: Tenant) -> None:
+    error = _error(tenant.post("/v1/jobs", json={"model": "nope", "inputs": [[1]]}),
+                   404, "model_not_found")
+    assert "'nope'" in error["message"]
+    error = _error(tenant.post("/v1/jobs", json={"model": "iris", "version": "9",
+                                                  "inputs": [[1, 2, 3, 4]]}),
+                   404, "model_not_found")
+    assert error["field"] == "version" and "'9'" in error["message"]
+    _error(tenant.get("/v1/models/nope"), 404, "model_not_found")
+
+
+def test_wrong_content_type_answers_415(tenant: Tenant) -> None:
+    response = tenant.post("/v1/jobs", data="a,b", headers={"Content-Type": "text/plain"})
+    _error(response, 415, "unsupported_media_type")
+
+
+def test_body_over_the_limit_answers_413(tenant: Tenant, settings: Settings,
+                                         live_server) -> None:  # type: ignore[no-untyped-def]
+    small = live_server(settings.replace(max_body_bytes=2000))
+    body = {"model": "iris", "inputs": [[1.0, 2.0, 3.0, 4.0]] * 200}
+    response = tenant.http.post(small.url + "/v1/jobs", json=body, timeout=10)
+    assert "2000 bytes" in _error(response, 413, "payload_too_large")["message"]
+
+
+def test_too_many_rows_answer_400(tenant: Tenant, settings: Settings,
+                                  live_server) -> None:  # type: ignore[no-untyped-def]
+    small = live_server(settings.replace(max_rows_per_job=5))
+    body = {"model": "iris", "inputs": [[1.0, 2.0, 3.0, 4.0]] * 6}
+    response = tenant.http.post(small.url + "/v1/jobs", json=body, timeout=10)
+    assert "at most 5" in _error(response, 400, "invalid_input")["message"]
+
+
+def test_unknown_route_and_method_answer_json(tenant: Tenant) -> None:
+    _error(tenant.get("/v1/nothing-here"), 404, "not_found")
+    response = tenant.http.put(tenant.base_url + "/v1/jobs", timeout=10)
+    _error(response, 405, "method_not_allowed")
+    assert "POST" in response.headers["Allow"]

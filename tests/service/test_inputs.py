@@ -1,0 +1,45 @@
+import pytest
+
+from service.errors import InvalidInput
+from service.inputs import parse_rows
+from service.registry import ModelInfo
+
+IRIS = ModelInfo(
+    id=1, name="iris", version="1", kind="classifier", n_features=4,
+    feature_names=["sepal_length", "sepal_width", "petal_length", "petal_width"],
+    labels=["setosa", "versicolor", "virginica"], sha256="0" * 64, artifact_path="x",
+    sklearn_version=None,
+)
+
+
+def test_rows_as_lists_and_as_objects_give_the_same_floats() -> None:
+    keyed = {"petal_width": 0.2, "sepal_length": 5, "petal_length": 1.4, "sepal_width": 3.5}
+    assert parse_rows([[5, 3.5, 1.4, 0.2], keyed], IRIS, 10) == [[5.0, 3.5, 1.4, 0.2]] * 2
+
+
+@pytest.mark.parametrize(
+    ("inputs", "field", "reason"),
+    [
+        ([[1, 2, 3]], "inputs[0]", "has 3 features; model iris expects 4"),
+        ([[1, 2, 3, 4], [1, 2, 3, 4, 5]], "inputs[1]", "has 5 features"),
+        ([[1, 2, float("nan"), 4]], "inputs[0][2]", "finite"),
+        ([[1, 2, float("inf"), 4]], "inputs[0][2]", "finite"),
+        ([[1, 2, 10**400, 4]], "inputs[0][2]", "finite"),
+        ([[1, 2, "3", 4]], "inputs[0][2]", "must be a number, got str"),
+        ([[1, 2, True, 4]], "inputs[0][2]", "got bool"),
+        ([{"sepal_length": 1, "sepal_width": 1, "petal_length": 1, "petal_widht": 1}],
+         "inputs[0].petal_widht", "unknown feature 'petal_widht'"),
+        ([{"sepal_length": 1, "sepal_width": 1, "petal_length": 1}],
+         "inputs[0].petal_width", "missing feature 'petal_width'"),
+        ([], "inputs", "at least one row"),
+        ("1,2,3,4", "inputs", "must be a list of rows"),
+        ([7], "inputs[0]", "must be a list of numbers or an object"),
+        ([[1, 2, 3, 4]] * 11, "inputs", "11 rows; at most 10"),
+    ],
+)
+def test_bad_inputs_are_refused_with_the_field_named(inputs: object, field: str,
+                                                     reason: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        parse_rows(inputs, IRIS, 10)
+    assert info.value.field == field
+    assert reason in info.value.reason

@@ -1,0 +1,82 @@
+"""The job lifecycle on a real database: conditional transitions make effects exactly once."""
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, delete, select
+
+from service import jobs
+from service.db import jobs as jobs_table
+from service.errors import JobNotFinished, JobNotFound
+from service.jobs import JobStatus, NewJob, Outcome
+from service.registry import ModelInfo
+
+TENANT = "jobs-domain"
+
+
+@pytest.fixture
+def job_id(engine: Engine, models: dict[str, ModelInfo]) -> Iterator[str]:
+    job = NewJob(TENANT, models["iris"].id, [[5.1, 3.5, 1.4, 0.2]]).with_id()
+    with engine.begin() as conn:
+        jobs.insert_jobs(conn, [job])
+    yield job.id
+    with engine.begin() as conn:
+        conn.execute(delete(jobs_table).where(jobs_table.c.tenant == TENANT))
+
+
+def _row(engine: Engine, job_id: str) -> dict[str, object]:
+    with engine.connect() as conn:
+        row = conn.execute(select(jobs_table).where(jobs_table.c.id == job_id)).mappings().one()
+        return dict(row)
+
+
+def test_claim_marks_running_and_returns_inputs(engine: Engine, job_id: str) -> None:
+    with engine.begin() as conn:
+        claimed = jobs.claim(conn, [job_id, "no-such-job"])
+    assert [(c.id, c.inputs, c.attempts) for c in claimed] == [(job_id, [[5.1, 3.5, 1.4, 0.2]], 1)]
+    assert _row(engine, job_id)["status"] == "running"
+
+
+def test_redelivered_message_does_not_write_a_second_result(engine: Engine, job_id: str) -> None:
+    with engine.begin() as conn:  # two deliveries of the same message, racing
+        first, second = jobs.claim(conn, [job_id]), jobs.claim(conn, [job_id])
+    assert first and second
+    with engine.begin() as conn:
+        assert jobs.finish(conn, [Outcome(job_id, result={"predictions": ["setosa"]})]) == 1
+    finished = _row(engine, job_id)
+    with engine.begin() as conn:
+        assert jobs.finish(conn, [Outcome(job_id, result={"predictions": ["other"]})]) == 0
+        assert jobs.finish(conn, [Outcome(job_id, error="late failure")]) == 0
+        assert jobs.claim(conn, [job_id]) == []  # a finished job is never claimed again
+    assert _row(engine, job_id) == finished
+    assert finished["status"] == "succeeded"
+    assert finished["attempts"] == 2
+
+
+def test_finish_without_claim_changes_nothing(engine: Engine, job_id: str) -> None:
+    with engine.begin() as conn:
+        assert jobs.finish(conn, [Outcome(job_id, result={"predictions": [1]})]) == 0
+    assert _row(engine, job_id)["status"] == JobStatus.QUEUED
+
+
+def test_result_of_an_unfinished_job_is_a_conflict_naming_its_status(
+    engine: Engine, job_id: str
+) -> None:
+    with engine.connect() as conn, pytest.raises(JobNotFinished) as info:
+        jobs.get_result(conn, TENANT, job_id)
+    assert info.value.job_status == "queued"
+
+
+def test_another_tenants_job_is_not_found(engine: Engine, job_id: str) -> None:
+    with engine.connect() as conn:
+        assert jobs.get_job(conn, TENANT, job_id)["status"] == "queued"
+        with pytest.raises(JobNotFound):
+            jobs.get_job(conn, "someone-else", job_id)
+        with pytest.raises(JobNotFound):
+            jobs.get_result(conn, "someone-else", job_id)
+
+
+def test_final_states_are_final() -> None:
+    assert {s for s in JobStatus if s.is_final} == {
+        JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED
+    }

@@ -1,0 +1,49 @@
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, delete
+
+from service import registry
+from service.db import models as models_table
+from service.errors import Conflict, InvalidInput
+from service.registry import ModelInfo
+
+
+def test_registered_artifact_is_stored_read_only_under_its_sha256(
+    engine: Engine, models: dict[str, ModelInfo]
+) -> None:
+    iris = models["iris"]
+    path = Path(iris.artifact_path)
+    assert path.name == f"{iris.sha256}.joblib"
+    assert registry.sha256_file(path) == iris.sha256
+    assert not os.stat(path).st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+    assert iris.kind == "classifier" and iris.labels == ["setosa", "versicolor", "virginica"]
+    assert models["diabetes"].kind == "regressor" and models["diabetes"].n_features == 10
+
+
+def test_latest_version_is_the_default(engine: Engine, settings, models) -> None:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        v2 = registry.add_model(conn, settings.model_dir, models["iris"].artifact_path,
+                                "iris-versions", "2024.1")
+        v3 = registry.add_model(conn, settings.model_dir, models["iris"].artifact_path,
+                                "iris-versions", "2024.2")
+    try:
+        with engine.connect() as conn:
+            assert registry.resolve(conn, "iris-versions").id == v3.id
+            assert registry.resolve(conn, "iris-versions", "2024.1").id == v2.id
+    finally:
+        with engine.begin() as conn:
+            conn.execute(delete(models_table).where(models_table.c.name == "iris-versions"))
+
+
+def test_same_name_and_version_twice_is_a_conflict(engine: Engine, settings, models) -> None:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn, pytest.raises(Conflict):
+        registry.add_model(conn, settings.model_dir, models["iris"].artifact_path, "iris", "1")
+
+
+def test_feature_names_must_match_the_model_width(engine: Engine, settings, models) -> None:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn, pytest.raises(InvalidInput, match="3 names for a model of 4"):
+        registry.add_model(conn, settings.model_dir, models["iris"].artifact_path,
+                           "iris-named", "1", feature_names=["a", "b", "c"])

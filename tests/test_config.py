@@ -1,0 +1,31 @@
+import pytest
+
+from service.config import Settings
+
+
+def test_settings_read_typed_values_from_environment_variables() -> None:
+    settings = Settings.from_env({
+        "DATABASE_URL": "postgresql+psycopg://db/predq",
+        "REDIS_URL": "redis://cache:6379/2",
+        "PREDQ_BATCH_FLUSH_EVERY": "32",
+        "PREDQ_BATCH_FLUSH_INTERVAL": "0.02",
+    })
+    assert settings.database_url == "postgresql+psycopg://db/predq"
+    assert settings.broker_url == "redis://cache:6379/2"
+    assert settings.batch_flush_every == 32
+    assert settings.batch_flush_interval == 0.02
+
+
+def test_unix_socket_redis_url_is_spelled_for_kombu() -> None:
+    settings = Settings.from_env({"REDIS_URL": "unix:///tmp/r.sock"})
+    assert settings.broker_url == "redis+socket:///tmp/r.sock"
+
+
+def test_time_limit_not_below_visibility_timeout_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="visibility_timeout"):
+        Settings.from_env({"PREDQ_VISIBILITY_TIMEOUT": "60", "PREDQ_TASK_TIME_LIMIT": "60"})
+
+
+def test_env_round_trips_through_child_process_variables() -> None:
+    settings = Settings.from_env({}, max_rows_per_job=7)
+    assert Settings.from_env(settings.env()) == settings

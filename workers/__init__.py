@@ -1,0 +1,1 @@
+"""predq workers: Celery tasks that run jobs through models in micro-batches."""

@@ -1,0 +1,42 @@
+"""The Celery app: JSON-only messages, late acks, one queue per kind of work."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from service.config import Settings
+
+PREDICT_TASK = "predq.predict"
+QUEUES = ("predict.interactive", "predict.bulk", "webhooks", "maintenance")
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    """Build the Celery app that both the API (to publish) and the workers (to consume) use."""
+    settings = settings or Settings.from_env()
+    app = Celery("predq", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],  # a pickle message is refused before anything is decoded
+        result_serializer="json",
+        task_ignore_result=True,  # results live in SQL, not in a Celery backend
+        task_acks_late=True,  # ack after the result is committed
+        task_reject_on_worker_lost=True,
+        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
+        task_default_queue="predict.interactive",
+        task_default_exchange="predict.interactive",
+        task_default_routing_key="predict.interactive",
+        task_routes={PREDICT_TASK: {"queue": "predict.interactive"}},
+        task_time_limit=settings.task_time_limit,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        # celery-batches buffers in the consumer: prefetch must cover a full batch per process.
+        worker_prefetch_multiplier=max(4, settings.batch_flush_every),
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        worker_enable_remote_control=False,
+        broker_heartbeat=0,
+    )
+    app.conf.predq_settings = settings
+    return app

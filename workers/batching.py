@@ -1,0 +1,108 @@
+"""The micro-batching predict task: claim, group by model version, one predict() per group."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+
+from service import jobs, registry
+from service.errors import ModelLoadError
+from service.jobs import Claimed, Outcome
+from workers.modelcore import ModelCache, predict
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+RETRY_DELAYS = (0.1, 0.5, 2.0, 5.0)
+
+
+class Runner:
+    """Runs batches of job ids for one worker process: its engine, models and metadata."""
+
+    def __init__(self, engine: Engine, cache_size: int = 8) -> None:
+        self.engine = engine
+        self.models = ModelCache(cache_size)
+        self._infos: dict[int, registry.ModelInfo] = {}
+
+    def run(self, job_ids: Iterable[str]) -> list[Outcome]:
+        """Claim the jobs, predict them, commit their outcomes; return what was written."""
+        ids = list(job_ids)
+        claimed = _with_retry(lambda: self._claim(ids))
+        if len(claimed) < len(ids):
+            skipped = sorted(set(ids) - {job.id for job in claimed})
+            log.info("skipped finished or unknown jobs (redelivery?): %s", " ".join(skipped[:20]))
+        by_model: dict[int, list[Claimed]] = defaultdict(list)
+        for job in claimed:
+            by_model[job.model_id].append(job)
+        outcomes = [o for model_id, group in by_model.items()
+                    for o in self._predict_group(model_id, group)]
+        if outcomes:
+            _with_retry(lambda: self._finish(outcomes))
+        return outcomes
+
+    def _claim(self, ids: list[str]) -> list[Claimed]:
+        with self.engine.begin() as conn:
+            return jobs.claim(conn, ids)
+
+    def _finish(self, outcomes: Sequence[Outcome]) -> int:
+        with self.engine.begin() as conn:
+            return jobs.finish(conn, outcomes)
+
+    def _info(self, model_id: int) -> registry.ModelInfo:
+        # A model version is immutable once registered, so its metadata is cached for good.
+        if model_id not in self._infos:
+            with self.engine.connect() as conn:
+                self._infos[model_id] = registry.by_id(conn, model_id)
+        return self._infos[model_id]
+
+    def _predict_group(self, model_id: int, group: list[Claimed]) -> list[Outcome]:
+        try:
+            info = self._info(model_id)
+            model = self.models.get(info)
+        except ModelLoadError as exc:
+            log.error("model %s cannot be loaded: %s", model_id, exc)
+            return [Outcome(job.id, error=exc.message) for job in group]
+        try:
+            rows = np.asarray([row for job in group for row in job.inputs], dtype=np.float64)
+            return _split(group, predict(model, info, rows))
+        except Exception as exc:  # noqa: BLE001 - find the job that broke the batch
+            if len(group) == 1:
+                return [_failed(group[0], exc)]
+        return [self._predict_one(model, info, job) for job in group]
+
+    def _predict_one(self, model: Any, info: registry.ModelInfo, job: Claimed) -> Outcome:
+        try:
+            rows = np.asarray(job.inputs, dtype=np.float64)
+            return _split([job], predict(model, info, rows))[0]
+        except Exception as exc:  # noqa: BLE001 - one bad job fails alone
+            return _failed(job, exc)
+
+
+def _failed(job: Claimed, exc: Exception) -> Outcome:
+    return Outcome(job.id, error=f"prediction failed: {type(exc).__name__}: {exc}")
+
+
+def _split(group: Sequence[Claimed], out: dict[str, np.ndarray]) -> list[Outcome]:
+    outcomes, start = [], 0
+    for job in group:
+        end = start + len(job.inputs)
+        outcomes.append(Outcome(job.id, result={k: v[start:end].tolist() for k, v in out.items()}))
+        start = end
+    return outcomes
+
+
+def _with_retry(fn: Callable[[], T]) -> T:
+    """Retry a database step with back-off; a worker does not give up on a brief outage."""
+    for delay in RETRY_DELAYS:
+        try:
+            return fn()
+        except OperationalError as exc:
+            log.warning("database unavailable (%s); retrying in %.1fs", exc.orig, delay)
+            time.sleep(delay)
+    return fn()
