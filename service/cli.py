@@ -157,3 +157,7 @@ def _run(fn):  # type: ignore[no-untyped-def]
 
 
 
+
+
+if __name__ == "__main__":
+    main()

@@ -52,13 +52,17 @@ def run_all(settings: Settings, embedded_redis: bool) -> int:
         for args in (api_command(settings), worker_command(settings)):
             children.append(subprocess.Popen([sys.executable, *args], env=env))
         _banner(settings, key)
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
-        while all(child.poll() is None for child in children):
-            time.sleep(0.5)
+        stopping: list[int] = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, _frame: stopping.append(signum))
+        while not stopping and all(child.poll() is None for child in children):
+            time.sleep(0.2)
+        if stopping:
+            print("\nstopping...", file=sys.stderr)
+            return 0
         print("a child process exited; stopping everything", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\nstopping...", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C before the children were up
         return 0
     finally:
         for child in children:

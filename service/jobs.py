@@ -95,7 +95,7 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[str]:
         for job in new_jobs
     ]
     conn.execute(insert(jobs), rows)
-    return [row["id"] for row in rows]
+    return [job.id for job in new_jobs]
 
 
 def claim(conn: Connection, job_ids: Iterable[str]) -> list[Claimed]:

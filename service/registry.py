@@ -67,14 +67,14 @@ def signature_of(model: Any) -> dict[str, Any]:
         f"x{i}" for i in range(int(n_features))
     ]
     classes = getattr(model, "classes_", None)
-    is_classifier = classes is not None and hasattr(model, "predict_proba")
+    labels = None
+    if classes is not None and hasattr(model, "predict_proba"):
+        labels = [c.item() if hasattr(c, "item") else c for c in classes]
     return {
-        "kind": "classifier" if is_classifier else "regressor",
+        "kind": "regressor" if labels is None else "classifier",
         "n_features": int(n_features),
         "feature_names": feature_names,
-        "labels": [c.item() if hasattr(c, "item") else c for c in classes]
-        if is_classifier
-        else None,
+        "labels": labels,
     }
 
 

@@ -22,7 +22,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_ignore_result=True,  # results live in SQL, not in a Celery backend
         task_acks_late=True,  # ack after the result is committed
         task_reject_on_worker_lost=True,
-        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
+        task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
         task_default_queue="predict.interactive",
         task_default_exchange="predict.interactive",
         task_default_routing_key="predict.interactive",

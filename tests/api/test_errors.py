@@ -38,7 +38,7 @@ def test_invalid_inputs_answer_400_naming_the_field(
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_non_finite_numbers_answer_400(tenant: Tenant, literal: str) -> None:
-    body = '{"model": "iris", "inputs": [[1, 2, 3, %s]]}' % literal
+    body = '{"model": "iris", "inputs": [[1, 2, 3, ' + literal + ']]}'
     response = tenant.post("/v1/jobs", data=body, headers={"Content-Type": "application/json"})
     error = _error(response, 400, "invalid_input")
     assert error["field"] == "inputs[0][3]" and "finite" in error["message"]

@@ -1,0 +1,35 @@
+# predq: `make run` starts everything on a laptop; `make test` runs the suite.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+T      ?= tests
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed ## Create .venv and install predq with its dev tools
+
+run: install ## Start Redis, API, worker on http://127.0.0.1:8000 (SQLite under var/)
+	$(VENV)/bin/predq up
+
+test: install ## Run the tests (T=tests/path narrows; TEST_DATABASE_URL=postgresql+psycopg://... for PostgreSQL)
+	$(PY) -m pytest $(T)
+
+lint: install ## ruff and mypy
+	$(VENV)/bin/ruff check service workers migrations tests bench
+	$(VENV)/bin/mypy service workers
+
+bench: install ## Benchmark predq against a hand-written Celery service (QUICK=1: under 2 minutes)
+	$(PY) -m bench $(if $(QUICK),--quick)
+
+clean: ## Remove var/ (local database, Redis socket, models)
+	rm -rf var

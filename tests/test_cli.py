@@ -1,0 +1,133 @@
+"""The `predq` command as an operator runs it: real processes, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import select
+
+from service.config import Settings
+from service.db import api_keys, make_engine
+from tests.conftest import ROOT
+
+PREDQ = [sys.executable, "-m", "service.cli"]
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PREDQ, *args], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(PREDQ_VAR_DIR=str(tmp_path / "var"), PREDQ_MODEL_DIR=str(tmp_path / "var/models"),
+               DATABASE_URL=f"sqlite:///{tmp_path}/cli.db", PYTHONPATH=str(ROOT))
+    return env
+
+
+def test_operator_migrates_registers_a_model_and_creates_a_key(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    assert _run(["db", "upgrade"], cli_env).returncode == 0
+    assert "registered: iris, diabetes" in _run(["models", "demo"], cli_env).stdout
+    artifact = tmp_path / "var/demo/iris.joblib"
+    added = _run(["models", "add", str(artifact), "--name", "flowers", "--version", "2",
+                  "--feature-names", "a,b,c,d"], cli_env)
+    assert added.returncode == 0, added.stderr
+    assert re.search(r"registered flowers 2 \(classifier, 4 features\) sha256 [0-9a-f]{64}",
+                     added.stdout)
+    again = _run(["models", "add", str(artifact), "--name", "flowers", "--version", "2"], cli_env)
+    assert again.returncode != 0 and "already registered" in again.stderr
+    assert "flowers\t2\tclassifier\t4" in _run(["models", "list"], cli_env).stdout
+
+    key = _run(["keys", "create", "--tenant", "acme"], cli_env).stdout.strip()
+    assert key.startswith("pq_") and len(key) > 40
+    engine = make_engine(cli_env["DATABASE_URL"])
+    with engine.connect() as conn:
+        stored = [tuple(map(str, row)) for row in conn.execute(select(api_keys))]
+    assert stored and not any(key in value for row in stored for value in row)
+    assert _run(["keys", "revoke", key[:10]], cli_env).stdout.strip() == "revoked 1 key(s)"
+    engine.dispose()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_predq_up_prints_a_curl_line_that_works_and_ctrl_c_stops_everything(
+    tmp_path: Path,
+) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(PREDQ_VAR_DIR=str(tmp_path / "var"), PREDQ_MODEL_DIR=str(tmp_path / "var/models"),
+               PREDQ_PORT=str(port), PYTHONPATH=str(ROOT))
+    log = open(tmp_path / "up.log", "w+")  # noqa: SIM115
+    up = subprocess.Popen([*PREDQ, "up"], env=env, cwd=tmp_path, stdout=log,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output = _wait_for(tmp_path / "up.log", "curl -s " + f"http://127.0.0.1:{port}/v1/jobs/")
+        lines = output.split("Try it:\n", 1)[1].splitlines()
+        submit = "\n".join(lines[:3])
+        _wait_http(port)
+        accepted = subprocess.run(["bash", "-c", submit], capture_output=True, text=True,
+                                  timeout=30)
+        job = json.loads(accepted.stdout)
+        assert job["status"] == "queued", accepted
+        poll = lines[3].replace("JOB_ID", job["id"])
+        deadline = time.monotonic() + 60
+        while True:
+            result = json.loads(subprocess.run(["bash", "-c", poll], capture_output=True,
+                                               text=True, timeout=30).stdout)
+            if "predictions" in result or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert result["predictions"] == ["setosa"], result
+        sock = tmp_path / "var/redis.sock"
+        assert redis.Redis(unix_socket_path=str(sock)).ping()
+    finally:
+        os.killpg(up.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        up.wait(60)
+        log.close()
+    assert up.returncode == 0
+    deadline = time.monotonic() + 30
+    with pytest.raises(ProcessLookupError):  # no child of `predq up` is left in its group
+        while time.monotonic() < deadline:
+            os.killpg(up.pid, 0)
+            time.sleep(0.1)
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(unix_socket_path=str(sock), socket_connect_timeout=1).ping()
+    assert Settings.from_env({"PREDQ_VAR_DIR": "x"}).var_dir  # settings still importable
+
+
+def _wait_for(path: Path, needle: str, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text()
+        if needle in text:
+            return text
+        time.sleep(0.2)
+    raise AssertionError(f"{needle!r} not printed:\n{path.read_text()[-3000:]}")
+
+
+def _wait_http(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("API did not listen")
