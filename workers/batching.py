@@ -30,6 +30,20 @@ class Runner:
         self.models = ModelCache(cache_size)
         self._infos: dict[int, registry.ModelInfo] = {}
 
+    def preload(self, limit: int) -> int:
+        """Load the `limit` most recently registered model versions; return how many loaded."""
+        with self.engine.connect() as conn:
+            infos = sorted(registry.list_models(conn), key=lambda info: info.id)[-limit:]
+        loaded = 0
+        for info in infos:
+            self._infos[info.id] = info
+            try:
+                self.models.get(info)
+                loaded += 1
+            except ModelLoadError as exc:
+                log.warning("not preloading %s %s: %s", info.name, info.version, exc.message)
+        return loaded
+
     def run(self, job_ids: Iterable[str]) -> list[Outcome]:
         """Claim the jobs, predict them, commit their outcomes; return what was written."""
         ids = list(job_ids)

@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from celery_batches import Batches, SimpleRequest
 
 from service.config import Settings
@@ -29,8 +29,17 @@ def runner(settings: Settings) -> Runner:
     return _runner[1]
 
 
+def warm_up(settings: Settings) -> None:
+    """Load the latest models in a fresh pool process, so the first job does not pay for it."""
+    try:
+        runner(settings).preload(settings.model_cache_size)
+    except Exception:  # noqa: BLE001 - a cold start is slower, not broken
+        log.exception("model preload failed; models will load on first use")
+
+
 def register(app: Celery) -> None:
     settings: Settings = app.conf.predq_settings
+    signals.worker_process_init.connect(lambda **_: warm_up(settings), weak=False)
 
     @app.task(
         base=Batches,

@@ -115,3 +115,13 @@ def test_artifact_with_wrong_sha256_fails_jobs_with_a_clear_error(
         with engine.begin() as conn:
             conn.execute(delete(jobs_table).where(jobs_table.c.model_id == model_id))
             conn.execute(delete(models_table).where(models_table.c.id == model_id))
+
+
+def test_preload_loads_the_latest_models_before_any_job(
+    engine: Engine, models: dict[str, ModelInfo]
+) -> None:
+    runner = Runner(engine, cache_size=8)
+    assert runner.preload(2) == 2
+    latest = sorted(models.values(), key=lambda info: info.id)[-2:]
+    assert all(runner.models.get(info) is runner.models.get(info) for info in latest)
+    assert len(runner.models._models) == 2
