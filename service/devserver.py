@@ -49,8 +49,13 @@ def run_all(settings: Settings, embedded_redis: bool) -> int:
         env = {**os.environ, **settings.env()}
         from service.cli import api_command, worker_command
 
+        # Each child gets its own session: Ctrl-C reaches only us, and each child then gets one
+        # SIGTERM. A gthread gunicorn worker that receives SIGINT and then its master's quit
+        # signal deadlocks inside ThreadPoolExecutor.shutdown and never exits.
         for args in (api_command(settings), worker_command(settings)):
-            children.append(subprocess.Popen([sys.executable, *args], env=env))
+            children.append(
+                subprocess.Popen([sys.executable, *args], env=env, start_new_session=True)
+            )
         _banner(settings, key)
         stopping: list[int] = []
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -65,16 +70,30 @@ def run_all(settings: Settings, embedded_redis: bool) -> int:
     except KeyboardInterrupt:  # Ctrl-C before the children were up
         return 0
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
-            try:
-                child.wait(20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop_all(children)
         if redis_proc is not None:
             embedded.stop(redis_proc)
+
+
+def stop_all(children: list[subprocess.Popen[bytes]], grace: float = 25) -> None:
+    """SIGTERM each child's process group once; SIGKILL the group of any still there after grace."""
+    for child in children:
+        _signal_group(child, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(child, signal.SIGKILL)  # also reaps grandchildren a killed master left
+        child.wait()
+
+
+def _signal_group(child: subprocess.Popen[bytes], signum: int) -> None:
+    try:
+        os.killpg(child.pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _banner(settings: Settings, key: str) -> None:
