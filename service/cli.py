@@ -101,10 +101,18 @@ def keys_create(tenant: str) -> None:
 @click.argument("prefix")
 def keys_revoke(prefix: str) -> None:
     """Revoke the key that starts with PREFIX (its first 10 characters)."""
-    from service.keys import revoke_key
+    import redis
 
-    with make_engine(_settings().database_url).begin() as conn:
+    from service.keys import announce_revocation, revoke_key
+
+    settings = _settings()
+    with make_engine(settings.database_url).begin() as conn:
         count = revoke_key(conn, prefix[:10])
+    try:
+        announce_revocation(redis.Redis.from_url(settings.redis_url, socket_timeout=5))
+    except redis.RedisError as exc:
+        click.echo(f"warning: Redis unreachable ({exc}); API processes may accept the key "
+                   "for up to 60 s more", err=True)
     click.echo(f"revoked {count} key(s)")
     if not count:
         sys.exit(1)

@@ -51,6 +51,9 @@ class Settings:
     #: Address `predq up` and the docker image bind the API to.
     host: str = "127.0.0.1"
     port: int = 8000
+    #: Seconds an API process trusts its cached API keys before it re-reads the Redis
+    #: revocation epoch: a revoked key stops working within this delay (0: check every request).
+    key_epoch_check_interval: float = 0.1
     #: Log level for API and workers.
     log_level: str = "INFO"
 

@@ -78,7 +78,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pre-ping: it costs a round trip per checkout. A dead connection raises once, SQLAlchemy
+    # then drops the pool, and that request answers 503; pool_recycle retires idle connections.
+    kwargs.setdefault("pool_recycle", 1800)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     return create_engine(url, **kwargs)
@@ -91,3 +93,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def reader(engine: Engine) -> Engine:
+    """The same pool in autocommit: single-statement reads skip the BEGIN/ROLLBACK round trips."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")

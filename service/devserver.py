@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -81,19 +82,15 @@ def stop_all(children: list[subprocess.Popen[bytes]], grace: float = 25) -> None
         _signal_group(child, signal.SIGTERM)
     deadline = time.monotonic() + grace
     for child in children:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
         _signal_group(child, signal.SIGKILL)  # also reaps grandchildren a killed master left
         child.wait()
 
 
 def _signal_group(child: subprocess.Popen[bytes], signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(child.pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 def _banner(settings: Settings, key: str) -> None:

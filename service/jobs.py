@@ -94,7 +94,9 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[str]:
         }
         for job in new_jobs
     ]
-    conn.execute(insert(jobs), rows)
+    # RETURNING makes SQLAlchemy send one multi-row INSERT ("insertmanyvalues") instead of one
+    # statement per row.
+    conn.execute(insert(jobs).returning(jobs.c.id), rows).all()
     return [job.id for job in new_jobs]
 
 

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 
+import redis
 from sqlalchemy import Connection, insert, select, update
 
 from service.db import api_keys
@@ -13,6 +14,8 @@ from service.errors import InvalidInput, Unauthorized
 from service.jobs import utcnow
 
 KEY_PREFIX = "pq_"
+#: Redis counter bumped after every revocation; API processes drop cached keys when it moves.
+REVOCATION_EPOCH = "predq:keys:revocation-epoch"
 
 
 def hash_key(key: str) -> str:
@@ -53,3 +56,8 @@ def revoke_key(conn: Connection, prefix: str) -> int:
         .values(revoked_at=utcnow())
     )
     return conn.execute(stmt).rowcount
+
+
+def announce_revocation(client: redis.Redis) -> None:
+    """Tell every API process to forget the keys it has cached (call after the commit)."""
+    client.incr(REVOCATION_EPOCH)

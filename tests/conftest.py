@@ -70,6 +70,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_
     return Settings.from_env(
         {}, database_url=database_url, redis_url=redis_url, var_dir=str(var),
         model_dir=str(var / "models"), batch_flush_interval=0.005, log_level="INFO",
+        key_epoch_check_interval=0.0,
     )
 
 

@@ -7,12 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from celery import Celery
 from flask import Flask, current_app
 from sqlalchemy import Engine
 
+from service.api.lookups import KeyLookup, ModelLookup
 from service.config import Settings
-from service.db import make_engine
+from service.db import make_engine, reader
 from service.submitter import GroupCommitter
 
 
@@ -22,8 +24,11 @@ class Services:
 
     settings: Settings
     engine: Engine
+    reads: Engine  # the same pool in autocommit, for single-statement reads
     celery: Celery
     committer: GroupCommitter
+    models: ModelLookup
+    keys: KeyLookup
 
 
 def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
@@ -42,7 +47,12 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
         celery.send_task(PREDICT_TASK, args=[ids], queue=queue)
 
     committer = GroupCommitter(engine, publish, settings.submit_group_max)
-    app.extensions["predq"] = Services(settings, engine, celery, committer)
+    reads = reader(engine)
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    app.extensions["predq"] = Services(
+        settings, engine, reads, celery, committer, ModelLookup(reads),
+        KeyLookup(reads, client, settings.key_epoch_check_interval),
+    )
     logging.getLogger("service").setLevel(settings.log_level)
 
     errors.register(app)

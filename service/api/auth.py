@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask import request
 
-from service import keys
 from service.api import services
 from service.errors import Unauthorized
 
@@ -15,5 +14,4 @@ def current_tenant() -> str:
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized("send an API key as 'Authorization: Bearer KEY'")
-    with services().engine.connect() as conn:
-        return keys.authenticate(conn, key.strip())
+    return services().keys.tenant(key.strip())

@@ -6,9 +6,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request
 
-from service import jobs, registry
+from service import jobs
 from service.api import services
 from service.api.auth import current_tenant
 from service.errors import InvalidInput, MalformedJSON, PredqError
@@ -45,10 +45,7 @@ def json_body() -> dict[str, Any]:
 
 
 def _links(job_id: str) -> dict[str, str]:
-    return {
-        "self": url_for("jobs.get_job", job_id=job_id),
-        "result": url_for("jobs.get_result", job_id=job_id),
-    }
+    return {"self": f"/v1/jobs/{job_id}", "result": f"/v1/jobs/{job_id}/result"}
 
 
 @bp.post("")
@@ -67,8 +64,7 @@ def submit() -> tuple[Response, int, dict[str, str]]:
     if "inputs" not in body:
         raise InvalidInput("inputs", "required: a list of rows")
     svc = services()
-    with svc.engine.connect() as conn:
-        model = registry.resolve(conn, name, None if version is None else str(version))
+    model = svc.models.resolve(name, None if version is None else str(version))
     rows = parse_rows(body["inputs"], model, svc.settings.max_rows_per_job)
     job = svc.committer.submit(jobs.NewJob(tenant=tenant, model_id=model.id, inputs=rows))
     links = _links(job.id)
@@ -80,7 +76,7 @@ def submit() -> tuple[Response, int, dict[str, str]]:
 @bp.get("/<job_id>")
 def get_job(job_id: str) -> Response:
     tenant = current_tenant()
-    with services().engine.connect() as conn:
+    with services().reads.connect() as conn:
         job = jobs.get_job(conn, tenant, job_id)
     status = job["status"]
     out: dict[str, Any] = {
@@ -103,7 +99,7 @@ def get_job(job_id: str) -> Response:
 @bp.get("/<job_id>/result")
 def get_result(job_id: str) -> Response:
     tenant = current_tenant()
-    with services().engine.connect() as conn:
+    with services().reads.connect() as conn:
         return jsonify(jobs.get_result(conn, tenant, job_id))
 
 

@@ -15,7 +15,7 @@ bp = Blueprint("models", __name__, url_prefix="/v1/models")
 @bp.get("")
 def list_models() -> Response:
     current_tenant()
-    with services().engine.connect() as conn:
+    with services().reads.connect() as conn:
         infos = registry.list_models(conn)
     latest: dict[str, registry.ModelInfo] = {}
     for info in infos:  # ordered by id: the last one seen is the latest
@@ -31,7 +31,7 @@ def list_models() -> Response:
 @bp.get("/<name>")
 def get_model(name: str) -> Response:
     current_tenant()
-    with services().engine.connect() as conn:
+    with services().reads.connect() as conn:
         infos = registry.list_models(conn, name)
     if not infos:
         raise ModelNotFound(name)
@@ -41,5 +41,5 @@ def get_model(name: str) -> Response:
 @bp.get("/<name>/versions/<version>")
 def get_version(name: str, version: str) -> Response:
     current_tenant()
-    with services().engine.connect() as conn:
+    with services().reads.connect() as conn:
         return jsonify(registry.resolve(conn, name, version).public())

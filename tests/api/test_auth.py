@@ -1,11 +1,17 @@
 """API keys and tenant isolation over HTTP."""
 
+import os
+import subprocess
+import sys
 import uuid
 
 import pytest
 import requests
+from sqlalchemy import delete
 
-from tests.conftest import Tenant
+from service.config import Settings
+from service.db import api_keys
+from tests.conftest import ROOT, Tenant
 
 
 @pytest.mark.parametrize("header", [None, "Bearer", "Bearer pq_not-a-key", "Basic dXNlcjpwYXNz"])
@@ -35,10 +41,34 @@ def test_another_tenants_job_looks_exactly_like_an_unknown_one(
             missing.json()["error"]["message"]
 
 
-def test_revoked_key_stops_working_at_once(tenant: Tenant, engine) -> None:  # type: ignore[no-untyped-def]
-    from service.keys import revoke_key
+def test_revoked_key_stops_working_at_once_though_the_api_caches_keys(
+    tenant: Tenant, settings: Settings
+) -> None:
+    assert tenant.get("/v1/models").status_code == 200  # now cached by the API process
+    env = {**os.environ, **settings.env(), "PYTHONPATH": str(ROOT)}
+    revoked = subprocess.run([sys.executable, "-m", "service.cli", "keys", "revoke",
+                              tenant.key[:10]], env=env, capture_output=True, text=True,
+                             timeout=60)
+    assert revoked.stdout.strip() == "revoked 1 key(s)", revoked.stderr
+    response = tenant.get("/v1/models")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthorized"
 
-    assert tenant.get("/v1/models").status_code == 200
+
+def test_without_redis_keys_are_checked_in_sql(settings: Settings, engine, live_server,
+                                              tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from service.keys import create_key, revoke_key
+
+    server = live_server(settings.replace(redis_url=f"unix://{tmp_path}/no-redis.sock"))
     with engine.begin() as conn:
-        revoke_key(conn, tenant.key[:10])
-    assert tenant.get("/v1/models").status_code == 401
+        key = create_key(conn, "no-redis")
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
+        assert requests.get(server.url + "/v1/models", headers=headers, timeout=10).ok
+        with engine.begin() as conn:
+            revoke_key(conn, key[:10])  # no announcement can reach it: SQL is asked every time
+        response = requests.get(server.url + "/v1/models", headers=headers, timeout=10)
+        assert response.status_code == 401
+    finally:
+        with engine.begin() as conn:
+            conn.execute(delete(api_keys).where(api_keys.c.tenant == "no-redis"))

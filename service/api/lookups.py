@@ -1,0 +1,91 @@
+"""Per-process lookups that every request needs, at one round trip or less."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+
+import redis
+from sqlalchemy import Engine
+
+from service import keys, registry
+from service.registry import ModelInfo
+
+
+class ModelLookup:
+    """Model signatures by (name, version). A version never changes once registered, so it is
+    cached for good; which version is "latest" is re-read after `latest_ttl` seconds."""
+
+    def __init__(self, engine: Engine, latest_ttl: float = 2.0) -> None:
+        self._engine = engine
+        self._ttl = latest_ttl
+        self._versions: dict[tuple[str, str], ModelInfo] = {}
+        self._latest: dict[str, tuple[float, ModelInfo]] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, name: str, version: str | None) -> ModelInfo:
+        now = time.monotonic()
+        with self._lock:
+            if version is None:
+                hit = self._latest.get(name)
+                if hit and now - hit[0] < self._ttl:
+                    return hit[1]
+            elif (name, version) in self._versions:
+                return self._versions[(name, version)]
+        with self._engine.connect() as conn:
+            info = registry.resolve(conn, name, version)
+        with self._lock:
+            self._versions[(info.name, info.version)] = info
+            if version is None:
+                self._latest[name] = (now, info)
+        return info
+
+
+class KeyLookup:
+    """Tenant by API key. Valid keys are cached per process, tagged with the Redis revocation
+    epoch, which is re-read at most every `check_interval` seconds: a revocation bumps the epoch
+    and every process drops its cached keys within that interval. Without Redis, every request
+    asks SQL. Entries also expire after `ttl` seconds."""
+
+    def __init__(self, engine: Engine, client: redis.Redis, check_interval: float = 0.1,
+                 ttl: float = 60.0, size: int = 10_000) -> None:
+        self._engine = engine
+        self._redis = client
+        self._check_interval = check_interval
+        self._ttl = ttl
+        self._size = size
+        self._cache: OrderedDict[str, tuple[str, bytes, float]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._epoch_value: bytes | None = None
+        self._epoch_read_at = -1e9
+
+    def tenant(self, key: str) -> str:
+        digest = keys.hash_key(key)
+        epoch = self._epoch()
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(digest)
+        if hit and epoch is not None and hit[1] == epoch and now - hit[2] < self._ttl:
+            return hit[0]
+        with self._engine.connect() as conn:
+            tenant = keys.authenticate(conn, key)  # raises Unauthorized; failures not cached
+        if epoch is not None:
+            with self._lock:
+                self._cache[digest] = (tenant, epoch, now)
+                self._cache.move_to_end(digest)
+                while len(self._cache) > self._size:
+                    self._cache.popitem(last=False)
+        return tenant
+
+    def _epoch(self) -> bytes | None:
+        now = time.monotonic()
+        if now - self._epoch_read_at < self._check_interval:
+            return self._epoch_value
+        try:
+            value = self._redis.get(keys.REVOCATION_EPOCH)
+            epoch = value if isinstance(value, bytes) else b"0"
+        except redis.RedisError:
+            epoch = None
+        self._epoch_value, self._epoch_read_at = epoch, now
+        return epoch
