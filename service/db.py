@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -60,7 +61,7 @@ jobs = Table(
     Column("status", String(16), nullable=False),
     Column("queue", String(40), nullable=False),
     Column("n_rows", Integer, nullable=False),
-    Column("inputs", Text, nullable=True),  # JSON rows; the source of truth for re-publishing
+    Column("inputs", LargeBinary, nullable=True),  # float64 rows; source of truth for re-runs
     Column("result", Text, nullable=True),  # JSON {"predictions": [...], "probabilities": [...]}
     Column("error", Text, nullable=True),
     Column("attempts", Integer, nullable=False, default=0),

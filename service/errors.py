@@ -67,8 +67,9 @@ class JobNotFinished(PredqError):
     status = 409
     code = "job_not_finished"
 
-    def __init__(self, job_id: str, status: str) -> None:
-        super().__init__(f"job {job_id} has no result: it is {status}")
+    def __init__(self, job_id: str, status: str, error: str | None = None) -> None:
+        reason = f"job {job_id} has no result: it is {status}"
+        super().__init__(f"{reason}: {error}" if error else reason)
         self.job_id = job_id
         self.job_status = status
 

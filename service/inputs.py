@@ -5,20 +5,43 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from service.errors import InvalidInput
 from service.registry import ModelInfo
 
 
-def parse_rows(inputs: Any, model: ModelInfo, max_rows: int) -> list[list[float]]:
-    """Turn `inputs` (rows as lists, or objects keyed by feature name) into rows of floats."""
+def parse_rows(inputs: Any, model: ModelInfo, max_rows: int) -> np.ndarray:
+    """Turn `inputs` (rows as lists, or objects keyed by feature name) into a float64 matrix."""
     if not isinstance(inputs, list):
         raise InvalidInput("inputs", "must be a list of rows")
     if not inputs:
         raise InvalidInput("inputs", "must contain at least one row")
     if len(inputs) > max_rows:
         raise InvalidInput("inputs", f"{len(inputs)} rows; at most {max_rows} per job")
+    fast = _fast_matrix(inputs, model.n_features)
+    if fast is not None:
+        return fast
     index = {name: i for i, name in enumerate(model.feature_names)}
-    return [_row(raw, r, model, index) for r, raw in enumerate(inputs)]
+    return np.array([_row(raw, r, model, index) for r, raw in enumerate(inputs)],
+                    dtype=np.float64)
+
+
+def _fast_matrix(inputs: list[Any], n_features: int) -> np.ndarray | None:
+    """Rows of plain finite numbers, converted in C; None sends the caller to the exact checks
+    that name the bad value."""
+    number = (int, float)
+    if not all(type(row) is list and len(row) == n_features for row in inputs):
+        return None
+    if not all(type(v) in number for row in inputs for v in row):
+        return None  # strings and booleans (bool is not int here: type() is exact)
+    try:
+        matrix = np.array(inputs, dtype=np.float64)
+    except (OverflowError, ValueError):
+        return None
+    if matrix.shape != (len(inputs), n_features) or not np.isfinite(matrix).all():
+        return None
+    return matrix
 
 
 def _row(raw: Any, r: int, model: ModelInfo, index: dict[str, int]) -> list[float]:

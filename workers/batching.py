@@ -83,7 +83,7 @@ class Runner:
             log.error("model %s cannot be loaded: %s", model_id, exc)
             return [Outcome(job.id, error=exc.message) for job in group]
         try:
-            rows = np.asarray([row for job in group for row in job.inputs], dtype=np.float64)
+            rows = np.concatenate([job.inputs for job in group])
             return _split(group, predict(model, info, rows))
         except Exception as exc:  # noqa: BLE001 - find the job that broke the batch
             if len(group) == 1:
@@ -92,8 +92,7 @@ class Runner:
 
     def _predict_one(self, model: Any, info: registry.ModelInfo, job: Claimed) -> Outcome:
         try:
-            rows = np.asarray(job.inputs, dtype=np.float64)
-            return _split([job], predict(model, info, rows))[0]
+            return _split([job], predict(model, info, job.inputs))[0]
         except Exception as exc:  # noqa: BLE001 - one bad job fails alone
             return _failed(job, exc)
 

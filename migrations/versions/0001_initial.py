@@ -47,7 +47,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("queue", sa.String(40), nullable=False),
         sa.Column("n_rows", sa.Integer, nullable=False),
-        sa.Column("inputs", sa.Text, nullable=True),
+        sa.Column("inputs", sa.LargeBinary, nullable=True),
         sa.Column("result", sa.Text, nullable=True),
         sa.Column("error", sa.Text, nullable=True),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),

@@ -100,7 +100,8 @@ def get_job(job_id: str) -> Response:
 def get_result(job_id: str) -> Response:
     tenant = current_tenant()
     with services().reads.connect() as conn:
-        return jsonify(jobs.get_result(conn, tenant, job_id))
+        body = jobs.get_result(conn, tenant, job_id)
+    return Response(body, mimetype="application/json")
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from service.errors import InvalidInput
@@ -14,7 +15,9 @@ IRIS = ModelInfo(
 
 def test_rows_as_lists_and_as_objects_give_the_same_floats() -> None:
     keyed = {"petal_width": 0.2, "sepal_length": 5, "petal_length": 1.4, "sepal_width": 3.5}
-    assert parse_rows([[5, 3.5, 1.4, 0.2], keyed], IRIS, 10) == [[5.0, 3.5, 1.4, 0.2]] * 2
+    assert parse_rows([[5, 3.5, 1.4, 0.2], keyed], IRIS, 10).tolist() == [[5.0, 3.5, 1.4, 0.2]] * 2
+    fast = parse_rows([[5, 3.5, 1.4, 0.2]] * 3, IRIS, 10)
+    assert fast.dtype == np.float64 and fast.tolist() == [[5.0, 3.5, 1.4, 0.2]] * 3
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from sqlalchemy import Engine, delete, select
 
@@ -16,7 +17,7 @@ TENANT = "jobs-domain"
 
 @pytest.fixture
 def job_id(engine: Engine, models: dict[str, ModelInfo]) -> Iterator[str]:
-    job = NewJob(TENANT, models["iris"].id, [[5.1, 3.5, 1.4, 0.2]]).with_id()
+    job = NewJob(TENANT, models["iris"].id, np.array([[5.1, 3.5, 1.4, 0.2]])).with_id()
     with engine.begin() as conn:
         jobs.insert_jobs(conn, [job])
     yield job.id
@@ -33,7 +34,9 @@ def _row(engine: Engine, job_id: str) -> dict[str, object]:
 def test_claim_marks_running_and_returns_inputs(engine: Engine, job_id: str) -> None:
     with engine.begin() as conn:
         claimed = jobs.claim(conn, [job_id, "no-such-job"])
-    assert [(c.id, c.inputs, c.attempts) for c in claimed] == [(job_id, [[5.1, 3.5, 1.4, 0.2]], 1)]
+    assert [(c.id, c.inputs.tolist(), c.attempts) for c in claimed] == [
+        (job_id, [[5.1, 3.5, 1.4, 0.2]], 1)
+    ]
     assert _row(engine, job_id)["status"] == "running"
 
 

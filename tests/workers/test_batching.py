@@ -29,7 +29,8 @@ def runner(engine: Engine) -> Iterator[Runner]:
 
 
 def _insert(engine: Engine, model: ModelInfo, *inputs: list[list[float]]) -> list[str]:
-    new = [NewJob(TENANT, model.id, rows).with_id() for rows in inputs]
+    new = [NewJob(TENANT, model.id, np.asarray(rows, dtype=np.float64)).with_id()
+           for rows in inputs]
     with engine.begin() as conn:
         return jobs.insert_jobs(conn, new)
 

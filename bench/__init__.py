@@ -1,0 +1,1 @@
+"""Benchmark harness for predq: compute ceiling, hand-written baseline, load generator."""

@@ -1,0 +1,160 @@
+"""`make bench`: predq side by side with a hand-written Celery service and the model ceiling.
+
+Every figure is the median over the repetitions of one run (3, or 1 with --quick); the table is
+printed and written to bench/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.ceiling import blas_info, measure_ceiling
+from bench.models import make_demo_models, make_models
+from bench.run_baseline import bench_baseline
+from bench.run_predq import bench_predq
+
+RESULTS = Path(__file__).parent / "results.json"
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median of each numeric figure over repetitions; other values from the last run."""
+    out: dict[str, Any] = dict(runs[-1])
+    for key, value in runs[-1].items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[key] = round(statistics.median(r[key] for r in runs), 2)
+    out["repetitions"] = len(runs)
+    return out
+
+
+def repeat(reps: int, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    return median_of([fn() for _ in range(reps)])
+
+
+def machine() -> dict[str, Any]:
+    """Cores, memory and the versions of everything on the measured path."""
+    from importlib.metadata import version
+
+    packages = ("numpy", "scikit-learn", "celery", "celery-batches", "kombu", "redis", "flask",
+                "gunicorn", "sqlalchemy", "psycopg")
+    return {
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        **{name: version(name) for name in packages},
+        "blas": [f"{b.get('internal_api')} {b.get('version')} {b.get('architecture')}"
+                 for b in blas_info()],
+    }
+
+
+def run(quick: bool) -> dict[str, Any]:
+    reps = 1 if quick else 3
+    n_single, n_base = (3000, 2000) if quick else (20000, 10000)
+    c = 32
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "quick": quick,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    step("ceiling")
+    models = {**make_models(), **make_demo_models()}
+    results["ceiling"] = measure_ceiling(models, 20, quick)
+    for model in ("lr", "rf"):
+        step(f"baseline {model}")
+        base = repeat(reps, partial(bench_baseline, n_base, c, quick, model))
+        step(f"predq single-row {model}")
+        ours = repeat(reps, partial(bench_predq, n_single, c, quick, model))
+        ours["baseline"] = {
+            k: base[k]
+            for k in (
+                "jobs_s",
+                "submit_p50_ms",
+                "submit_p99_ms",
+                "completion_p50_ms",
+                "completion_p99_ms",
+                "rss_mb_api",
+                "rss_mb_worker",
+                "cpu_s_per_1000_jobs",
+                "n",
+                "complete",
+            )
+        }
+        ours["vs_baseline"] = round(ours["jobs_s"] / base["jobs_s"], 2)
+        results[f"single_row_{model}"] = ours
+    for rows, n in ((10, 1000 if quick else 5000), (100, 200 if quick else 1000)):
+        step(f"predq few-rows {rows}")
+        results[f"few_rows_{rows}"] = repeat(
+            reps, lambda r=rows, k=n: bench_predq(k, c, quick, "lr", r)
+        )
+    return results
+
+
+def step(name: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {name}", file=sys.stderr, flush=True)
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        f"predq benchmark ({'quick' if results['quick'] else 'full'}), "
+        f"{results['machine']['cores']} cores, Python {results['machine']['python']}",
+        "",
+    ]
+    lines.append(
+        f"{'scenario':<18}{'jobs/s':>9}{'rows/s':>10}{'baseline':>10}{'x':>6}"
+        f"{'submit p50/p99 ms':>20}{'done p50/p99 ms':>18}{'cpu ms/job':>11}"
+        f"{'rss api/wrk MB':>16}"
+    )
+    for name in ("single_row_lr", "single_row_rf", "few_rows_10", "few_rows_100"):
+        r = results.get(name)
+        if not r:
+            continue
+        base = r.get("baseline", {})
+        lines.append(
+            f"{name:<18}{r['jobs_s']:>9.0f}{r['rows_s']:>10.0f}"
+            f"{base.get('jobs_s', float('nan')):>10.0f}{r.get('vs_baseline', float('nan')):>6.1f}"
+            f"{r['submit_p50_ms']:>10.1f}/{r['submit_p99_ms']:<9.1f}"
+            f"{r['completion_p50_ms']:>8.0f}/{r['completion_p99_ms']:<9.0f}"
+            f"{r['cpu_s_per_1000_jobs']:>11.2f}{r['rss_mb_api']:>8.0f}/{r['rss_mb_worker']:<7.0f}"
+        )
+        if base:
+            lines.append(
+                f"{'  baseline':<18}{base['jobs_s']:>9.0f}{'':>10}{'':>10}{'':>6}"
+                f"{base['submit_p50_ms']:>10.1f}/{base['submit_p99_ms']:<9.1f}"
+                f"{base['completion_p50_ms']:>8.0f}/{base['completion_p99_ms']:<9.0f}"
+                f"{base['cpu_s_per_1000_jobs']:>11.2f}"
+                f"{base['rss_mb_api']:>8.0f}/{base['rss_mb_worker']:<7.0f}"
+            )
+    lines += ["", "ceiling: model.predict rows/s (one process | all cores)"]
+    for name, m in results["ceiling"]["models"].items():
+        one = m["single_process"]
+        cells = "  ".join(
+            f"{b}: {one[b]['rows_s']:,.0f} | {m['all_cores'].get(b, 0):,.0f}" for b in one
+        )
+        lines.append(f"  {name:<9}{cells}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller N, one repetition")
+    args = parser.parse_args()
+    results = run(args.quick)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print(f"\nwritten to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Hand-written Flask + Celery + PostgreSQL service used as the honest comparison."""
