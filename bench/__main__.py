@@ -95,9 +95,7 @@ def run(quick: bool) -> dict[str, Any]:
         results[f"single_row_{model}"] = ours
     for rows, n in ((10, 1000 if quick else 5000), (100, 200 if quick else 1000)):
         step(f"predq few-rows {rows}")
-        results[f"few_rows_{rows}"] = repeat(
-            reps, lambda r=rows, k=n: bench_predq(k, c, quick, "lr", r)
-        )
+        results[f"few_rows_{rows}"] = repeat(reps, partial(bench_predq, n, c, quick, "lr", rows))
     return results
 
 
