@@ -26,7 +26,7 @@ test: install ## Run the tests (T=tests/path narrows; TEST_DATABASE_URL=postgres
 
 lint: install ## ruff and mypy
 	$(VENV)/bin/ruff check service workers migrations tests bench
-	$(VENV)/bin/mypy service workers
+	$(VENV)/bin/mypy service workers bench
 
 bench: install ## Benchmark predq against a hand-written Celery service (QUICK=1: under 2 minutes)
 	$(PY) -m bench $(if $(QUICK),--quick)

@@ -119,12 +119,14 @@ def keys_revoke(prefix: str) -> None:
 
 
 @main.command()
-@click.option("--workers", default=2, show_default=True, help="gunicorn worker processes")
-@click.option("--threads", default=16, show_default=True, help="threads per gunicorn worker")
-def api(workers: int, threads: int) -> None:
+@click.option("--workers", type=int, help="gunicorn worker processes [PREDQ_API_WORKERS]")
+@click.option("--threads", type=int, help="threads per gunicorn worker [PREDQ_API_THREADS]")
+def api(workers: int | None, threads: int | None) -> None:
     """Run the HTTP API under gunicorn."""
     settings = _settings()
-    os.execvp(sys.executable, [sys.executable, *api_command(settings, workers, threads)])
+    settings = settings.replace(api_workers=workers or settings.api_workers,
+                                api_threads=threads or settings.api_threads)
+    os.execvp(sys.executable, [sys.executable, *api_command(settings)])
 
 
 @main.command()
@@ -134,11 +136,12 @@ def worker(queues: str) -> None:
     os.execvp(sys.executable, [sys.executable, *worker_command(_settings(), queues)])
 
 
-def api_command(settings: Settings, workers: int = 2, threads: int = 16) -> list[str]:
+def api_command(settings: Settings) -> list[str]:
     # gthread: a submit waits on its group commit, so threads keep the process busy meanwhile.
     return ["-m", "gunicorn", "service.wsgi:app", "--bind", f"{settings.host}:{settings.port}",
-            "--worker-class", "gthread", "--workers", str(workers), "--threads", str(threads),
-            "--timeout", "30", "--graceful-timeout", "20", "--log-level", "warning"]
+            "--worker-class", "gthread", "--workers", str(settings.api_workers),
+            "--threads", str(settings.api_threads), "--timeout", "30",
+            "--graceful-timeout", "20", "--log-level", "warning"]
 
 
 def worker_command(settings: Settings, queues: str = "predict.interactive,predict.bulk",

@@ -12,6 +12,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,10 +38,12 @@ class _Pending:
 class GroupCommitter:
     """Commits jobs in groups and publishes each group after its commit."""
 
-    def __init__(self, engine: Engine, publish: Publish, max_group: int = 256) -> None:
+    def __init__(self, engine: Engine, publish: Publish, max_group: int = 256,
+                 linger: float = 0.0) -> None:
         self._engine = engine
         self._publish = publish
         self._max_group = max_group
+        self._linger = linger
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._pid = 0
@@ -67,13 +70,20 @@ class GroupCommitter:
                 self._pid = os.getpid()
 
     def _run(self) -> None:
+        busy = False
         while True:
             group = [self._queue.get()]
+            # Under load (the last group had company) wait up to `linger` for more jobs: larger
+            # groups cost less per job. A lone request never waits.
+            deadline = time.monotonic() + (self._linger if busy else 0.0)
             while len(group) < self._max_group:
                 try:
-                    group.append(self._queue.get_nowait())
+                    timeout = deadline - time.monotonic()
+                    group.append(self._queue.get(timeout=timeout) if timeout > 0
+                                 else self._queue.get_nowait())
                 except queue.Empty:
                     break
+            busy = len(group) > 1
             self._commit(group)
             self._publish_group(group)
 

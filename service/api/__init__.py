@@ -46,7 +46,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     def publish(queue: str, ids: list[str]) -> None:
         celery.send_task(PREDICT_TASK, args=[ids], queue=queue)
 
-    committer = GroupCommitter(engine, publish, settings.submit_group_max)
+    committer = GroupCommitter(engine, publish, settings.submit_group_max, settings.submit_linger)
     reads = reader(engine)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     app.extensions["predq"] = Services(
