@@ -59,8 +59,13 @@ async def _conn_worker(
     n: int,
     deadline: float,
     res: LoadResult,
+    schedule: Callable[[int], float] | None = None,
 ) -> None:
-    """One keep-alive connection sending requests until n are taken or the deadline passes."""
+    """One keep-alive connection sending requests until n are taken or the deadline passes.
+
+    With `schedule` (open loop), request i waits for its perf_counter time schedule(i), and
+    its latency counts from that time, so a slow server cannot hide queueing (no coordinated
+    omission)."""
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     try:
@@ -74,6 +79,11 @@ async def _conn_worker(
             assert reader is not None
             req = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
             sent_wall, t0 = time.time(), time.perf_counter()
+            if schedule is not None:
+                due = schedule(i)
+                if due > t0:
+                    await asyncio.sleep(due - t0)
+                sent_wall, t0 = sent_wall + (due - t0), due
             try:
                 writer.write(req)
                 raw = await reader.readuntil(b"\r\n\r\n")
@@ -111,13 +121,18 @@ async def _run_async(
     concurrency: int,
     deadline_s: float,
     res: LoadResult,
+    rate: float | None = None,
 ) -> None:
     """Run `concurrency` connection workers; cancel whatever is still running at the deadline."""
     head = _head("POST", url_path, host, port, headers)
     counter = itertools.count()
     deadline = time.monotonic() + deadline_s
+    start = time.perf_counter()
+    schedule = None if rate is None else (lambda i: start + i / rate)
     tasks = [
-        asyncio.create_task(_conn_worker(host, port, head, bodies, counter, n, deadline, res))
+        asyncio.create_task(
+            _conn_worker(host, port, head, bodies, counter, n, deadline, res, schedule)
+        )
         for _ in range(concurrency)
     ]
     done, pending = await asyncio.wait(tasks, timeout=deadline_s + 1.0)
@@ -175,17 +190,19 @@ def run_load(
     concurrency: int,
     deadline_s: float,
     impl: str = "asyncio",
+    rate: float | None = None,
 ) -> LoadResult:
     """POST bodies(i) for i < n over `concurrency` keep-alive connections, stopping at deadline_s.
 
     impl is "asyncio" (raw streams, the default: cheaper per request) or "threads" (http.client).
+    rate (requests/s, asyncio only) paces an open-loop load instead of a closed loop.
     """
     res = LoadResult()
     cpu0 = time.process_time()
     res.started = time.time()
     if impl == "asyncio":
         asyncio.run(
-            _run_async(url_path, host, port, bodies, headers, n, concurrency, deadline_s, res)
+            _run_async(url_path, host, port, bodies, headers, n, concurrency, deadline_s, res, rate)
         )
     elif impl == "threads":
         counter, lock = itertools.count(), threading.Lock()

@@ -12,11 +12,11 @@ import time
 from typing import Any
 
 import numpy as np
-import psutil
 import redis
 from sqlalchemy import create_engine, text
 
 from bench.loadgen import LoadResult, run_load
+from bench.measure import CpuMeter
 from bench.models import write_models
 from bench.procs import ProcSet, TreeSampler, wait_http, wait_log, wait_quiet
 
@@ -42,24 +42,6 @@ def free_port() -> int:
 def pct(values: list[float], q: float) -> float:
     """q-th percentile (0..100) of values, rounded to 0.01; nan when empty."""
     return round(float(np.percentile(values, q)), 2) if values else float("nan")
-
-
-def infra_cpu_seconds() -> float:
-    """User+sys CPU seconds of the local redis-server and postgres processes (read-only)."""
-    total = 0.0
-    for p in psutil.process_iter(["name", "cpu_times"]):
-        name = p.info["name"] or ""
-        if name.startswith("redis-server") or name.startswith("postgres"):
-            t = p.info["cpu_times"]
-            if t is not None:
-                total += t.user + t.system
-    return total
-
-
-def machine_busy_cpu_seconds() -> float:
-    """Busy (non-idle, non-iowait) CPU seconds of the whole machine since boot."""
-    t = psutil.cpu_times()
-    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
 
 
 def reset_state(engine: Any) -> None:
@@ -214,10 +196,7 @@ def bench_baseline(
                 conn.execute(text("TRUNCATE baseline_results"))
             busy_before = wait_quiet(15.0, quiet_wait_s)
             with TreeSampler([api, worker]) as sampler:
-                sampler.reset_peak()
-                api0, wrk0 = sampler.cpu_seconds("api"), sampler.cpu_seconds("worker")
-                infra0, t0 = infra_cpu_seconds(), time.monotonic()
-                busy0, own0 = machine_busy_cpu_seconds(), time.process_time()
+                meter, t0 = CpuMeter(sampler).start(), time.monotonic()
                 load = run_load(
                     "/predict",
                     "127.0.0.1",
@@ -231,14 +210,8 @@ def bench_baseline(
                 )
                 expected = sum(1 for i in load.ids if i)
                 wait_rows(engine, expected, drain_timeout_s)
-                api_s = sampler.cpu_seconds("api") - api0
-                wrk_s = sampler.cpu_seconds("worker") - wrk0
-                infra_s = infra_cpu_seconds() - infra0
-                own_s = time.process_time() - own0
-                other_s = machine_busy_cpu_seconds() - busy0 - api_s - wrk_s - infra_s - own_s
-                wall = time.monotonic() - t0
-                out = summarize(engine, load, wall)
-                done = max(1, out["jobs_completed"])
+                out = summarize(engine, load, time.monotonic() - t0)
+                out.update(meter.figures(out["jobs_completed"]))
                 out.update(
                     {
                         "complete": out["jobs_completed"] == n,
@@ -247,16 +220,6 @@ def bench_baseline(
                         "n": n,
                         "concurrency": concurrency,
                         "loadgen": impl,
-                        "rss_mb_api": sampler.peak_rss_mb("api"),
-                        "rss_mb_worker": sampler.peak_rss_mb("worker"),
-                        "cpu_s_per_1000_jobs": round((api_s + wrk_s) / done * 1000, 2),
-                        "cpu_s_per_1000_jobs_by_part": {
-                            k: round(v / done * 1000, 2)
-                            for k, v in (("api", api_s), ("worker", wrk_s), ("redis_pg", infra_s))
-                        },
-                        # CPU used by anything else on the machine meanwhile:
-                        # > ~1 s means a noisy run.
-                        "other_cpu_s_during_run": round(other_s, 2),
                         "loadgen_cpu_us_per_request": round(
                             load.client_cpu_s / max(1, len(load.latencies_ms)) * 1e6, 1
                         ),

@@ -14,15 +14,10 @@ import redis
 from sqlalchemy import create_engine, text
 
 from bench.loadgen import run_load
+from bench.measure import CpuMeter
 from bench.models import write_models
 from bench.procs import ProcSet, TreeSampler, wait_http, wait_log, wait_quiet
-from bench.run_baseline import (
-    REPO,
-    free_port,
-    infra_cpu_seconds,
-    machine_busy_cpu_seconds,
-    pct,
-)
+from bench.run_baseline import REPO, free_port, pct
 
 ADMIN_URL = os.environ.get(
     "BENCH_ADMIN_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -82,8 +77,12 @@ def bench_predq(
     model: str = "lr",
     rows: int = 1,
     quiet_wait_s: float = 60.0,
+    rate: float | None = None,
 ) -> dict[str, Any]:
-    """n jobs of `rows` rows each through HTTP with `concurrency` clients; returns the figures."""
+    """n jobs of `rows` rows each through HTTP with `concurrency` clients; returns the figures.
+
+    `rate` (jobs/s) paces an open-loop load; without it every client sends as fast as it can.
+    """
     with tempfile.TemporaryDirectory(prefix="predq-bench-") as tmp:
         url = fresh_database()
         key = setup(url, write_models(tmp, [model])[model], os.path.join(tmp, "models"))
@@ -127,50 +126,18 @@ def bench_predq(
                 conn.execute(text("DELETE FROM jobs"))
             busy_before = wait_quiet(15.0, quiet_wait_s)
             with TreeSampler([api, worker]) as sampler:
-                sampler.reset_peak()
-                api0, wrk0 = sampler.cpu_seconds("api"), sampler.cpu_seconds("worker")
-                infra0, busy0, own0 = (
-                    infra_cpu_seconds(),
-                    machine_busy_cpu_seconds(),
-                    time.process_time(),
-                )
-                load = run_load(
-                    "/v1/jobs",
-                    "127.0.0.1",
-                    port,
-                    bodies.__getitem__,
-                    headers,
-                    n,
-                    concurrency,
-                    120.0 if quick else 600.0,
-                )
+                meter = CpuMeter(sampler).start()
+                load = run_load("/v1/jobs", "127.0.0.1", port, bodies.__getitem__, headers,
+                                n, concurrency, 120.0 if quick else 600.0, rate=rate)
                 ids = [i for i in load.ids if i]
                 wait_final(engine, len(ids), 180.0 if quick else 900.0)
-                api_s = sampler.cpu_seconds("api") - api0
-                wrk_s = sampler.cpu_seconds("worker") - wrk0
-                infra_s = infra_cpu_seconds() - infra0
-                own_s = time.process_time() - own0
-                other_s = machine_busy_cpu_seconds() - busy0 - api_s - wrk_s - infra_s - own_s
                 out = summarize(engine, load.ids, load.sent_at, load.latencies_ms, rows)
-                done = max(1, out["jobs_completed"])
-                out.update(
-                    {
-                        "complete": out["jobs_succeeded"] == n,
-                        "model": model,
-                        "n": n,
-                        "rows_per_job": rows,
-                        "concurrency": concurrency,
-                        "machine_busy_pct_before": busy_before,
-                        "rss_mb_api": sampler.peak_rss_mb("api"),
-                        "rss_mb_worker": sampler.peak_rss_mb("worker"),
-                        "cpu_s_per_1000_jobs": round((api_s + wrk_s) / done * 1000, 2),
-                        "cpu_s_per_1000_jobs_by_part": {
-                            k: round(v / done * 1000, 2)
-                            for k, v in (("api", api_s), ("worker", wrk_s), ("redis_pg", infra_s))
-                        },
-                        "other_cpu_s_during_run": round(other_s, 2),
-                    }
-                )
+                out.update(meter.figures(out["jobs_completed"]))
+                out.update({
+                    "complete": out["jobs_succeeded"] == n, "model": model, "n": n,
+                    "rows_per_job": rows, "concurrency": concurrency, "rate": rate,
+                    "machine_busy_pct_before": busy_before,
+                })
         engine.dispose()
     return out
 
