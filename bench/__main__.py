@@ -94,7 +94,7 @@ def run(quick: bool) -> dict[str, Any]:
         ours["vs_baseline"] = round(ours["jobs_s"] / base["jobs_s"], 2)
         # Submit latency at the rate where the baseline saturates (open loop, paced clients).
         step(f"predq single-row {model} at the baseline's rate")
-        paced = repeat(reps, partial(bench_predq, n_base // 2, c, quick, model,
+        paced = repeat(reps, partial(bench_predq, n_base // 4, c, quick, model,
                                      rate=base["jobs_s"]))
         ours["at_baseline_rate"] = {k: paced[k] for k in (
             "rate", "jobs_s", "submit_p50_ms", "submit_p99_ms", "completion_p50_ms",
