@@ -130,7 +130,14 @@ def api(workers: int | None, threads: int | None) -> None:
 
 
 @main.command()
-@click.option("--queues", default="predict.interactive,predict.bulk", show_default=True)
+def beat() -> None:
+    """Run the scheduler of periodic tasks (the reconciler). Run exactly one."""
+    os.execvp(sys.executable, [sys.executable, *beat_command(_settings())])
+
+
+@main.command()
+@click.option("--queues", default="predict.interactive,predict.bulk,maintenance",
+              show_default=True)
 def worker(queues: str) -> None:
     """Run a Celery worker that micro-batches predictions."""
     os.execvp(sys.executable, [sys.executable, *worker_command(_settings(), queues)])
@@ -144,8 +151,14 @@ def api_command(settings: Settings) -> list[str]:
             "--graceful-timeout", "20", "--log-level", "warning"]
 
 
-def worker_command(settings: Settings, queues: str = "predict.interactive,predict.bulk",
-                   ) -> list[str]:
+def beat_command(settings: Settings) -> list[str]:
+    schedule = os.path.join(settings.var_dir, "celerybeat-schedule")
+    return ["-m", "celery", "-A", "workers.main", "beat", "--schedule", schedule,
+            "--loglevel", settings.log_level]
+
+
+def worker_command(settings: Settings,
+                   queues: str = "predict.interactive,predict.bulk,maintenance") -> list[str]:
     concurrency = settings.worker_concurrency or os.cpu_count() or 1
     return ["-m", "celery", "-A", "workers.main", "worker", "-Q", queues,
             "--concurrency", str(concurrency), "--loglevel", settings.log_level,

@@ -52,8 +52,18 @@ class Settings:
     worker_concurrency: int = 0
     #: Seconds after which Redis redelivers a message that was taken but never acknowledged.
     visibility_timeout: int = 3600
-    #: Hard limit in seconds for one micro-batch; must stay well below visibility_timeout.
-    task_time_limit: int = 300
+    #: Hard limit in seconds for one micro-batch; below lease_seconds and visibility_timeout.
+    task_time_limit: int = 60
+    #: Seconds a claimed job belongs to its worker. A job still running past its lease lost its
+    #: worker: the reconciler sends it again and it runs alone.
+    lease_seconds: int = 90
+    #: Seconds after its last message before the reconciler sends a queued job again (the
+    #: message was lost: Redis restarted, or the publish failed).
+    republish_after: float = 60.0
+    #: Claims after which a job whose worker keeps dying fails instead of running again.
+    max_attempts: int = 3
+    #: Seconds between reconciler runs (started by `predq beat`).
+    reconcile_interval: float = 15.0
     #: Model artifacts kept loaded per worker process.
     model_cache_size: int = 8
     #: Address `predq up` and the docker image bind the API to.
@@ -71,6 +81,13 @@ class Settings:
                 "task_time_limit must be below visibility_timeout, or Redis would redeliver "
                 "a message while its first copy may still run"
             )
+        if self.task_time_limit + self.batch_flush_interval >= self.lease_seconds:
+            raise ValueError(
+                "lease_seconds must exceed task_time_limit + batch_flush_interval, or a job "
+                "could be run again while its first worker may still finish it"
+            )
+        if self.max_attempts < 1 or self.republish_after <= 0:
+            raise ValueError("max_attempts must be at least 1 and republish_after positive")
         if self.batch_flush_every < 1 or self.submit_group_max < 1:
             raise ValueError("batch_flush_every and submit_group_max must be at least 1")
 

@@ -68,6 +68,8 @@ jobs = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=True),
     Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("published_at", DateTime(timezone=True), nullable=True),  # last message sent
+    Column("lease_until", DateTime(timezone=True), nullable=True),  # running: worker's lease
     Index("ix_jobs_tenant_created", "tenant", "created_at"),
     Index("ix_jobs_status_created", "status", "created_at"),
 )

@@ -48,12 +48,12 @@ def run_all(settings: Settings, embedded_redis: bool) -> int:
             register_demo_models(conn, settings.model_dir, var / "demo")
         key = dev_key(settings)
         env = {**os.environ, **settings.env()}
-        from service.cli import api_command, worker_command
+        from service.cli import api_command, beat_command, worker_command
 
         # Each child gets its own session: Ctrl-C reaches only us, and each child then gets one
         # SIGTERM. A gthread gunicorn worker that receives SIGINT and then its master's quit
         # signal deadlocks inside ThreadPoolExecutor.shutdown and never exits.
-        for args in (api_command(settings), worker_command(settings)):
+        for args in (api_command(settings), worker_command(settings), beat_command(settings)):
             children.append(
                 subprocess.Popen([sys.executable, *args], env=env, start_new_session=True)
             )

@@ -10,12 +10,12 @@ import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, and_, bindparam, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 
 from service.db import jobs, models
 from service.errors import JobNotFinished, JobNotFound
@@ -101,6 +101,7 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[str]:
             "inputs": encode_inputs(job.inputs),
             "attempts": 0,
             "created_at": now,
+            "published_at": now,  # the caller publishes right after the commit
         }
         for job in new_jobs
     ]
@@ -110,22 +111,20 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[str]:
     return [job.id for job in new_jobs]
 
 
-def claim(conn: Connection, job_ids: Iterable[str]) -> list[Claimed]:
-    """Mark queued/running jobs running and return them; finished or missing ids are skipped.
-
-    A job already `running` is claimed again: its first worker may have died. Whichever worker
-    commits first wins, because `finish` only updates unfinished rows.
-    """
+def claim(conn: Connection, job_ids: Iterable[str], lease_seconds: float) -> list[Claimed]:
+    """Take queued jobs: mark them running under a lease and return them. Finished, running or
+    missing ids are skipped, so a redelivered message claims nothing."""
     ids = list(dict.fromkeys(job_ids))
     if not ids:
         return []
     now = utcnow()
     stmt = (
         update(jobs)
-        .where(jobs.c.id.in_(ids), jobs.c.status.in_(UNFINISHED))
+        .where(jobs.c.id.in_(ids), jobs.c.status == JobStatus.QUEUED.value)
         .values(
             status=JobStatus.RUNNING.value,
             started_at=now,
+            lease_until=now + timedelta(seconds=lease_seconds),
             attempts=jobs.c.attempts + 1,
         )
         .returning(jobs.c.id, jobs.c.model_id, jobs.c.inputs, jobs.c.n_rows, jobs.c.attempts)
@@ -134,6 +133,64 @@ def claim(conn: Connection, job_ids: Iterable[str]) -> list[Claimed]:
         Claimed(row.id, row.model_id, decode_inputs(row.inputs, row.n_rows), row.attempts)
         for row in conn.execute(stmt)
     ]
+
+
+def claim_expired(conn: Connection, job_id: str, lease_seconds: float) -> Claimed | None:
+    """Take one running job whose lease expired (its worker died), under a new lease."""
+    now = utcnow()
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value,
+               jobs.c.lease_until < now)
+        .values(lease_until=now + timedelta(seconds=lease_seconds),
+                attempts=jobs.c.attempts + 1)
+        .returning(jobs.c.id, jobs.c.model_id, jobs.c.inputs, jobs.c.n_rows, jobs.c.attempts)
+    )
+    row = conn.execute(stmt).first()
+    if row is None:
+        return None
+    return Claimed(row.id, row.model_id, decode_inputs(row.inputs, row.n_rows), row.attempts)
+
+
+def fail_exhausted(conn: Connection, max_attempts: int) -> list[str]:
+    """Fail running jobs whose lease expired after `max_attempts` claims: each time, the worker
+    running them died (poison input, out of memory), so they do not run again."""
+    now = utcnow()
+    error = exhausted_error(max_attempts)
+    stmt = (
+        update(jobs)
+        .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_until < now,
+               jobs.c.attempts >= max_attempts)
+        .values(status=JobStatus.FAILED.value, error=error, finished_at=now, lease_until=None)
+        .returning(jobs.c.id)
+    )
+    return list(conn.execute(stmt).scalars())
+
+
+def exhausted_error(max_attempts: int) -> str:
+    return (f"gave up after {max_attempts} attempts: the worker running this job died each "
+            "time (an input that crashes the model, or not enough memory)")
+
+
+def due_for_republish(conn: Connection, cutoff: datetime, limit: int) -> list[tuple[str, str]]:
+    """Queued jobs whose last message is older than `cutoff`, and running jobs whose lease
+    expired: stamp them published now and return (id, queue) to send again."""
+    now = utcnow()
+    lost = or_(jobs.c.status == JobStatus.QUEUED.value,
+               and_(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_until < now))
+    due = (
+        select(jobs.c.id)
+        .where(lost, jobs.c.published_at < cutoff)
+        .order_by(jobs.c.created_at)
+        .limit(limit)
+    )
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id.in_(due.scalar_subquery()), lost, jobs.c.published_at < cutoff)
+        .values(published_at=now)
+        .returning(jobs.c.id, jobs.c.queue)
+    )
+    return [(row.id, row.queue) for row in conn.execute(stmt)]
 
 
 def finish(conn: Connection, outcomes: Sequence[Outcome]) -> int:
@@ -153,12 +210,14 @@ def finish(conn: Connection, outcomes: Sequence[Outcome]) -> int:
     condition = and_(jobs.c.id == bindparam("b_id"), jobs.c.status == JobStatus.RUNNING.value)
     if done:
         stmt = update(jobs).where(condition).values(
-            status=bindparam("b_status"), result=bindparam("b_result"), finished_at=now
+            status=bindparam("b_status"), result=bindparam("b_result"), finished_at=now,
+            lease_until=None,
         )
         changed += conn.execute(stmt, done).rowcount
     if failed:
         stmt = update(jobs).where(condition).values(
-            status=bindparam("b_status"), error=bindparam("b_error"), finished_at=now
+            status=bindparam("b_status"), error=bindparam("b_error"), finished_at=now,
+            lease_until=None,
         )
         changed += conn.execute(stmt, failed).rowcount
     return changed

@@ -3,7 +3,9 @@
 A request thread hands its validated job to the process's committer thread and waits. The
 committer takes everything that arrived, INSERTs it in one transaction, commits, wakes the
 waiters (a 202 still means the row is committed), then publishes one message per queue with the
-group's ids. A lone request waits for one commit only: nothing waits on a timer.
+group's ids. A lone request waits for one commit only: nothing waits on a timer. If the
+broker is down the job is still accepted: its row is committed, and the reconciler sends it
+once the broker is back.
 """
 
 from __future__ import annotations
@@ -39,11 +41,13 @@ class GroupCommitter:
     """Commits jobs in groups and publishes each group after its commit."""
 
     def __init__(self, engine: Engine, publish: Publish, max_group: int = 256,
-                 linger: float = 0.0) -> None:
+                 linger: float = 0.0, broker_retry_after: float = 5.0) -> None:
         self._engine = engine
         self._publish = publish
         self._max_group = max_group
         self._linger = linger
+        self._broker_retry_after = broker_retry_after
+        self._broker_down_until = 0.0
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._pid = 0
@@ -105,11 +109,17 @@ class GroupCommitter:
     def _publish_group(self, group: Sequence[_Pending]) -> None:
         if any(item.error is not None for item in group):
             return
+        if time.monotonic() < self._broker_down_until:
+            return  # the broker just failed: don't stall every submit; the reconciler re-sends
         by_queue: dict[str, list[str]] = defaultdict(list)
         for item in group:
             by_queue[item.job.queue].append(item.job.id)
         for queue_name, ids in by_queue.items():
             try:
                 self._publish(queue_name, ids)
-            except Exception:  # noqa: BLE001 - the rows are committed; the reconciler re-publishes
-                log.exception("publish of %d committed jobs to %s failed", len(ids), queue_name)
+            except Exception as exc:  # noqa: BLE001 - the rows are committed and will be re-sent
+                self._broker_down_until = time.monotonic() + self._broker_retry_after
+                log.error("publish of %d committed jobs to %s failed (%s); they stay queued "
+                          "for the reconciler; not publishing for %.0f s", len(ids), queue_name,
+                          exc, self._broker_retry_after)
+                return

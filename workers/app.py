@@ -8,6 +8,7 @@ from kombu import Exchange, Queue
 from service.config import Settings
 
 PREDICT_TASK = "predq.predict"
+RECONCILE_TASK = "predq.reconcile"
 QUEUES = ("predict.interactive", "predict.bulk", "webhooks", "maintenance")
 
 
@@ -26,9 +27,21 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_default_queue="predict.interactive",
         task_default_exchange="predict.interactive",
         task_default_routing_key="predict.interactive",
-        task_routes={PREDICT_TASK: {"queue": "predict.interactive"}},
+        task_routes={PREDICT_TASK: {"queue": "predict.interactive"},
+                     RECONCILE_TASK: {"queue": "maintenance"}},
+        beat_schedule={
+            "reconcile": {
+                "task": RECONCILE_TASK,
+                "schedule": settings.reconcile_interval,
+                "options": {"queue": "maintenance", "expires": settings.reconcile_interval},
+            },
+        },
         task_time_limit=settings.task_time_limit,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            "socket_connect_timeout": 2,
+            "socket_timeout": 10,
+        },
         broker_connection_retry_on_startup=True,
         # celery-batches buffers in the consumer: prefetch must cover a full batch per process.
         worker_prefetch_multiplier=max(4, settings.batch_flush_every),

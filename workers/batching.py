@@ -25,9 +25,12 @@ RETRY_DELAYS = (0.1, 0.5, 2.0, 5.0)
 class Runner:
     """Runs batches of job ids for one worker process: its engine, models and metadata."""
 
-    def __init__(self, engine: Engine, cache_size: int = 8) -> None:
+    def __init__(self, engine: Engine, cache_size: int = 8, lease_seconds: float = 90.0,
+                 max_attempts: int = 3) -> None:
         self.engine = engine
         self.models = ModelCache(cache_size)
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
         self._infos: dict[int, registry.ModelInfo] = {}
 
     def preload(self, limit: int) -> int:
@@ -45,12 +48,13 @@ class Runner:
         return loaded
 
     def run(self, job_ids: Iterable[str]) -> list[Outcome]:
-        """Claim the jobs, predict them, commit their outcomes; return what was written."""
-        ids = list(job_ids)
+        """Claim the jobs, predict them, commit their outcomes; return what was written.
+
+        Queued jobs run as one micro-batch. A running job whose lease expired lost its worker,
+        perhaps to its own input: it is claimed, predicted and committed alone, after the batch,
+        so it cannot take its neighbours down with it again."""
+        ids = list(dict.fromkeys(job_ids))
         claimed = _with_retry(lambda: self._claim(ids))
-        if len(claimed) < len(ids):
-            skipped = sorted(set(ids) - {job.id for job in claimed})
-            log.info("skipped finished or unknown jobs (redelivery?): %s", " ".join(skipped[:20]))
         by_model: dict[int, list[Claimed]] = defaultdict(list)
         for job in claimed:
             by_model[job.model_id].append(job)
@@ -58,11 +62,38 @@ class Runner:
                     for o in self._predict_group(model_id, group)]
         if outcomes:
             _with_retry(lambda: self._finish(outcomes))
+        taken = {job.id for job in claimed}
+        skipped = []
+        for job_id in (i for i in ids if i not in taken):
+            outcome = self._run_expired(job_id)
+            if outcome is None:
+                skipped.append(job_id)
+            else:
+                outcomes.append(outcome)
+        if skipped:
+            log.info("skipped finished, running or unknown jobs (redelivery?): %s",
+                     " ".join(skipped[:20]))
         return outcomes
+
+    def _run_expired(self, job_id: str) -> Outcome | None:
+        job = _with_retry(lambda: self._claim_expired(job_id))
+        if job is None:
+            return None
+        log.warning("job %s lost its worker; attempt %d runs alone", job.id, job.attempts)
+        if job.attempts > self.max_attempts:
+            outcome = Outcome(job.id, error=jobs.exhausted_error(self.max_attempts))
+        else:
+            outcome = self._predict_group(job.model_id, [job])[0]
+        _with_retry(lambda: self._finish([outcome]))
+        return outcome
 
     def _claim(self, ids: list[str]) -> list[Claimed]:
         with self.engine.begin() as conn:
-            return jobs.claim(conn, ids)
+            return jobs.claim(conn, ids, self.lease_seconds)
+
+    def _claim_expired(self, job_id: str) -> Claimed | None:
+        with self.engine.begin() as conn:
+            return jobs.claim_expired(conn, job_id, self.lease_seconds)
 
     def _finish(self, outcomes: Sequence[Outcome]) -> int:
         with self.engine.begin() as conn:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
+import redis
 from celery import Celery, signals
 from celery_batches import Batches, SimpleRequest
 
 from service.config import Settings
 from service.db import make_engine
-from workers.app import PREDICT_TASK
+from workers.app import PREDICT_TASK, RECONCILE_TASK
 from workers.batching import Runner
+from workers.maintenance import reconcile
 
 log = logging.getLogger(__name__)
 _runner: tuple[int, Runner] | None = None
@@ -25,7 +29,8 @@ def runner(settings: Settings) -> Runner:
         engine = make_engine(settings.database_url, pool_size=2, max_overflow=2) \
             if not settings.database_url.startswith("sqlite") \
             else make_engine(settings.database_url)
-        _runner = (os.getpid(), Runner(engine, settings.model_cache_size))
+        _runner = (os.getpid(), Runner(engine, settings.model_cache_size,
+                                       settings.lease_seconds, settings.max_attempts))
     return _runner[1]
 
 
@@ -52,6 +57,28 @@ def register(app: Celery) -> None:
         """Each message carries the ids of one submit group; a batch is many messages."""
         ids = [job_id for request in requests for job_id in _ids(request.args)]
         return len(runner(settings).run(ids))
+
+    @app.task(name=RECONCILE_TASK, ignore_result=True)
+    def reconcile_jobs() -> dict[str, int]:
+        """One run at a time across every worker: a Redis lock, in case two beats run."""
+        client = redis.Redis.from_url(settings.redis_url)
+        lock = client.lock("predq:reconcile:lock", timeout=max(60, 4 * settings.reconcile_interval))
+        if not lock.acquire(blocking=False):
+            log.info("reconciler already running elsewhere; skipped")
+            return {}
+        try:
+            return reconcile(runner(settings).engine, settings, publisher(app))
+        finally:
+            with contextlib.suppress(redis.exceptions.LockError):
+                lock.release()
+
+
+def publisher(app: Celery) -> Callable[[str, list[str]], None]:
+    """Send one predict message carrying `ids` to `queue`; a dead broker fails within ~1 s."""
+    def publish(queue: str, ids: list[str]) -> None:
+        app.send_task(PREDICT_TASK, args=[ids], queue=queue, retry=True, retry_policy={
+            "max_retries": 2, "interval_start": 0, "interval_step": 0.3, "interval_max": 0.5})
+    return publish
 
 
 def _ids(args: Any) -> list[str]:

@@ -34,7 +34,8 @@ class Services:
 def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     """Build the app from environment settings, overridden by `config` (used by tests)."""
     from service.api import errors, health, jobs, models
-    from workers.app import PREDICT_TASK, make_celery
+    from workers.app import make_celery
+    from workers.tasks import publisher
 
     settings = config if isinstance(config, Settings) else Settings.from_env(**dict(config or {}))
     app = Flask(__name__)
@@ -43,9 +44,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     engine = make_engine(settings.database_url)
     celery = make_celery(settings)
 
-    def publish(queue: str, ids: list[str]) -> None:
-        celery.send_task(PREDICT_TASK, args=[ids], queue=queue)
-
+    publish = publisher(celery)  # fails fast when Redis is down: the reconciler re-sends
     committer = GroupCommitter(engine, publish, settings.submit_group_max, settings.submit_linger)
     reads = reader(engine)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)

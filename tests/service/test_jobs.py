@@ -1,10 +1,11 @@
 """The job lifecycle on a real database: conditional transitions make effects exactly once."""
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import numpy as np
 import pytest
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, select, update
 
 from service import jobs
 from service.db import jobs as jobs_table
@@ -13,6 +14,7 @@ from service.jobs import JobStatus, NewJob, Outcome
 from service.registry import ModelInfo
 
 TENANT = "jobs-domain"
+LEASE = 60.0
 
 
 @pytest.fixture
@@ -33,7 +35,7 @@ def _row(engine: Engine, job_id: str) -> dict[str, object]:
 
 def test_claim_marks_running_and_returns_inputs(engine: Engine, job_id: str) -> None:
     with engine.begin() as conn:
-        claimed = jobs.claim(conn, [job_id, "no-such-job"])
+        claimed = jobs.claim(conn, [job_id, "no-such-job"], LEASE)
     assert [(c.id, c.inputs.tolist(), c.attempts) for c in claimed] == [
         (job_id, [[5.1, 3.5, 1.4, 0.2]], 1)
     ]
@@ -42,18 +44,78 @@ def test_claim_marks_running_and_returns_inputs(engine: Engine, job_id: str) -> 
 
 def test_redelivered_message_does_not_write_a_second_result(engine: Engine, job_id: str) -> None:
     with engine.begin() as conn:  # two deliveries of the same message, racing
-        first, second = jobs.claim(conn, [job_id]), jobs.claim(conn, [job_id])
-    assert first and second
+        first, second = jobs.claim(conn, [job_id], LEASE), jobs.claim(conn, [job_id], LEASE)
+        assert jobs.claim_expired(conn, job_id, LEASE) is None  # its lease is still valid
+    assert first and second == []
     with engine.begin() as conn:
         assert jobs.finish(conn, [Outcome(job_id, result={"predictions": ["setosa"]})]) == 1
     finished = _row(engine, job_id)
     with engine.begin() as conn:
         assert jobs.finish(conn, [Outcome(job_id, result={"predictions": ["other"]})]) == 0
         assert jobs.finish(conn, [Outcome(job_id, error="late failure")]) == 0
-        assert jobs.claim(conn, [job_id]) == []  # a finished job is never claimed again
+        assert jobs.claim(conn, [job_id], LEASE) == []  # a finished job is never claimed again
+        assert jobs.claim_expired(conn, job_id, LEASE) is None
     assert _row(engine, job_id) == finished
     assert finished["status"] == "succeeded"
-    assert finished["attempts"] == 2
+    assert finished["attempts"] == 1
+    assert finished["lease_until"] is None
+
+
+def _expire(engine: Engine, job_id: str, attempts: int | None = None) -> None:
+    """What time does to a dead worker's job: its lease runs out."""
+    values: dict[str, object] = {"lease_until": jobs.utcnow() - timedelta(seconds=1)}
+    if attempts is not None:
+        values["attempts"] = attempts
+    with engine.begin() as conn:
+        conn.execute(update(jobs_table).where(jobs_table.c.id == job_id).values(**values))
+
+
+def test_a_job_whose_worker_died_is_claimed_again_once_its_lease_expires(
+    engine: Engine, job_id: str
+) -> None:
+    with engine.begin() as conn:
+        assert jobs.claim(conn, [job_id], LEASE)
+    _expire(engine, job_id)
+    with engine.begin() as conn:
+        again = jobs.claim_expired(conn, job_id, LEASE)
+        assert again is not None and again.attempts == 2
+        assert jobs.claim_expired(conn, job_id, LEASE) is None  # the new lease holds
+
+
+def test_a_job_that_keeps_killing_workers_fails_after_max_attempts(
+    engine: Engine, job_id: str
+) -> None:
+    with engine.begin() as conn:
+        jobs.claim(conn, [job_id], LEASE)
+    _expire(engine, job_id, attempts=2)
+    with engine.begin() as conn:
+        assert jobs.fail_exhausted(conn, max_attempts=3) == []
+    _expire(engine, job_id, attempts=3)
+    with engine.begin() as conn:
+        assert jobs.fail_exhausted(conn, max_attempts=3) == [job_id]
+        assert jobs.fail_exhausted(conn, max_attempts=3) == []
+    row = _row(engine, job_id)
+    assert row["status"] == "failed"
+    assert row["error"].startswith("gave up after 3 attempts: the worker running this job died")
+
+
+def test_republish_takes_lost_queued_jobs_and_expired_leases_once_per_interval(
+    engine: Engine, job_id: str, models: dict[str, ModelInfo]
+) -> None:
+    later = jobs.utcnow() + timedelta(seconds=5)
+    with engine.begin() as conn:
+        assert jobs.due_for_republish(conn, jobs.utcnow() - timedelta(seconds=60), 100) == []
+        assert (job_id, "predict.interactive") in jobs.due_for_republish(conn, later, 1000)
+        # stamped: not due again until another interval has passed
+        recent = jobs.utcnow() - timedelta(seconds=1)
+        assert job_id not in dict(jobs.due_for_republish(conn, recent, 1000))
+    with engine.begin() as conn:
+        jobs.claim(conn, [job_id], LEASE)
+    with engine.begin() as conn:  # running under a valid lease: not lost
+        assert job_id not in dict(jobs.due_for_republish(conn, later, 1000))
+    _expire(engine, job_id)
+    with engine.begin() as conn:
+        assert job_id in dict(jobs.due_for_republish(conn, later + timedelta(seconds=5), 1000))
 
 
 def test_finish_without_claim_changes_nothing(engine: Engine, job_id: str) -> None:

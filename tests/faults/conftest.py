@@ -1,0 +1,81 @@
+"""A private stack per test: its own redis-server (so it can be killed), worker and API."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from service import embedded
+from service.config import Settings
+from service.registry import ModelInfo
+from tests.conftest import LiveServer, Tenant, WorkerProcess, make_tenant
+
+
+class Stack:
+    def __init__(self, settings: Settings, directory: Path, engine: Engine) -> None:
+        self.settings, self.directory, self.engine = settings, directory, engine
+        self.redis: subprocess.Popen[bytes] | None = embedded.start_redis(directory)
+        self.worker: WorkerProcess | None = None
+        self.api = LiveServer(settings)
+        self._tenants: list[Iterator[Tenant]] = []
+
+    def start_worker(self) -> WorkerProcess:
+        self.worker = WorkerProcess(self.settings, self.directory / "worker.log")
+        return self.worker
+
+    def tenant(self) -> Tenant:
+        gen = make_tenant(self.engine, self.api.url)
+        self._tenants.append(gen)
+        return next(gen)
+
+    def kill_redis(self) -> None:
+        """SIGKILL: everything queued in Redis is gone (it keeps nothing on disk)."""
+        assert self.redis is not None
+        self.redis.kill()
+        self.redis.wait()
+        self.redis = None
+
+    def start_redis(self) -> None:
+        self.redis = embedded.start_redis(self.directory)
+
+    def reconcile(self) -> dict[str, int]:
+        from workers.app import make_celery
+        from workers.maintenance import reconcile
+        from workers.tasks import publisher
+
+        celery = make_celery(self.settings)
+        try:
+            return reconcile(self.engine, self.settings, publisher(celery))
+        finally:
+            celery.close()
+
+    def close(self) -> None:
+        for gen in self._tenants:
+            for _ in gen:  # runs the tenant's cleanup
+                pass
+        if self.worker is not None:
+            self.worker.stop()
+        self.api.stop()
+        if self.redis is not None:
+            embedded.stop(self.redis)
+
+
+@pytest.fixture
+def stack(settings: Settings, engine: Engine, models: dict[str, ModelInfo],
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Stack]]:
+    """stack(**settings overrides) -> a running private stack, closed after the test."""
+    made: list[Stack] = []
+
+    def make(**overrides: object) -> Stack:
+        directory = tmp_path_factory.mktemp("stack")
+        private = settings.replace(redis_url=f"unix://{directory / 'redis.sock'}", **overrides)
+        made.append(Stack(private, directory, engine))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()

@@ -1,0 +1,96 @@
+"""Faults with real processes: Redis killed and restarted empty, workers killed mid-batch."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import joblib
+import pytest
+from sqlalchemy import Engine, delete
+
+from service.config import Settings
+from service.db import jobs as jobs_table
+from service.db import models as models_table
+from service.registry import ModelInfo, add_model
+from tests.faults.conftest import Stack
+from tests.faults.crashing import MARKER, CrashOnMarker
+
+SETOSA, VIRGINICA = [5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]
+
+
+def _until(check: Callable[[], bool], timeout: float, step: Callable[[], object] | None = None,
+           ) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        if step is not None:
+            step()
+        time.sleep(0.3)
+
+
+def test_jobs_accepted_while_redis_was_down_or_lost_in_a_restart_run_once_it_is_back(
+    stack: Callable[..., Stack],
+) -> None:
+    s = stack(republish_after=0.5)
+    tenant = s.tenant()
+    queued = [tenant.submit("iris", [SETOSA]) for _ in range(3)]  # no worker yet: still in Redis
+    s.kill_redis()  # ... and now lost: this Redis keeps nothing on disk
+    started = time.monotonic()
+    accepted_while_down = [tenant.submit("iris", [VIRGINICA]) for _ in range(3)]
+    assert time.monotonic() - started < 5  # the API does not stall on a dead broker
+    assert tenant.get("/readyz").json()["checks"]["redis"].startswith("unavailable")
+    s.start_redis()
+    s.start_worker()
+    ids = queued + accepted_while_down
+    time.sleep(1.0)
+    assert {tenant.get(f"/v1/jobs/{i}").json()["status"] for i in ids} == {"queued"}
+
+    assert s.reconcile()["republished"] == 6
+    for job_id in ids:
+        job = tenant.wait(job_id)
+        assert job["status"] == "succeeded" and job["attempts"] == 1
+    assert tenant.get(f"/v1/jobs/{queued[0]}/result").json()["predictions"] == ["setosa"]
+    assert tenant.get(f"/v1/jobs/{ids[-1]}/result").json()["predictions"] == ["virginica"]
+    assert s.reconcile() == {"failed": 0, "republished": 0}
+
+
+@pytest.fixture
+def crashy(engine: Engine, settings: Settings, models: dict[str, ModelInfo], tmp_path: Path,
+           ) -> Iterator[ModelInfo]:
+    path = tmp_path / "crashy.joblib"
+    joblib.dump(CrashOnMarker(joblib.load(models["iris"].artifact_path)), path)
+    with engine.begin() as conn:
+        info = add_model(conn, settings.model_dir, str(path), "crashy", "1")
+    yield info
+    with engine.begin() as conn:
+        conn.execute(delete(jobs_table).where(jobs_table.c.model_id == info.id))
+        conn.execute(delete(models_table).where(models_table.c.id == info.id))
+
+
+def test_a_job_that_kills_its_worker_fails_after_max_attempts_and_its_neighbours_succeed(
+    stack: Callable[..., Stack], crashy: ModelInfo,
+) -> None:
+    s = stack(lease_seconds=4, task_time_limit=2, republish_after=0.2, max_attempts=3,
+              batch_flush_interval=0.3)
+    s.start_worker()
+    tenant = s.tenant()
+    rows = [[MARKER, 3.0, 5.0, 2.0]] + [SETOSA] * 4
+    with ThreadPoolExecutor(5) as pool:  # together, so they share a micro-batch
+        poison, *good = pool.map(lambda row: tenant.submit("crashy", [row]), rows)
+
+    def final(job_id: str) -> bool:
+        return tenant.get(f"/v1/jobs/{job_id}").json()["status"] in ("succeeded", "failed")
+
+    _until(lambda: all(final(i) for i in [poison, *good]), timeout=60, step=s.reconcile)
+    for job_id in good:
+        job = tenant.get(f"/v1/jobs/{job_id}").json()
+        assert job["status"] == "succeeded", job
+        assert tenant.get(f"/v1/jobs/{job_id}/result").json()["predictions"] == ["setosa"]
+    failed = tenant.get(f"/v1/jobs/{poison}").json()
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith("gave up after 3 attempts: the worker running this job")
+    assert failed["attempts"] == 3
+    assert "runs alone" in s.worker.output()  # retried in isolation, not in a batch again
