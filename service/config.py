@@ -81,10 +81,12 @@ class Settings:
                 "task_time_limit must be below visibility_timeout, or Redis would redeliver "
                 "a message while its first copy may still run"
             )
-        if self.task_time_limit + self.batch_flush_interval >= self.lease_seconds:
+        if self.task_time_limit >= self.lease_seconds:
+            # The lease starts at the claim, inside the task, so the task's time limit bounds
+            # how long a live worker can hold it (buffering happens before the claim).
             raise ValueError(
-                "lease_seconds must exceed task_time_limit + batch_flush_interval, or a job "
-                "could be run again while its first worker may still finish it"
+                "lease_seconds must exceed task_time_limit, or a job could be run again while "
+                "its first worker may still finish it"
             )
         if self.max_attempts < 1 or self.republish_after <= 0:
             raise ValueError("max_attempts must be at least 1 and republish_after positive")

@@ -29,3 +29,8 @@ def test_time_limit_not_below_visibility_timeout_is_refused_at_start() -> None:
 def test_env_round_trips_through_child_process_variables() -> None:
     settings = Settings.from_env({}, max_rows_per_job=7)
     assert Settings.from_env(settings.env()) == settings
+
+
+def test_lease_not_longer_than_the_task_time_limit_is_refused() -> None:
+    with pytest.raises(ValueError, match="lease_seconds must exceed task_time_limit"):
+        Settings.from_env({"PREDQ_LEASE_SECONDS": "60", "PREDQ_TASK_TIME_LIMIT": "60"})

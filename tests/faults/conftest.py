@@ -23,8 +23,12 @@ class Stack:
         self.api = LiveServer(settings)
         self._tenants: list[Iterator[Tenant]] = []
 
-    def start_worker(self) -> WorkerProcess:
-        self.worker = WorkerProcess(self.settings, self.directory / "worker.log")
+    def start_worker(self, **overrides: object) -> WorkerProcess:
+        if self.worker is not None:
+            self.worker.stop()
+        n = len(list(self.directory.glob("worker*.log")))
+        self.worker = WorkerProcess(self.settings.replace(**overrides),
+                                    self.directory / f"worker{n}.log")
         return self.worker
 
     def tenant(self) -> Tenant:
@@ -41,6 +45,15 @@ class Stack:
 
     def start_redis(self) -> None:
         self.redis = embedded.start_redis(self.directory)
+
+    def redis_queue_length(self, queue: str) -> int:
+        import redis
+
+        client = redis.Redis.from_url(self.settings.redis_url)
+        try:
+            return int(client.llen(queue))
+        finally:
+            client.close()
 
     def reconcile(self) -> dict[str, int]:
         from workers.app import make_celery

@@ -1,0 +1,104 @@
+"""PostgreSQL stopped under a running API: JSON 503s, /readyz names it, service resumes."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from service import keys
+from service.config import Settings
+from service.db import make_engine
+from service.demo import register_demo_models
+from service.migrate import upgrade
+from tests.conftest import LiveServer
+
+BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+
+
+class PrivatePostgres:
+    """A throwaway cluster (initdb in a temporary directory) that a test may stop and start."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="predq-pg-")
+        shutil.chown(self.dir, "postgres", "postgres")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self._as_postgres("initdb", "-D", f"{self.dir}/data", "-A", "trust", "-U", "postgres")
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_postgres(self, tool: str, *args: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", f"{BIN[-1]}/{tool}", *args],
+                       check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        self._as_postgres("pg_ctl", "-D", f"{self.dir}/data", "-w", "-l", f"{self.dir}/log",
+                          "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1",
+                          "start")
+
+    def stop(self) -> None:
+        self._as_postgres("pg_ctl", "-D", f"{self.dir}/data", "-w", "-m", "fast", "stop")
+
+    def remove(self) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", f"{BIN[-1]}/pg_ctl", "-D",
+                        f"{self.dir}/data", "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres() -> Iterator[PrivatePostgres]:
+    if not BIN or not shutil.which("runuser") or os.geteuid() != 0:
+        pytest.skip("needs PostgreSQL server binaries and root (to run them as postgres)")
+    pg = PrivatePostgres()
+    pg.start()
+    yield pg
+    pg.remove()
+
+
+def test_database_down_answers_503_json_and_the_api_recovers_when_it_is_back(
+    postgres: PrivatePostgres, settings: Settings, tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    private = settings.replace(database_url=postgres.url,
+                               model_dir=str(tmp_path_factory.mktemp("pg-models")))
+    upgrade(private.database_url)
+    engine = make_engine(private.database_url)
+    with engine.begin() as conn:
+        register_demo_models(conn, private.model_dir, tmp_path_factory.mktemp("pg-train"))
+        key = keys.create_key(conn, "pg-down")
+    engine.dispose()
+    server = LiveServer(private)
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {key}"
+    body = {"model": "iris", "inputs": [[5.1, 3.5, 1.4, 0.2]]}
+    try:
+        accepted = http.post(server.url + "/v1/jobs", json=body, timeout=10)
+        assert accepted.status_code == 202
+        postgres.stop()
+        for method, path in (("POST", "/v1/jobs"), ("GET", accepted.headers["Location"])):
+            response = http.request(method, server.url + path, json=body, timeout=30)
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "unavailable"
+        ready = http.get(server.url + "/readyz", timeout=30)
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"].startswith("unavailable")
+        assert ready.json()["checks"]["redis"] == "ok"
+        postgres.start()
+        # The pool drops the dead connections on the first error; at most a few requests fail.
+        deadline = time.monotonic() + 20
+        while (status := http.post(server.url + "/v1/jobs", json=body, timeout=10).status_code) \
+                != 202:
+            assert status == 503 and time.monotonic() < deadline
+            time.sleep(0.2)
+        assert http.get(server.url + accepted.headers["Location"], timeout=10).json()["status"] \
+            == "queued"
+    finally:
+        server.stop()
