@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 T      ?= tests
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint bench clean
+.PHONY: help install run test lint bench chaos clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ lint: install ## ruff and mypy
 
 bench: install ## Benchmark predq against a hand-written Celery service (QUICK=1: under 2 minutes)
 	$(PY) -m bench $(if $(QUICK),--quick)
+
+chaos: install ## Kill workers, Redis and PostgreSQL under load; fail on any lost job (QUICK=1: one cycle)
+	$(PY) -m tests.chaos $(if $(QUICK),--quick)
 
 clean: ## Remove var/ (local database, Redis socket, models)
 	rm -rf var

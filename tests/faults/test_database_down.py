@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 
@@ -19,53 +13,24 @@ from service.config import Settings
 from service.db import make_engine
 from service.demo import register_demo_models
 from service.migrate import upgrade
+from tests import pgserver
 from tests.conftest import LiveServer
-
-BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-
-
-class PrivatePostgres:
-    """A throwaway cluster (initdb in a temporary directory) that a test may stop and start."""
-
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="predq-pg-")
-        shutil.chown(self.dir, "postgres", "postgres")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self._as_postgres("initdb", "-D", f"{self.dir}/data", "-A", "trust", "-U", "postgres")
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _as_postgres(self, tool: str, *args: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", f"{BIN[-1]}/{tool}", *args],
-                       check=True, capture_output=True, timeout=60)
-
-    def start(self) -> None:
-        self._as_postgres("pg_ctl", "-D", f"{self.dir}/data", "-w", "-l", f"{self.dir}/log",
-                          "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1",
-                          "start")
-
-    def stop(self) -> None:
-        self._as_postgres("pg_ctl", "-D", f"{self.dir}/data", "-w", "-m", "fast", "stop")
-
-    def remove(self) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", f"{BIN[-1]}/pg_ctl", "-D",
-                        f"{self.dir}/data", "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture
-def postgres() -> Iterator[PrivatePostgres]:
-    if not BIN or not shutil.which("runuser") or os.geteuid() != 0:
+def postgres() -> Iterator[pgserver.PrivatePostgres]:
+    if not pgserver.available():
         pytest.skip("needs PostgreSQL server binaries and root (to run them as postgres)")
-    pg = PrivatePostgres()
+    pg = pgserver.PrivatePostgres()
     pg.start()
     yield pg
     pg.remove()
 
 
 def test_database_down_answers_503_json_and_the_api_recovers_when_it_is_back(
-    postgres: PrivatePostgres, settings: Settings, tmp_path_factory: pytest.TempPathFactory,
+    postgres: pgserver.PrivatePostgres,
+    settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     private = settings.replace(database_url=postgres.url,
                                model_dir=str(tmp_path_factory.mktemp("pg-models")))
