@@ -5,12 +5,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Collection
 from typing import Any
 
 import redis
 from celery import Celery, signals
+from celery.worker.request import Request
 from celery_batches import Batches, SimpleRequest
+from celery_batches.trace import apply_batches_task
+from sqlalchemy.exc import OperationalError
 
 from service.config import Settings
 from service.db import make_engine
@@ -42,21 +46,51 @@ def warm_up(settings: Settings) -> None:
         log.exception("model preload failed; models will load on first use")
 
 
+REQUEUE = "requeue"  # a batch returns this when the result store stayed unreachable
+
+
+class RequeueingBatches(Batches):
+    """celery-batches acknowledges every message of a batch when the batch returns. This one
+    hands the messages back to Redis instead when the batch says the database was unreachable,
+    so a database outage never consumes a message. (Upstream flush, for acks_late tasks.)"""
+
+    abstract = True
+
+    def flush(self, requests: Collection[Request]) -> Any:
+        serializable = ([SimpleRequest.from_request(r) for r in requests],)
+
+        def on_return(result: Any) -> None:
+            for req in requests:
+                if result == REQUEUE:
+                    req.reject(requeue=True)
+                else:
+                    req.acknowledge()
+
+        return self._pool.apply_async(apply_batches_task, (self, serializable, 0, None),
+                                      callback=on_return)
+
+
 def register(app: Celery) -> None:
     settings: Settings = app.conf.predq_settings
     signals.worker_process_init.connect(lambda **_: warm_up(settings), weak=False)
 
     @app.task(
-        base=Batches,
+        base=RequeueingBatches,
         name=PREDICT_TASK,
         flush_every=settings.batch_flush_every,
         flush_interval=settings.batch_flush_interval,
         acks_late=True,
     )
-    def predict_jobs(requests: list[SimpleRequest]) -> int:
+    def predict_jobs(requests: list[SimpleRequest]) -> int | str:
         """Each message carries the ids of one submit group; a batch is many messages."""
         ids = [job_id for request in requests for job_id in _ids(request.args)]
-        return len(runner(settings).run(ids))
+        try:
+            return len(runner(settings).run(ids))
+        except OperationalError as exc:  # still down after the runner's retries with back-off
+            log.error("result store unreachable (%s); handing %d messages back to the queue",
+                      exc.orig, len(requests))
+            time.sleep(1.0)  # don't spin on a dead database: the messages come straight back
+            return REQUEUE
 
     @app.task(name=RECONCILE_TASK, ignore_result=True)
     def reconcile_jobs() -> dict[str, int]:

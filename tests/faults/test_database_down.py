@@ -8,13 +8,13 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from service import keys
+from service import embedded, keys
 from service.config import Settings
 from service.db import make_engine
 from service.demo import register_demo_models
 from service.migrate import upgrade
 from tests import pgserver
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, WorkerProcess
 
 
 @pytest.fixture
@@ -67,3 +67,48 @@ def test_database_down_answers_503_json_and_the_api_recovers_when_it_is_back(
             == "queued"
     finally:
         server.stop()
+
+
+def test_workers_hand_messages_back_while_the_database_is_down_and_run_them_after(
+    postgres: pgserver.PrivatePostgres,
+    settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    directory = tmp_path_factory.mktemp("pg-redis")
+    private = settings.replace(database_url=postgres.url, republish_after=3600,
+                               redis_url=f"unix://{directory / 'redis.sock'}",
+                               model_dir=str(tmp_path_factory.mktemp("pg-models")))
+    upgrade(private.database_url)
+    engine = make_engine(private.database_url)
+    with engine.begin() as conn:
+        register_demo_models(conn, private.model_dir, tmp_path_factory.mktemp("pg-train"))
+        key = keys.create_key(conn, "pg-worker")
+    engine.dispose()
+    redis_proc = embedded.start_redis(directory)
+    server = LiveServer(private)
+    worker = None
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {key}"
+    try:
+        ids = [http.post(server.url + "/v1/jobs", json={"model": "iris", "inputs": [[
+            5.1, 3.5, 1.4, 0.2]]}, timeout=10).json()["id"] for _ in range(3)]
+        postgres.stop()
+        worker = WorkerProcess(private, directory / "worker.log")
+        deadline = time.monotonic() + 60
+        while "handing" not in worker.output():  # retried with back-off, then handed back
+            assert time.monotonic() < deadline, worker.output()[-3000:]
+            time.sleep(0.3)
+        postgres.start()
+        deadline = time.monotonic() + 60
+        while True:
+            jobs = [http.get(server.url + f"/v1/jobs/{i}", timeout=10) for i in ids]
+            if all(j.status_code == 200 and j.json()["status"] == "succeeded" for j in jobs):
+                break
+            assert time.monotonic() < deadline, [j.text for j in jobs]
+            time.sleep(0.3)
+        assert {j.json()["attempts"] for j in jobs} == {1}  # no reconciler: the same messages
+    finally:
+        if worker is not None:
+            worker.stop()
+        server.stop()
+        embedded.stop(redis_proc)

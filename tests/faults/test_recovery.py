@@ -94,3 +94,29 @@ def test_a_job_that_kills_its_worker_fails_after_max_attempts_and_its_neighbours
     assert failed["error"].startswith("gave up after 3 attempts: the worker running this job")
     assert failed["attempts"] == 3
     assert "runs alone" in s.worker.output()  # retried in isolation, not in a batch again
+
+
+def test_reconciling_twice_beside_a_late_redelivery_runs_a_job_once(
+    stack: Callable[..., Stack],
+) -> None:
+    from workers.app import make_celery
+    from workers.tasks import publisher
+
+    s = stack(republish_after=0.3)
+    tenant = s.tenant()
+    job_id = tenant.submit("iris", [SETOSA])
+    time.sleep(0.5)
+    assert s.reconcile()["republished"] == 1
+    assert s.reconcile()["republished"] == 0  # just sent: not due again yet
+    celery = make_celery(s.settings)
+    publisher(celery)("predict.interactive", [job_id])  # and a late redelivery on top
+    celery.close()
+    assert s.redis_queue_length("predict.interactive") == 3  # the original and two more
+    worker = s.start_worker()
+    job = tenant.wait(job_id)
+    assert job["status"] == "succeeded" and job["attempts"] == 1
+    deadline = time.monotonic() + 20
+    while s.redis_queue_length("predict.interactive") or job_id not in worker.output():
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert tenant.get(f"/v1/jobs/{job_id}").json() == job  # the extra copies changed nothing
