@@ -55,6 +55,16 @@ class Stack:
         finally:
             client.close()
 
+    def redis_unacked(self) -> int:
+        """Messages a worker has taken and not yet acknowledged (kombu's `unacked` hash)."""
+        import redis
+
+        client = redis.Redis.from_url(self.settings.redis_url)
+        try:
+            return int(client.hlen("unacked"))
+        finally:
+            client.close()
+
     def reconcile(self) -> dict[str, int]:
         from workers.app import make_celery
         from workers.maintenance import reconcile
