@@ -85,11 +85,12 @@ class Chaos:
             children[0].send_signal(signal.SIGKILL)
             self.faults.append("SIGKILL a worker pool process under load")
 
-    def restart_redis(self) -> None:
-        self.redis.kill()
+    def restart_redis(self, down_s: float = 1.0) -> None:
+        self.redis.kill()  # its queue is gone; jobs submitted meanwhile are never published
         self.redis.wait()
+        time.sleep(down_s)
         self.redis = embedded.start_redis(self.workdir)
-        self.faults.append("SIGKILL Redis, restart it empty")
+        self.faults.append(f"SIGKILL Redis, restart it empty {down_s} s later")
 
     def bounce_postgres(self, down_s: float = 1.5) -> None:
         self.pg.stop()

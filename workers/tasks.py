@@ -56,6 +56,19 @@ class RequeueingBatches(Batches):
 
     abstract = True
 
+    def Strategy(self, task: Batches, app: Celery, consumer: Any) -> Any:  # noqa: N802
+        # celery-batches 0.11 arms its flush timer once, on the task instance; upstream issue
+        # #107 (fixed after 0.11) shows a consumer rebuilt after a reconnect keeping a dead
+        # timer, so the buffer flushes only every flush_every messages. Strategy runs at every
+        # consumer (re)start: forget the old timer so it is re-armed, as the upstream fix does.
+        # (Seen with RabbitMQ upstream; not reproduced here with Redis, kept as a safeguard.)
+        tref: Any = getattr(self, "_tref", None)
+        if tref is not None:
+            with contextlib.suppress(Exception):
+                tref.cancel()
+            self._tref = None
+        return super().Strategy(task, app, consumer)
+
     def flush(self, requests: Collection[Request]) -> Any:
         serializable = ([SimpleRequest.from_request(r) for r in requests],)
 

@@ -57,6 +57,25 @@ def test_jobs_accepted_while_redis_was_down_or_lost_in_a_restart_run_once_it_is_
     assert s.reconcile() == {"failed": 0, "republished": 0}
 
 
+def test_a_worker_keeps_batching_after_redis_restarts_under_it(
+    stack: Callable[..., Stack],
+) -> None:
+    # No reconciler help: only the worker's own consumer, which must reconnect and go on
+    # batching. A 2 s flush interval keeps a job in its buffer when Redis dies under it.
+    s = stack(republish_after=3600, batch_flush_interval=2.0)
+    worker = s.start_worker()
+    tenant = s.tenant()
+    tenant.submit("iris", [SETOSA])
+    _until(lambda: s.redis_queue_length("predict.interactive") == 0, timeout=10)
+    s.kill_redis()
+    s.start_redis()
+    _until(lambda: worker.output().count("Connected to") >= 2, timeout=60)
+    time.sleep(5.5)  # the API pauses publishing for 5 s after its failed publish
+    ids = [tenant.submit("iris", [VIRGINICA]) for _ in range(3)]
+    for job_id in ids:
+        assert tenant.wait(job_id, timeout=20)["status"] == "succeeded"
+
+
 @pytest.fixture
 def crashy(engine: Engine, settings: Settings, models: dict[str, ModelInfo], tmp_path: Path,
            ) -> Iterator[ModelInfo]:
