@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from service import embedded, keys
@@ -57,6 +58,7 @@ def run_all(settings: Settings, embedded_redis: bool) -> int:
             children.append(
                 subprocess.Popen([sys.executable, *args], env=env, start_new_session=True)
             )
+        _wait_until_serving(settings, children)
         _banner(settings, key)
         stopping: list[int] = []
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -91,6 +93,21 @@ def stop_all(children: list[subprocess.Popen[bytes]], grace: float = 25) -> None
 def _signal_group(child: subprocess.Popen[bytes], signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(child.pid, signum)
+
+
+def _wait_until_serving(settings: Settings, children: list[subprocess.Popen[bytes]],
+                        timeout: float = 60) -> None:
+    """The banner's curl line must work the moment it is printed: wait for /healthz."""
+    url = f"http://{settings.host}:{settings.port}/healthz"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and all(child.poll() is None for child in children):
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the API did not answer on {url}")
 
 
 def _banner(settings: Settings, key: str) -> None:

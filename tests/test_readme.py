@@ -1,0 +1,77 @@
+"""Every shell example in README.md runs as printed against a real `predq up`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from tests.conftest import ROOT
+
+README = (ROOT / "README.md").read_text()
+
+
+def _blocks(after: str, until: str) -> list[str]:
+    section = README.split(after, 1)[1].split(until, 1)[0]
+    return re.findall(r"```sh\n(.*?)```", section, re.S)
+
+
+def test_readme_api_and_operator_examples_work_as_printed(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(PREDQ_VAR_DIR=str(tmp_path / "var"), PREDQ_MODEL_DIR=str(tmp_path / "var/models"),
+               PREDQ_PORT=str(port), PYTHONPATH=str(ROOT))
+    (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    log = open(tmp_path / "up.log", "w+")  # noqa: SIM115
+    up = subprocess.Popen([sys.executable, "-m", "service.cli", "up"], env=env, cwd=tmp_path,
+                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "Try it:" not in (tmp_path / "up.log").read_text():
+            assert time.monotonic() < deadline and up.poll() is None, \
+                (tmp_path / "up.log").read_text()[-3000:]
+            time.sleep(0.2)
+        api = _blocks("## The API", "### Errors")
+        operator = _blocks("## Models, keys, operators", "### Production")
+        assert len(api) == 3 and len(operator) == 1
+        script = "set -euo pipefail\n" + "\n".join(api + operator)
+        script = script.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+        done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr + done.stdout
+        objects = _json_objects(done.stdout)  # curl prints no newline between bodies
+        assert len(objects) == 4, done.stdout
+        assert [j["status"] for j in objects[:2]] == ["queued", "queued"]
+        job, result = objects[2], objects[3]
+        assert job["status"] == "succeeded" and job["model"] == "diabetes"
+        assert isinstance(result["predictions"][0], float) and result["version"] == "1"
+        assert re.search(r"registered flowers 2024-06 \(classifier, 4 features\)", done.stdout)
+        assert "flowers\t2024-06" in done.stdout and "revoked 1 key(s)" in done.stdout
+    finally:
+        descendants = psutil.Process(up.pid).children(recursive=True)
+        os.killpg(up.pid, signal.SIGINT)
+        up.wait(60)
+        psutil.wait_procs(descendants, timeout=30)
+        log.close()
+
+
+def _json_objects(text: str) -> list[dict[str, object]]:
+    """The JSON objects at the start of `text`, back to back, before any other output."""
+    decoder, out, i = json.JSONDecoder(), [], 0
+    while True:
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i >= len(text) or text[i] != "{":
+            return out
+        obj, i = decoder.raw_decode(text, i)
+        out.append(obj)
