@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -195,7 +196,7 @@ def run(n: int, cycles: int) -> dict[str, Any]:
             raise RuntimeError(f"fault injection broke: {errors[0]!r}") from errors[0]
         outcome = settle(chaos, accepted, timeout=180)
         outcome.update(
-            jobs_accepted=len(accepted), faults_injected=len(chaos.faults),
+            workdir=str(workdir), jobs_accepted=len(accepted), faults_injected=len(chaos.faults),
             faults=sorted(set(chaos.faults)), run_s=round(time.monotonic() - started, 1),
             # from the end of the last fault to every accepted job final
             time_to_recover_s=round(outcome.pop("settled_at") - chaos.last_fault_at, 1),
@@ -243,8 +244,10 @@ def main() -> None:
     print(json.dumps(figures, indent=2))
     bad = figures["jobs_lost"] + figures["jobs_unfinished"] + figures["jobs_with_wrong_result"]
     if bad:
-        print(f"chaos: {bad} accepted jobs lost, unfinished or wrong", file=sys.stderr)
+        print(f"chaos: {bad} accepted jobs lost, unfinished or wrong; logs kept in "
+              f"{figures['workdir']}", file=sys.stderr)
         sys.exit(1)
+    shutil.rmtree(figures["workdir"], ignore_errors=True)  # logs are kept only for a failure
     print(f"chaos: {figures['jobs_accepted']} accepted jobs, none lost "
           f"({figures['faults_injected']} faults injected)")
 
