@@ -37,7 +37,6 @@ class JobStatus(StrEnum):
 FINAL_STATES = frozenset(
     {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED}
 )
-UNFINISHED = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 INTERACTIVE_QUEUE = "predict.interactive"
 
 

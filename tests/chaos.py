@@ -37,6 +37,7 @@ from service.db import make_engine
 from service.demo import register_demo_models
 from service.migrate import upgrade
 from tests import pgserver
+from tests.conftest import free_port
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 PY = sys.executable
@@ -50,7 +51,7 @@ class Chaos:
         self.redis = embedded.start_redis(workdir)
         self.settings = Settings.from_env(
             {}, database_url=pg.url, redis_url=f"unix://{workdir / 'redis.sock'}",
-            var_dir=str(workdir), model_dir=str(workdir / "models"), port=_free_port(),
+            var_dir=str(workdir), model_dir=str(workdir / "models"), port=free_port(),
             lease_seconds=6, task_time_limit=4, republish_after=2, reconcile_interval=1,
         )
         upgrade(self.settings.database_url)
@@ -112,14 +113,6 @@ class Chaos:
         self.procs.__exit__(None, None, None)
         embedded.stop(self.redis)
         self.engine.dispose()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def load(chaos: Chaos, n: int, duration_s: float, clients: int = 8,

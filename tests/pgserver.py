@@ -5,9 +5,10 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
+
+from tests.conftest import free_port
 
 BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 
@@ -22,9 +23,7 @@ class PrivatePostgres:
     def __init__(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="predq-pg-")
         shutil.chown(self.dir, "postgres", "postgres")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self._as_postgres("initdb", "-D", f"{self.dir}/data", "-A", "trust", "-U", "postgres")
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 

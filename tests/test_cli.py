@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from service.config import Settings
 from service.db import api_keys, make_engine
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 PREDQ = [sys.executable, "-m", "service.cli"]
 
@@ -62,16 +62,10 @@ def test_operator_migrates_registers_a_model_and_creates_a_key(
     engine.dispose()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_predq_up_prints_a_curl_line_that_works_and_ctrl_c_stops_everything(
     tmp_path: Path,
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(PREDQ_VAR_DIR=str(tmp_path / "var"), PREDQ_MODEL_DIR=str(tmp_path / "var/models"),
                PREDQ_PORT=str(port), PYTHONPATH=str(ROOT))

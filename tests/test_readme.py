@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 README = (ROOT / "README.md").read_text()
 
@@ -25,9 +24,7 @@ def _blocks(after: str, until: str) -> list[str]:
 
 
 def test_readme_api_and_operator_examples_work_as_printed(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(PREDQ_VAR_DIR=str(tmp_path / "var"), PREDQ_MODEL_DIR=str(tmp_path / "var/models"),
                PREDQ_PORT=str(port), PYTHONPATH=str(ROOT))

@@ -30,9 +30,10 @@ def runner(settings: Settings) -> Runner:
     """One Runner per process, made after fork: engines and sockets must not cross a fork."""
     global _runner
     if _runner is None or _runner[0] != os.getpid():
-        engine = make_engine(settings.database_url, pool_size=2, max_overflow=2) \
-            if not settings.database_url.startswith("sqlite") \
-            else make_engine(settings.database_url)
+        # A pool process runs one batch at a time: a small pool is enough (SQLite has none).
+        small = {} if settings.database_url.startswith("sqlite") else {"pool_size": 2,
+                                                                          "max_overflow": 2}
+        engine = make_engine(settings.database_url, **small)
         _runner = (os.getpid(), Runner(engine, settings.model_cache_size,
                                        settings.lease_seconds, settings.max_attempts))
     return _runner[1]

@@ -29,6 +29,7 @@ class Services:
     committer: GroupCommitter
     models: ModelLookup
     keys: KeyLookup
+    redis: redis.Redis
 
 
 def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
@@ -50,7 +51,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     app.extensions["predq"] = Services(
         settings, engine, reads, celery, committer, ModelLookup(reads),
-        KeyLookup(reads, client, settings.key_epoch_check_interval),
+        KeyLookup(reads, client, settings.key_epoch_check_interval), client,
     )
     logging.getLogger("service").setLevel(settings.log_level)
 

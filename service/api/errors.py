@@ -40,10 +40,10 @@ def register(app: Flask) -> None:
     def http_error(exc: HTTPException) -> Response:
         code = (exc.name or "error").lower().replace(" ", "_")
         response = error_response(exc.code or 500, {"code": code, "message": exc.description})
+        headers = dict(exc.get_headers())
         for name in ("Allow", "Retry-After"):
-            value = exc.get_headers() and dict(exc.get_headers()).get(name)
-            if value:
-                response.headers[name] = value
+            if name in headers:
+                response.headers[name] = headers[name]
         return response
 
     @app.errorhandler(OperationalError)

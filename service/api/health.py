@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import redis
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
@@ -29,10 +28,7 @@ def readyz() -> tuple[Response, int]:
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         checks["database"] = f"unavailable: {type(exc).__name__}"
     try:
-        client = redis.Redis.from_url(svc.settings.redis_url, socket_timeout=2,
-                                      socket_connect_timeout=2)
-        client.ping()
-        client.close()
+        svc.redis.ping()
         checks["redis"] = "ok"
     except Exception as exc:  # noqa: BLE001
         checks["redis"] = f"unavailable: {type(exc).__name__}"

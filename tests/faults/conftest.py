@@ -46,24 +46,21 @@ class Stack:
     def start_redis(self) -> None:
         self.redis = embedded.start_redis(self.directory)
 
-    def redis_queue_length(self, queue: str) -> int:
+    def _redis_count(self, command: str, key: str) -> int:
         import redis
 
         client = redis.Redis.from_url(self.settings.redis_url)
         try:
-            return int(client.llen(queue))
+            return int(client.execute_command(command, key))
         finally:
             client.close()
+
+    def redis_queue_length(self, queue: str) -> int:
+        return self._redis_count("LLEN", queue)
 
     def redis_unacked(self) -> int:
         """Messages a worker has taken and not yet acknowledged (kombu's `unacked` hash)."""
-        import redis
-
-        client = redis.Redis.from_url(self.settings.redis_url)
-        try:
-            return int(client.hlen("unacked"))
-        finally:
-            client.close()
+        return self._redis_count("HLEN", "unacked")
 
     def reconcile(self) -> dict[str, int]:
         from workers.app import make_celery

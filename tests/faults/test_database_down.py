@@ -27,19 +27,27 @@ def postgres() -> Iterator[pgserver.PrivatePostgres]:
     pg.remove()
 
 
+def _prepare(postgres: pgserver.PrivatePostgres, settings: Settings,
+             tmp_path_factory: pytest.TempPathFactory, tenant: str,
+             **overrides: object) -> tuple[Settings, str]:
+    """Settings on the private cluster, migrated, with the demo models and a key for `tenant`."""
+    private = settings.replace(database_url=postgres.url,
+                               model_dir=str(tmp_path_factory.mktemp("pg-models")), **overrides)
+    upgrade(private.database_url)
+    engine = make_engine(private.database_url)
+    with engine.begin() as conn:
+        register_demo_models(conn, private.model_dir, tmp_path_factory.mktemp("pg-train"))
+        key = keys.create_key(conn, tenant)
+    engine.dispose()
+    return private, key
+
+
 def test_database_down_answers_503_json_and_the_api_recovers_when_it_is_back(
     postgres: pgserver.PrivatePostgres,
     settings: Settings,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    private = settings.replace(database_url=postgres.url,
-                               model_dir=str(tmp_path_factory.mktemp("pg-models")))
-    upgrade(private.database_url)
-    engine = make_engine(private.database_url)
-    with engine.begin() as conn:
-        register_demo_models(conn, private.model_dir, tmp_path_factory.mktemp("pg-train"))
-        key = keys.create_key(conn, "pg-down")
-    engine.dispose()
+    private, key = _prepare(postgres, settings, tmp_path_factory, "pg-down")
     server = LiveServer(private)
     http = requests.Session()
     http.headers["Authorization"] = f"Bearer {key}"
@@ -75,15 +83,8 @@ def test_workers_hand_messages_back_while_the_database_is_down_and_run_them_afte
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     directory = tmp_path_factory.mktemp("pg-redis")
-    private = settings.replace(database_url=postgres.url, republish_after=3600,
-                               redis_url=f"unix://{directory / 'redis.sock'}",
-                               model_dir=str(tmp_path_factory.mktemp("pg-models")))
-    upgrade(private.database_url)
-    engine = make_engine(private.database_url)
-    with engine.begin() as conn:
-        register_demo_models(conn, private.model_dir, tmp_path_factory.mktemp("pg-train"))
-        key = keys.create_key(conn, "pg-worker")
-    engine.dispose()
+    private, key = _prepare(postgres, settings, tmp_path_factory, "pg-worker",
+                            republish_after=3600, redis_url=f"unix://{directory / 'redis.sock'}")
     redis_proc = embedded.start_redis(directory)
     server = LiveServer(private)
     worker = None
