@@ -24,6 +24,7 @@ from bench.ceiling import blas_info, measure_ceiling
 from bench.models import make_demo_models, make_models
 from bench.run_baseline import bench_baseline
 from bench.run_predq import bench_predq
+from bench.run_sync import bench_sync
 
 RESULTS = Path(__file__).parent / "results.json"
 
@@ -103,6 +104,8 @@ def run(quick: bool) -> dict[str, Any]:
     for rows, n in ((10, 1000 if quick else 5000), (100, 200 if quick else 1000)):
         step(f"predq few-rows {rows}")
         results[f"few_rows_{rows}"] = repeat(reps, partial(bench_predq, n, c, quick, "lr", rows))
+    step("predq synchronous predict")
+    results["sync_predict"] = bench_sync(quick)
     return results
 
 
@@ -148,6 +151,15 @@ def table(results: dict[str, Any]) -> str:
                 f"{base['cpu_s_per_1000_jobs']:>11.2f}"
                 f"{base['rss_mb_api']:>8.0f}/{base['rss_mb_worker']:<7.0f}"
             )
+    sync = results.get("sync_predict")
+    if sync:
+        light = sync["light_load"]
+        lines += ["", f"synchronous predict ({sync['model']}, one row): at {light['rate']}/s "
+                  f"p50 {light['p50_ms']:.1f} ms, p99 {light['p99_ms']:.1f} ms; p99 under 100 ms "
+                  f"up to {sync['max_rate_p99_under_100ms']}/s"]
+        lines += [f"  {s['rate']:>6}/s offered: {s['answered_s']:>7.1f}/s answered, p50 "
+                  f"{s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms, {s['not_200']} not 200"
+                  for s in sync["steps"]]
     lines += ["", "ceiling: model.predict rows/s (one process | all cores)"]
     for name, m in results["ceiling"]["models"].items():
         one = m["single_process"]

@@ -74,9 +74,6 @@ async def _conn_worker(
             if i >= n:
                 return
             body = bodies(i)
-            if writer is None:
-                reader, writer = await asyncio.open_connection(host, port)
-            assert reader is not None
             req = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
             sent_wall, t0 = time.time(), time.perf_counter()
             if schedule is not None:
@@ -85,6 +82,12 @@ async def _conn_worker(
                     await asyncio.sleep(due - t0)
                 sent_wall, t0 = sent_wall + (due - t0), due
             try:
+                if writer is not None and reader is not None and reader.at_eof():
+                    writer.close()  # the server closed an idle keep-alive connection
+                    reader = writer = None
+                if writer is None:
+                    reader, writer = await asyncio.open_connection(host, port)
+                assert reader is not None
                 writer.write(req)
                 raw = await reader.readuntil(b"\r\n\r\n")
                 status = int(raw[9:12])
@@ -99,7 +102,8 @@ async def _conn_worker(
                 payload = await reader.readexactly(length) if length else b""
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
                 res.statuses["conn_error"] += 1
-                writer.close()
+                if writer is not None:
+                    writer.close()
                 reader = writer = None
                 continue
             res.record(status, payload, sent_wall, time.perf_counter() - t0)

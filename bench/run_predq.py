@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -70,6 +72,40 @@ def wait_final(engine: Any, expected: int, timeout_s: float) -> int:
     return done
 
 
+@contextlib.contextmanager
+def predq_stack(model: str, extra_env: dict[str, str] | None = None,
+                ) -> Iterator[tuple[int, str, Any, Any, Any]]:
+    """A fresh database, `bench` registered, gunicorn API and a worker: (port, key, engine,
+    api process, worker process)."""
+    with tempfile.TemporaryDirectory(prefix="predq-bench-") as tmp:
+        url = fresh_database()
+        key = setup(url, write_models(tmp, [model])[model], os.path.join(tmp, "models"))
+        redis.Redis.from_url(REDIS_URL).flushdb()
+        port = free_port()
+        env = {
+            "DATABASE_URL": url,
+            "REDIS_URL": REDIS_URL,
+            "PREDQ_PORT": str(port),
+            "PREDQ_MODEL_DIR": os.path.join(tmp, "models"),
+            "PYTHONPATH": REPO,
+            "PREDQ_VAR_DIR": tmp,
+            # The throughput runs queue all N jobs at once, on purpose: no back-pressure.
+            "PREDQ_MAX_DEPTH_NORMAL": "10000000",
+            "PREDQ_TENANT_QUEUE_SHARE": "1.0",
+            **(extra_env or {}),
+        }
+        engine = create_engine(url)
+        with ProcSet(log_dir=tmp) as ps:
+            api = ps.start("api", [sys.executable, "-m", "service.cli", "api"], env, cwd=REPO)
+            worker = ps.start(
+                "worker", [sys.executable, "-m", "service.cli", "worker"], env, cwd=REPO
+            )
+            wait_http("127.0.0.1", port, "/healthz", 30, [api, worker])
+            wait_log(worker, "ready.", 60)
+            yield port, key, engine, api, worker
+        engine.dispose()
+
+
 def bench_predq(
     n: int,
     concurrency: int,
@@ -83,62 +119,41 @@ def bench_predq(
 
     `rate` (jobs/s) paces an open-loop load; without it every client sends as fast as it can.
     """
-    with tempfile.TemporaryDirectory(prefix="predq-bench-") as tmp:
-        url = fresh_database()
-        key = setup(url, write_models(tmp, [model])[model], os.path.join(tmp, "models"))
-        redis.Redis.from_url(REDIS_URL).flushdb()
-        port = free_port()
-        env = {
-            "DATABASE_URL": url,
-            "REDIS_URL": REDIS_URL,
-            "PREDQ_PORT": str(port),
-            "PREDQ_MODEL_DIR": os.path.join(tmp, "models"),
-            "PYTHONPATH": REPO,
-            "PREDQ_VAR_DIR": tmp,
-        }
-        engine = create_engine(url)
-        with ProcSet(log_dir=tmp) as ps:
-            api = ps.start("api", [sys.executable, "-m", "service.cli", "api"], env, cwd=REPO)
-            worker = ps.start(
-                "worker", [sys.executable, "-m", "service.cli", "worker"], env, cwd=REPO
-            )
-            wait_http("127.0.0.1", port, "/healthz", 30, [api, worker])
-            wait_log(worker, "ready.", 60)
-            n_features = 20
-            data = np.random.default_rng(1).standard_normal((n + 50, rows, n_features))
-            bodies = [
-                json.dumps({"model": "bench", "inputs": block.round(6).tolist()}).encode()
-                for block in data
-            ]
-            headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
-            warm = run_load(
-                "/v1/jobs",
-                "127.0.0.1",
-                port,
-                lambda i: bodies[n + i % 50],
-                headers,
-                50,
-                concurrency,
-                30,
-            )
-            wait_final(engine, sum(1 for i in warm.ids if i), 60)
-            with engine.begin() as conn:
-                conn.execute(text("DELETE FROM jobs"))
-            busy_before = wait_quiet(15.0, quiet_wait_s)
-            with TreeSampler([api, worker]) as sampler:
-                meter = CpuMeter(sampler).start()
-                load = run_load("/v1/jobs", "127.0.0.1", port, bodies.__getitem__, headers,
-                                n, concurrency, 120.0 if quick else 600.0, rate=rate)
-                ids = [i for i in load.ids if i]
-                wait_final(engine, len(ids), 180.0 if quick else 900.0)
-                out = summarize(engine, load.ids, load.sent_at, load.latencies_ms, rows)
-                out.update(meter.figures(out["jobs_completed"]))
-                out.update({
-                    "complete": out["jobs_succeeded"] == n, "model": model, "n": n,
-                    "rows_per_job": rows, "concurrency": concurrency, "rate": rate,
-                    "machine_busy_pct_before": busy_before,
-                })
-        engine.dispose()
+    with predq_stack(model) as (port, key, engine, api, worker):
+        n_features = 20
+        data = np.random.default_rng(1).standard_normal((n + 50, rows, n_features))
+        bodies = [
+            json.dumps({"model": "bench", "inputs": block.round(6).tolist()}).encode()
+            for block in data
+        ]
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+        warm = run_load(
+            "/v1/jobs",
+            "127.0.0.1",
+            port,
+            lambda i: bodies[n + i % 50],
+            headers,
+            50,
+            concurrency,
+            30,
+        )
+        wait_final(engine, sum(1 for i in warm.ids if i), 60)
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM jobs"))
+        busy_before = wait_quiet(15.0, quiet_wait_s)
+        with TreeSampler([api, worker]) as sampler:
+            meter = CpuMeter(sampler).start()
+            load = run_load("/v1/jobs", "127.0.0.1", port, bodies.__getitem__, headers,
+                            n, concurrency, 120.0 if quick else 600.0, rate=rate)
+            ids = [i for i in load.ids if i]
+            wait_final(engine, len(ids), 180.0 if quick else 900.0)
+            out = summarize(engine, load.ids, load.sent_at, load.latencies_ms, rows)
+            out.update(meter.figures(out["jobs_completed"]))
+            out.update({
+                "complete": out["jobs_succeeded"] == n, "model": model, "n": n,
+                "rows_per_job": rows, "concurrency": concurrency, "rate": rate,
+                "machine_busy_pct_before": busy_before,
+            })
     return out
 
 

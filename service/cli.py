@@ -11,6 +11,10 @@ import click
 from service.config import Settings
 from service.db import make_engine
 from service.errors import PredqError
+from service.priorities import PREDICT_QUEUES
+
+# maintenance first: reconciler runs are rare and short, and must not wait behind a backlog.
+DEFAULT_QUEUES = ",".join(("maintenance", *PREDICT_QUEUES))
 
 
 def _settings() -> Settings:
@@ -47,7 +51,10 @@ def models() -> None:
 @click.option("--name", required=True)
 @click.option("--version", "version", required=True)
 @click.option("--feature-names", help="comma-separated names, in the model's column order")
-def models_add(path: str, name: str, version: str, feature_names: str | None) -> None:
+@click.option("--cache-ttl", type=int,
+              help="serve repeated single-row inputs from Redis for this many seconds")
+def models_add(path: str, name: str, version: str, feature_names: str | None,
+               cache_ttl: int | None) -> None:
     """Register the joblib artifact at PATH as NAME VERSION (records its sha256)."""
     from service import registry
 
@@ -55,7 +62,7 @@ def models_add(path: str, name: str, version: str, feature_names: str | None) ->
     names = [n.strip() for n in feature_names.split(",")] if feature_names else None
     with make_engine(settings.database_url).begin() as conn:
         info = _run(lambda: registry.add_model(conn, settings.model_dir, path, name, version,
-                                               names))
+                                               names, cache_ttl))
     click.echo(f"registered {info.name} {info.version} ({info.kind}, {info.n_features} "
                f"features) sha256 {info.sha256}")
 
@@ -120,12 +127,13 @@ def keys_revoke(prefix: str) -> None:
 
 @main.command()
 @click.option("--workers", type=int, help="gunicorn worker processes [PREDQ_API_WORKERS]")
-@click.option("--threads", type=int, help="threads per gunicorn worker [PREDQ_API_THREADS]")
-def api(workers: int | None, threads: int | None) -> None:
+@click.option("--connections", type=int,
+              help="connections each gunicorn worker holds at once [PREDQ_API_CONNECTIONS]")
+def api(workers: int | None, connections: int | None) -> None:
     """Run the HTTP API under gunicorn."""
     settings = _settings()
     settings = settings.replace(api_workers=workers or settings.api_workers,
-                                api_threads=threads or settings.api_threads)
+                                api_connections=connections or settings.api_connections)
     os.execvp(sys.executable, [sys.executable, *api_command(settings)])
 
 
@@ -136,18 +144,18 @@ def beat() -> None:
 
 
 @main.command()
-@click.option("--queues", default="predict.interactive,predict.bulk,maintenance",
-              show_default=True)
+@click.option("--queues", default=DEFAULT_QUEUES, show_default=True,
+              help="queues to consume, highest priority first")
 def worker(queues: str) -> None:
     """Run a Celery worker that micro-batches predictions."""
     os.execvp(sys.executable, [sys.executable, *worker_command(_settings(), queues)])
 
 
 def api_command(settings: Settings) -> list[str]:
-    # gthread: a submit waits on its group commit, so threads keep the process busy meanwhile.
+    # gevent (the default; see Settings.api_worker_class): waiting requests cost a greenlet.
     return ["-m", "gunicorn", "service.wsgi:app", "--bind", f"{settings.host}:{settings.port}",
-            "--worker-class", "gthread", "--workers", str(settings.api_workers),
-            "--threads", str(settings.api_threads), "--timeout", "30",
+            "--worker-class", settings.api_worker_class, "--workers", str(settings.api_workers),
+            "--worker-connections", str(settings.api_connections), "--timeout", "30",
             "--graceful-timeout", "20", "--log-level", "warning"]
 
 
@@ -157,8 +165,7 @@ def beat_command(settings: Settings) -> list[str]:
             "--loglevel", settings.log_level]
 
 
-def worker_command(settings: Settings,
-                   queues: str = "predict.interactive,predict.bulk,maintenance") -> list[str]:
+def worker_command(settings: Settings, queues: str = DEFAULT_QUEUES) -> list[str]:
     concurrency = settings.worker_concurrency or os.cpu_count() or 1
     return ["-m", "celery", "-A", "workers.main", "worker", "-Q", queues,
             "--concurrency", str(concurrency), "--loglevel", settings.log_level,

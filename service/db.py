@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Engine,
@@ -38,6 +39,7 @@ models = Table(
     Column("artifact_path", Text, nullable=False),
     Column("sklearn_version", String(30), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("cache_ttl", Integer, nullable=True),  # seconds; None: results are not cached
     UniqueConstraint("name", "version", name="uq_models_name_version"),
 )
 
@@ -70,8 +72,11 @@ jobs = Table(
     Column("finished_at", DateTime(timezone=True), nullable=True),
     Column("published_at", DateTime(timezone=True), nullable=True),  # last message sent
     Column("lease_until", DateTime(timezone=True), nullable=True),  # running: worker's lease
+    Column("deadline", DateTime(timezone=True), nullable=True),  # not started by then: expired
+    Column("from_cache", Boolean, nullable=False, default=False),
     Index("ix_jobs_tenant_created", "tenant", "created_at"),
     Index("ix_jobs_status_created", "status", "created_at"),
+    Index("ix_jobs_status_queue_tenant", "status", "queue", "tenant", "created_at"),
 )
 
 

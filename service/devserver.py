@@ -52,8 +52,8 @@ def run_all(settings: Settings, embedded_redis: bool) -> int:
         from service.cli import api_command, beat_command, worker_command
 
         # Each child gets its own session: Ctrl-C reaches only us, and each child then gets one
-        # SIGTERM. A gthread gunicorn worker that receives SIGINT and then its master's quit
-        # signal deadlocks inside ThreadPoolExecutor.shutdown and never exits.
+        # SIGTERM. (A gthread gunicorn worker that receives SIGINT and then its master's quit
+        # signal deadlocks inside ThreadPoolExecutor.shutdown and never exits.)
         for args in (api_command(settings), worker_command(settings), beat_command(settings)):
             children.append(
                 subprocess.Popen([sys.executable, *args], env=env, start_new_session=True)

@@ -72,6 +72,7 @@ class JobNotFinished(PredqError):
         super().__init__(f"{reason}: {error}" if error else reason)
         self.job_id = job_id
         self.job_status = status
+        self.error = error
 
     def to_dict(self) -> dict[str, object]:
         return {**super().to_dict(), "status": self.job_status}

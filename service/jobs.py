@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -18,7 +18,8 @@ import numpy as np
 from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 
 from service.db import jobs, models
-from service.errors import JobNotFinished, JobNotFound
+from service.errors import Conflict, JobNotFinished, JobNotFound
+from service.priorities import NORMAL, PREDICT_QUEUES, higher
 
 
 class JobStatus(StrEnum):
@@ -37,7 +38,6 @@ class JobStatus(StrEnum):
 FINAL_STATES = frozenset(
     {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED}
 )
-INTERACTIVE_QUEUE = "predict.interactive"
 
 
 def utcnow() -> datetime:
@@ -46,16 +46,23 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True)
 class NewJob:
-    """A validated job, ready to insert. `inputs` is a float64 matrix in signature order."""
+    """A validated job, ready to insert. `inputs` is a float64 matrix in signature order.
+    A job with a `cached_result` (JSON text) is recorded as already succeeded, from cache."""
 
     tenant: str
     model_id: int
     inputs: np.ndarray
-    queue: str = INTERACTIVE_QUEUE
+    queue: str = NORMAL
     id: str = ""
+    deadline: datetime | None = None
+    cached_result: str | None = None
 
     def with_id(self) -> NewJob:
-        return NewJob(self.tenant, self.model_id, self.inputs, self.queue, str(uuid.uuid4()))
+        return self if self.id else replace(self, id=str(uuid.uuid4()))
+
+    @property
+    def needs_worker(self) -> bool:
+        return self.cached_result is None
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,7 @@ class Claimed:
     model_id: int
     inputs: np.ndarray
     attempts: int
+    queue: str = NORMAL
 
 
 def encode_inputs(matrix: np.ndarray) -> bytes:
@@ -94,13 +102,18 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[str]:
             "id": job.id,
             "tenant": job.tenant,
             "model_id": job.model_id,
-            "status": JobStatus.QUEUED.value,
+            "status": JobStatus.QUEUED.value if job.needs_worker else JobStatus.SUCCEEDED.value,
             "queue": job.queue,
             "n_rows": len(job.inputs),
             "inputs": encode_inputs(job.inputs),
+            "result": job.cached_result,
+            "from_cache": not job.needs_worker,
             "attempts": 0,
             "created_at": now,
+            "started_at": None if job.needs_worker else now,
+            "finished_at": None if job.needs_worker else now,
             "published_at": now,  # the caller publishes right after the commit
+            "deadline": job.deadline,
         }
         for job in new_jobs
     ]
@@ -111,27 +124,74 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[str]:
 
 
 def claim(conn: Connection, job_ids: Iterable[str], lease_seconds: float) -> list[Claimed]:
-    """Take queued jobs: mark them running under a lease and return them. Finished, running or
-    missing ids are skipped, so a redelivered message claims nothing."""
+    """Take queued jobs: mark them running under a lease and return them. Finished, running,
+    cancelled, expired or missing ids are skipped, so a redelivered message claims nothing; a
+    job past its deadline is not taken (see `expire`)."""
     ids = list(dict.fromkeys(job_ids))
     if not ids:
         return []
     now = utcnow()
     stmt = (
         update(jobs)
-        .where(jobs.c.id.in_(ids), jobs.c.status == JobStatus.QUEUED.value)
+        .where(jobs.c.id.in_(ids), jobs.c.status == JobStatus.QUEUED.value,
+               or_(jobs.c.deadline.is_(None), jobs.c.deadline > now))
         .values(
             status=JobStatus.RUNNING.value,
             started_at=now,
             lease_until=now + timedelta(seconds=lease_seconds),
             attempts=jobs.c.attempts + 1,
         )
-        .returning(jobs.c.id, jobs.c.model_id, jobs.c.inputs, jobs.c.n_rows, jobs.c.attempts)
+        .returning(jobs.c.id, jobs.c.model_id, jobs.c.inputs, jobs.c.n_rows, jobs.c.attempts,
+                   jobs.c.queue)
     )
     return [
-        Claimed(row.id, row.model_id, decode_inputs(row.inputs, row.n_rows), row.attempts)
+        Claimed(row.id, row.model_id, decode_inputs(row.inputs, row.n_rows), row.attempts,
+                row.queue)
         for row in conn.execute(stmt)
     ]
+
+
+def expire(conn: Connection, job_ids: Iterable[str] | None = None, limit: int = 10_000,
+           ) -> list[str]:
+    """Mark queued jobs whose deadline passed `expired` (they never run); only `job_ids` if
+    given, else any (the reconciler's sweep). Return the ids expired."""
+    now = utcnow()
+    overdue = and_(jobs.c.status == JobStatus.QUEUED.value, jobs.c.deadline <= now)
+    if job_ids is not None:
+        ids = list(job_ids)
+        if not ids:
+            return []
+        where = and_(overdue, jobs.c.id.in_(ids))
+    else:
+        due = select(jobs.c.id).where(overdue).limit(limit)
+        where = and_(overdue, jobs.c.id.in_(due.scalar_subquery()))
+    stmt = (update(jobs).where(where)
+            .values(status=JobStatus.EXPIRED.value, finished_at=now,
+                    error="expired: not started before its deadline")
+            .returning(jobs.c.id))
+    return list(conn.execute(stmt).scalars())
+
+
+def cancel(conn: Connection, tenant: str, job_id: str) -> None:
+    """Cancel a queued or running job of `tenant`: no result is written afterwards, since
+    every outcome is conditional on `running`. A finished job raises Conflict."""
+    now = utcnow()
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.tenant == tenant,
+               jobs.c.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+        .values(status=JobStatus.CANCELLED.value, finished_at=now, lease_until=None,
+                error="cancelled by the client")
+    )
+    if conn.execute(stmt).rowcount:
+        return
+    status = conn.execute(
+        select(jobs.c.status).where(jobs.c.id == job_id, jobs.c.tenant == tenant)
+    ).scalar()
+    if status is None:
+        raise JobNotFound(job_id)
+    raise Conflict(f"job {job_id} is already {status}; only a queued or running job can be "
+                   "cancelled")
 
 
 def claim_expired(conn: Connection, job_id: str, lease_seconds: float) -> Claimed | None:
@@ -143,12 +203,14 @@ def claim_expired(conn: Connection, job_id: str, lease_seconds: float) -> Claime
                jobs.c.lease_until < now)
         .values(lease_until=now + timedelta(seconds=lease_seconds),
                 attempts=jobs.c.attempts + 1)
-        .returning(jobs.c.id, jobs.c.model_id, jobs.c.inputs, jobs.c.n_rows, jobs.c.attempts)
+        .returning(jobs.c.id, jobs.c.model_id, jobs.c.inputs, jobs.c.n_rows, jobs.c.attempts,
+                   jobs.c.queue)
     )
     row = conn.execute(stmt).first()
     if row is None:
         return None
-    return Claimed(row.id, row.model_id, decode_inputs(row.inputs, row.n_rows), row.attempts)
+    return Claimed(row.id, row.model_id, decode_inputs(row.inputs, row.n_rows), row.attempts,
+                   row.queue)
 
 
 def fail_exhausted(conn: Connection, max_attempts: int) -> list[str]:
@@ -192,6 +254,22 @@ def due_for_republish(conn: Connection, cutoff: datetime, limit: int) -> list[tu
     return [(row.id, row.queue) for row in conn.execute(stmt)]
 
 
+def promote(conn: Connection, cutoff: datetime, limit: int) -> list[tuple[str, str]]:
+    """Move queued jobs whose last message is older than `cutoff` up one priority level, stamp
+    them published now, and return (id, new queue) to send: the starvation rule."""
+    now = utcnow()
+    moved: list[tuple[str, str]] = []
+    for queue in PREDICT_QUEUES[1:]:
+        waiting = and_(jobs.c.status == JobStatus.QUEUED.value, jobs.c.queue == queue,
+                       jobs.c.published_at < cutoff)
+        due = select(jobs.c.id).where(waiting).order_by(jobs.c.created_at).limit(limit)
+        stmt = (update(jobs).where(jobs.c.id.in_(due.scalar_subquery()), waiting)
+                .values(queue=higher(queue), published_at=now)
+                .returning(jobs.c.id, jobs.c.queue))
+        moved.extend((row.id, row.queue) for row in conn.execute(stmt))
+    return moved
+
+
 def finish(conn: Connection, outcomes: Sequence[Outcome]) -> int:
     """Write results and errors of running jobs in one statement each; return rows changed."""
     now = utcnow()
@@ -228,7 +306,7 @@ def get_job(conn: Connection, tenant: str, job_id: str) -> dict[str, Any]:
         select(
             jobs.c.id, jobs.c.status, jobs.c.n_rows, jobs.c.error, jobs.c.attempts,
             jobs.c.created_at, jobs.c.started_at, jobs.c.finished_at, jobs.c.queue,
-            models.c.name.label("model"), models.c.version,
+            jobs.c.deadline, jobs.c.from_cache, models.c.name.label("model"), models.c.version,
         )
         .join(models, models.c.id == jobs.c.model_id)
         .where(jobs.c.id == job_id, jobs.c.tenant == tenant)

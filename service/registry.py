@@ -31,6 +31,7 @@ class ModelInfo:
     sha256: str
     artifact_path: str
     sklearn_version: str | None
+    cache_ttl: int | None = None  # seconds a single-row result is served from Redis
 
     def public(self) -> dict[str, Any]:
         out = {
@@ -41,6 +42,7 @@ class ModelInfo:
             "feature_names": self.feature_names,
             "sha256": self.sha256,
             "sklearn_version": self.sklearn_version,
+            "cache_ttl": self.cache_ttl,
         }
         if self.labels is not None:
             out["labels"] = self.labels
@@ -85,6 +87,7 @@ def add_model(
     name: str,
     version: str,
     feature_names: list[str] | None = None,
+    cache_ttl: int | None = None,
 ) -> ModelInfo:
     """Copy the artifact into the read-only model store and record its signature and sha256.
 
@@ -96,6 +99,8 @@ def add_model(
 
     _check_name(name, "name")
     _check_name(version, "version")
+    if cache_ttl is not None and not 0 < cache_ttl <= 30 * 86400:
+        raise InvalidInput("cache_ttl", "must be between 1 second and 30 days")
     if conn.execute(
         select(models.c.id).where(models.c.name == name, models.c.version == version)
     ).first():
@@ -117,6 +122,7 @@ def add_model(
         "artifact_path": str(stored),
         "sklearn_version": sklearn.__version__,
         "created_at": utcnow(),
+        "cache_ttl": cache_ttl,
     }
     model_id = conn.execute(insert(models).returning(models.c.id), row).scalar_one()
     return ModelInfo(id=model_id, **{k: row[k] for k in _INFO_FIELDS})
@@ -149,7 +155,7 @@ def list_models(conn: Connection, name: str | None = None) -> list[ModelInfo]:
 
 _INFO_FIELDS = (
     "name", "version", "kind", "n_features", "feature_names", "labels", "sha256",
-    "artifact_path", "sklearn_version",
+    "artifact_path", "sklearn_version", "cache_ttl",
 )
 
 

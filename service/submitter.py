@@ -113,7 +113,8 @@ class GroupCommitter:
             return  # the broker just failed: don't stall every submit; the reconciler re-sends
         by_queue: dict[str, list[str]] = defaultdict(list)
         for item in group:
-            by_queue[item.job.queue].append(item.job.id)
+            if item.job.needs_worker:  # a result served from cache is already final
+                by_queue[item.job.queue].append(item.job.id)
         for queue_name, ids in by_queue.items():
             try:
                 self._publish(queue_name, ids)

@@ -30,6 +30,7 @@ from service.db import api_keys, jobs, make_engine
 from service.demo import register_demo_models
 from service.migrate import upgrade
 from service.registry import ModelInfo, add_model, list_models
+from tests.sleepy import train_sleepy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,12 +109,14 @@ def _train_fragile(path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def models(engine: Engine, settings: Settings) -> dict[str, ModelInfo]:
-    """The demo models plus `fragile`, registered once for the session."""
+    """The demo models plus `fragile` and `sleepy`, registered once for the session."""
     work = Path(settings.var_dir) / "train"
     with engine.begin() as conn:
         register_demo_models(conn, settings.model_dir, work)
         add_model(conn, settings.model_dir, str(_train_fragile(work / "fragile.joblib")),
                   "fragile", "1")
+        add_model(conn, settings.model_dir, str(train_sleepy(work / "sleepy.joblib")),
+                  "sleepy", "1")
         return {info.name: info for info in list_models(conn)}
 
 
@@ -181,6 +184,7 @@ class LiveServer:
 
     def stop(self) -> None:
         self.server.shutdown()
+        self.app.extensions["predq"].waiter.close()
         self.app.extensions["predq"].engine.dispose()
 
 

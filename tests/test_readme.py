@@ -40,18 +40,20 @@ def test_readme_api_and_operator_examples_work_as_printed(tmp_path: Path) -> Non
             time.sleep(0.2)
         api = _blocks("## The API", "### Errors")
         operator = _blocks("## Models, keys, operators", "### Production")
-        assert len(api) == 3 and len(operator) == 1
+        assert len(api) == 5 and len(operator) == 1
         script = "set -euo pipefail\n" + "\n".join(api + operator)
         script = script.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
         done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr + done.stdout
         objects = _json_objects(done.stdout)  # curl prints no newline between bodies
-        assert len(objects) == 4, done.stdout
+        assert len(objects) == 5, done.stdout
         assert [j["status"] for j in objects[:2]] == ["queued", "queued"]
-        job, result = objects[2], objects[3]
+        job, result, answer = objects[2], objects[3], objects[4]
         assert job["status"] == "succeeded" and job["model"] == "diabetes"
         assert isinstance(result["predictions"][0], float) and result["version"] == "1"
+        assert answer["predictions"] == ["setosa"] and answer["model"] == "iris"
+        assert re.search(r"\}(200|409)\n", done.stdout), done.stdout  # the cancel's status
         assert re.search(r"registered flowers 2024-06 \(classifier, 4 features\)", done.stdout)
         assert "flowers\t2024-06" in done.stdout and "revoked 1 key(s)" in done.stdout
     finally:

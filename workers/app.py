@@ -6,10 +6,11 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from service.config import Settings
+from service.priorities import NORMAL, PREDICT_QUEUES
 
 PREDICT_TASK = "predq.predict"
 RECONCILE_TASK = "predq.reconcile"
-QUEUES = ("predict.interactive", "predict.bulk", "webhooks", "maintenance")
+QUEUES = (*PREDICT_QUEUES, "webhooks", "maintenance")
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
@@ -24,10 +25,10 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_acks_late=True,  # ack after the result is committed
         task_reject_on_worker_lost=True,
         task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
-        task_default_queue="predict.interactive",
-        task_default_exchange="predict.interactive",
-        task_default_routing_key="predict.interactive",
-        task_routes={PREDICT_TASK: {"queue": "predict.interactive"},
+        task_default_queue=NORMAL,
+        task_default_exchange=NORMAL,
+        task_default_routing_key=NORMAL,
+        task_routes={PREDICT_TASK: {"queue": NORMAL},
                      RECONCILE_TASK: {"queue": "maintenance"}},
         beat_schedule={
             "reconcile": {
@@ -41,6 +42,9 @@ def make_celery(settings: Settings | None = None) -> Celery:
             "visibility_timeout": settings.visibility_timeout,
             "socket_connect_timeout": 2,
             "socket_timeout": 10,
+            # BRPOP the queues in the order the worker lists them (highest priority first),
+            # instead of kombu's default round robin, which would let bulk work take turns.
+            "queue_order_strategy": "priority",
         },
         broker_connection_retry_on_startup=True,
         # celery-batches buffers in the consumer: prefetch must cover a full batch per process.

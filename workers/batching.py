@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import defaultdict
@@ -9,10 +10,11 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
+import redis
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from service import jobs, registry
+from service import jobs, realtime, registry
 from service.errors import ModelLoadError
 from service.jobs import Claimed, Outcome
 from workers.modelcore import ModelCache, predict
@@ -26,8 +28,9 @@ class Runner:
     """Runs batches of job ids for one worker process: its engine, models and metadata."""
 
     def __init__(self, engine: Engine, cache_size: int = 8, lease_seconds: float = 90.0,
-                 max_attempts: int = 3) -> None:
+                 max_attempts: int = 3, announcer: redis.Redis | None = None) -> None:
         self.engine = engine
+        self.announcer = announcer  # wake-ups, prediction cache and counters; None: none
         self.models = ModelCache(cache_size)
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
@@ -54,7 +57,7 @@ class Runner:
         perhaps to its own input: it is claimed, predicted and committed alone, after the batch,
         so it cannot take its neighbours down with it again."""
         ids = list(dict.fromkeys(job_ids))
-        claimed = _with_retry(lambda: self._claim(ids))
+        claimed, expired = _with_retry(lambda: self._claim(ids))
         by_model: dict[int, list[Claimed]] = defaultdict(list)
         for job in claimed:
             by_model[job.model_id].append(job)
@@ -62,7 +65,8 @@ class Runner:
                     for o in self._predict_group(model_id, group)]
         if outcomes:
             _with_retry(lambda: self._finish(outcomes))
-        taken = {job.id for job in claimed}
+        self._announce(claimed, outcomes, expired)
+        taken = {job.id for job in claimed} | set(expired)
         skipped = []
         for job_id in (i for i in ids if i not in taken):
             outcome = self._run_expired(job_id)
@@ -85,11 +89,33 @@ class Runner:
         else:
             outcome = self._predict_group(job.model_id, [job])[0]
         _with_retry(lambda: self._finish([outcome]))
+        self._announce([job], [outcome], [])
         return outcome
 
-    def _claim(self, ids: list[str]) -> list[Claimed]:
+    def _claim(self, ids: list[str]) -> tuple[list[Claimed], list[str]]:
         with self.engine.begin() as conn:
-            return jobs.claim(conn, ids, self.lease_seconds)
+            expired = jobs.expire(conn, ids)  # past their deadline: never run
+            return jobs.claim(conn, ids, self.lease_seconds), expired
+
+    def _announce(self, claimed: Sequence[Claimed], outcomes: Sequence[Outcome],
+                  expired: Sequence[str]) -> None:
+        """After the commit: wake synchronous callers, count what left each queue, and cache
+        single-row results of models that opted in."""
+        if self.announcer is None or not (claimed or expired):
+            return
+        drained: dict[str, int] = defaultdict(int)
+        for job in claimed:
+            drained[job.queue] += 1
+        by_id = {job.id: job for job in claimed}
+        cache = []
+        for outcome in outcomes:
+            job = by_id[outcome.id]
+            ttl = self._infos[job.model_id].cache_ttl if job.model_id in self._infos else None
+            if ttl and outcome.error is None and len(job.inputs) == 1:
+                key = realtime.cache_key(self._infos[job.model_id], job.inputs[0])
+                cache.append((key, json.dumps(outcome.result), ttl))
+        done = [o.id for o in outcomes] + list(expired)
+        realtime.after_batch(self.announcer, done, drained, cache)
 
     def _claim_expired(self, job_id: str) -> Claimed | None:
         with self.engine.begin() as conn:

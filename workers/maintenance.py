@@ -18,21 +18,28 @@ Publish = Callable[[str, list[str]], None]
 
 def reconcile(engine: Engine, settings: Settings, publish: Publish,
               limit: int = 10_000) -> dict[str, int]:
-    """Fail jobs that exhausted their attempts, then send again every queued job whose message
-    was lost and every running job whose worker died. Running it twice, or beside a late
+    """Fail jobs that exhausted their attempts, expire queued jobs past their deadline, move
+    long-waiting jobs up a priority level, then send again every queued job whose message was
+    lost and every running job whose worker died. Running it twice, or beside a late
     redelivery, is harmless: claims and outcomes are conditional."""
     with engine.begin() as conn:
         failed = jobs.fail_exhausted(conn, settings.max_attempts)
-    cutoff = jobs.utcnow() - timedelta(seconds=settings.republish_after)
+        expired = jobs.expire(conn, limit=limit)
+    now = jobs.utcnow()
     with engine.begin() as conn:
-        due = jobs.due_for_republish(conn, cutoff, limit)
+        promoted = jobs.promote(conn, now - timedelta(seconds=settings.promote_after), limit)
+    with engine.begin() as conn:
+        due = promoted + jobs.due_for_republish(
+            conn, now - timedelta(seconds=settings.republish_after), limit)
     by_queue: dict[str, list[str]] = defaultdict(list)
     for job_id, queue in due:
         by_queue[queue].append(job_id)
     for queue, ids in by_queue.items():
         for start in range(0, len(ids), settings.submit_group_max):
             publish(queue, ids[start:start + settings.submit_group_max])
-    if failed or due:
-        log.warning("reconciler: %d jobs failed after %d attempts, %d sent again",
-                    len(failed), settings.max_attempts, len(due))
-    return {"failed": len(failed), "republished": len(due)}
+    if failed or due or expired:
+        log.warning("reconciler: %d jobs failed after %d attempts, %d expired, %d moved up a "
+                    "priority level, %d sent again", len(failed), settings.max_attempts,
+                    len(expired), len(promoted), len(due) - len(promoted))
+    return {"failed": len(failed), "expired": len(expired), "promoted": len(promoted),
+            "republished": len(due) - len(promoted)}

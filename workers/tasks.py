@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
+import threading
 import time
 from collections.abc import Callable, Collection
 from typing import Any
@@ -16,6 +18,7 @@ from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
 from sqlalchemy.exc import OperationalError
 
+from service import realtime
 from service.config import Settings
 from service.db import make_engine
 from workers.app import PREDICT_TASK, RECONCILE_TASK
@@ -34,8 +37,10 @@ def runner(settings: Settings) -> Runner:
         small = {} if settings.database_url.startswith("sqlite") else {"pool_size": 2,
                                                                           "max_overflow": 2}
         engine = make_engine(settings.database_url, **small)
+        announcer = redis.Redis.from_url(settings.redis_url, socket_timeout=2,
+                                         socket_connect_timeout=2)
         _runner = (os.getpid(), Runner(engine, settings.model_cache_size,
-                                       settings.lease_seconds, settings.max_attempts))
+                                       settings.lease_seconds, settings.max_attempts, announcer))
     return _runner[1]
 
 
@@ -51,11 +56,25 @@ REQUEUE = "requeue"  # a batch returns this when the result store stayed unreach
 
 
 class RequeueingBatches(Batches):
-    """celery-batches acknowledges every message of a batch when the batch returns. This one
-    hands the messages back to Redis instead when the batch says the database was unreachable,
-    so a database outage never consumes a message. (Upstream flush, for acks_late tasks.)"""
+    """celery-batches, with two changes for predq.
+
+    When to run a batch: at once if a pool process is free, else when one frees up, with
+    everything that arrived meanwhile (or when `flush_every` messages are waiting). A lone
+    request waits for no timer, and under load batches grow to fit the work, as the API's group
+    commit does. The timer (`flush_interval`) is only the fallback.
+
+    Acknowledgement: celery-batches acknowledges every message of a batch when the batch
+    returns; this one hands them back to Redis instead when the batch says the database was
+    unreachable, so a database outage never consumes a message.
+    """
 
     abstract = True
+    #: Batches sent to the pool and not yet returned, and how many the pool runs at once.
+    _in_flight = 0
+    _capacity = 1
+    _holding_since: float | None = None
+    #: Hold messages back at most this long for a busy pool (bounds the damage of a lost count).
+    max_hold = 1.0
 
     def Strategy(self, task: Batches, app: Celery, consumer: Any) -> Any:  # noqa: N802
         # celery-batches 0.11 arms its flush timer once, on the task instance; upstream issue
@@ -68,25 +87,73 @@ class RequeueingBatches(Batches):
             with contextlib.suppress(Exception):
                 tref.cancel()
             self._tref = None
-        return super().Strategy(task, app, consumer)
+        self._in_flight, self._holding_since = 0, None
+        self._capacity = max(1, int(getattr(consumer.pool, "num_processes", 1) or 1))
+        buffer_message = super().Strategy(task, app, consumer)
+
+        def on_message(*args: Any, **kwargs: Any) -> None:
+            buffer_message(*args, **kwargs)
+            if self._in_flight < self._capacity:
+                self._do_flush()
+
+        return on_message
+
+    def _do_flush(self) -> None:
+        if self._in_flight >= self._capacity and self._buffer.qsize() < self.flush_every:
+            now = time.monotonic()
+            if self._holding_since is None:
+                self._holding_since = now
+            if now - self._holding_since < self.max_hold:
+                return  # every process is busy: let the batch grow until one is free
+        self._holding_since = None
+        super()._do_flush()
 
     def flush(self, requests: Collection[Request]) -> Any:
         serializable = ([SimpleRequest.from_request(r) for r in requests],)
 
         def on_return(result: Any) -> None:
+            self._in_flight = max(0, self._in_flight - 1)
             for req in requests:
                 if result == REQUEUE:
                     req.reject(requeue=True)
                 else:
                     req.acknowledge()
+            self._do_flush()  # a process is free: run what arrived meanwhile
 
+        def on_error(_exc: Any) -> None:  # the batch's process died; Celery handles the acks
+            self._in_flight = max(0, self._in_flight - 1)
+
+        self._in_flight += 1
         return self._pool.apply_async(apply_batches_task, (self, serializable, 0, None),
-                                      callback=on_return)
+                                      callback=on_return, error_callback=on_error)
+
+
+def start_heartbeat(settings: Settings, interval: float = 10.0) -> None:
+    """The worker's main process tells Redis it is alive, for the health endpoint's count."""
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    name = f"{socket.gethostname()}:{os.getpid()}"
+
+    def beat() -> None:
+        while True:
+            try:
+                realtime.heartbeat(client, name)
+            except redis.RedisError as exc:
+                log.warning("worker heartbeat failed: %s", exc)
+            time.sleep(interval)
+
+    threading.Thread(target=beat, name="predq-heartbeat", daemon=True).start()
+
+    def gone(**_: Any) -> None:
+        with contextlib.suppress(redis.RedisError):
+            client.zrem(realtime.WORKERS, name)
+
+    signals.worker_shutdown.connect(gone, weak=False)
 
 
 def register(app: Celery) -> None:
     settings: Settings = app.conf.predq_settings
     signals.worker_process_init.connect(lambda **_: warm_up(settings), weak=False)
+    signals.worker_ready.connect(lambda **_: start_heartbeat(settings), weak=False)
 
     @app.task(
         base=RequeueingBatches,

@@ -13,8 +13,10 @@ from flask import Flask, current_app
 from sqlalchemy import Engine
 
 from service.api.lookups import KeyLookup, ModelLookup
+from service.backpressure import QueueGauge
 from service.config import Settings
 from service.db import make_engine, reader
+from service.realtime import ResultWaiter
 from service.submitter import GroupCommitter
 
 
@@ -30,6 +32,8 @@ class Services:
     models: ModelLookup
     keys: KeyLookup
     redis: redis.Redis
+    gauge: QueueGauge  # queue depths, for 429s and health
+    waiter: ResultWaiter  # wake-ups for synchronous predict
 
 
 def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
@@ -49,9 +53,12 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     committer = GroupCommitter(engine, publish, settings.submit_group_max, settings.submit_linger)
     reads = reader(engine)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    gauge = QueueGauge(reads, client, settings.queue_limits(), settings.tenant_queue_share,
+                       settings.depth_refresh_interval)
     app.extensions["predq"] = Services(
         settings, engine, reads, celery, committer, ModelLookup(reads),
-        KeyLookup(reads, client, settings.key_epoch_check_interval), client,
+        KeyLookup(reads, client, settings.key_epoch_check_interval), client, gauge,
+        ResultWaiter(settings.redis_url),
     )
     logging.getLogger("service").setLevel(settings.log_level)
 

@@ -1,10 +1,13 @@
-"""Liveness and readiness."""
+"""Liveness and readiness, with the queues' depth and age and the live worker count."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
+from service import realtime
 from service.api import services
 
 bp = Blueprint("health", __name__)
@@ -33,6 +36,12 @@ def readyz() -> tuple[Response, int]:
     except Exception as exc:  # noqa: BLE001
         checks["redis"] = f"unavailable: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
-    return jsonify({"status": "ready" if ready else "unavailable", "checks": checks}), (
-        200 if ready else 503
-    )
+    body: dict[str, Any] = {"status": "ready" if ready else "unavailable", "checks": checks}
+    if ready:  # both stores answer, so the figures can be read
+        body["queues"] = {
+            name: {"depth": q.depth, "oldest_age_seconds": q.oldest_age_seconds,
+                   "drain_per_second": q.drain_per_second}
+            for name, q in svc.gauge.stats().items()
+        }
+        body["workers"] = realtime.live_workers(svc.redis)
+    return jsonify(body), 200 if ready else 503

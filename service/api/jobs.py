@@ -2,46 +2,25 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
-from service import jobs
+from service import jobs, priorities, realtime
 from service.api import services
 from service.api.auth import current_tenant
-from service.errors import InvalidInput, MalformedJSON, PredqError
+from service.api.submission import (
+    check_fields,
+    json_body,
+    parse_deadline,
+    prepare,
+    version_of,
+)
+from service.errors import InvalidInput
 from service.inputs import parse_rows
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
-
-
-class UnsupportedMediaType(PredqError):
-    status = 415
-    code = "unsupported_media_type"
-
-
-def json_body() -> dict[str, Any]:
-    """The request body as a JSON object, or an error that says what is wrong with it."""
-    mimetype = request.mimetype
-    # curl -d sends application/x-www-form-urlencoded unless told otherwise; read it as JSON.
-    if mimetype not in ("", "application/json", "application/x-www-form-urlencoded"):
-        raise UnsupportedMediaType(f"send Content-Type: application/json, not {mimetype}")
-    raw = request.get_data(cache=False)
-    try:
-        body = json.loads(raw.decode("utf-8"))  # RFC 8259: JSON between systems is UTF-8
-    except UnicodeDecodeError as exc:
-        raise MalformedJSON(f"the body is not UTF-8: {exc.reason}") from exc
-    except json.JSONDecodeError as exc:
-        raise MalformedJSON(
-            f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from exc
-    except RecursionError as exc:
-        raise MalformedJSON("the JSON is nested too deeply") from exc
-    if not isinstance(body, dict):
-        raise MalformedJSON("the body must be a JSON object")
-    return body
 
 
 def _links(job_id: str) -> dict[str, str]:
@@ -53,29 +32,31 @@ def submit() -> tuple[Response, int, dict[str, str]]:
     """Validate against the model signature, commit the job row, publish, answer 202."""
     tenant = current_tenant()
     body = json_body()
-    unknown = sorted(set(body) - {"model", "version", "inputs"})
-    if unknown:
-        raise InvalidInput(unknown[0], "unknown field")
-    name, version = body.get("model"), body.get("version")
+    check_fields(body, {"model", "version", "inputs", "priority", "deadline"})
+    name = body.get("model")
     if not isinstance(name, str) or not name:
         raise InvalidInput("model", "required: the name of a registered model")
-    if version is not None and not isinstance(version, str | int):
-        raise InvalidInput("version", "must be a string")
     if "inputs" not in body:
         raise InvalidInput("inputs", "required: a list of rows")
+    queue = priorities.queue_for(body.get("priority", "normal"))
+    deadline = parse_deadline(body.get("deadline"))
     svc = services()
-    model = svc.models.resolve(name, None if version is None else str(version))
+    model = svc.models.resolve(name, version_of(body))
     rows = parse_rows(body["inputs"], model, svc.settings.max_rows_per_job)
-    job = svc.committer.submit(jobs.NewJob(tenant=tenant, model_id=model.id, inputs=rows))
+    job = svc.committer.submit(prepare(svc, tenant, model, rows, queue, deadline))
+    return accepted(job, model.name, model.version)
+
+
+def accepted(job: jobs.NewJob, model: str, version: str) -> tuple[Response, int, dict[str, str]]:
+    """202 with the job's id and where to find it."""
     links = _links(job.id)
-    payload = {"id": job.id, "status": jobs.JobStatus.QUEUED.value, "model": model.name,
-               "version": model.version, "links": links}
+    status = jobs.JobStatus.QUEUED if job.needs_worker else jobs.JobStatus.SUCCEEDED
+    payload = {"id": job.id, "status": status.value, "model": model, "version": version,
+               "links": links}
     return jsonify(payload), 202, {"Location": links["self"]}
 
 
-@bp.get("/<job_id>")
-def get_job(job_id: str) -> Response:
-    tenant = current_tenant()
+def _job(tenant: str, job_id: str) -> dict[str, Any]:
     with services().reads.connect() as conn:
         job = jobs.get_job(conn, tenant, job_id)
     status = job["status"]
@@ -86,14 +67,34 @@ def get_job(job_id: str) -> Response:
         "version": job["version"],
         "rows": job["n_rows"],
         "attempts": job["attempts"],
+        "priority": priorities.name_of(job["queue"]),
+        "from_cache": bool(job["from_cache"]),
         "created_at": _iso(job["created_at"]),
         "started_at": _iso(job["started_at"]),
         "finished_at": _iso(job["finished_at"]),
+        "deadline": _iso(job["deadline"]),
         "links": _links(job["id"]),
     }
     if job["error"] is not None:
         out["error"] = job["error"]
-    return jsonify(out)
+    return out
+
+
+@bp.get("/<job_id>")
+def get_job(job_id: str) -> Response:
+    return jsonify(_job(current_tenant(), job_id))
+
+
+@bp.delete("/<job_id>")
+@bp.post("/<job_id>/cancel")
+def cancel(job_id: str) -> Response:
+    """Cancel a queued or running job: no result is written afterwards. 409 once finished."""
+    tenant = current_tenant()
+    svc = services()
+    with svc.engine.begin() as conn:
+        jobs.cancel(conn, tenant, job_id)
+    realtime.announce_done(svc.redis, [job_id])  # a synchronous caller waiting on it returns
+    return jsonify(_job(tenant, job_id))
 
 
 @bp.get("/<job_id>/result")

@@ -1,13 +1,20 @@
-"""/v1/models: what can be predicted, with its signature."""
+"""/v1/models: what can be predicted, with its signature; synchronous predict."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+import math
+import time
+from datetime import timedelta
 
-from service import registry
+from flask import Blueprint, Response, jsonify, request
+
+from service import jobs, priorities, registry
 from service.api import services
 from service.api.auth import current_tenant
-from service.errors import ModelNotFound
+from service.api.jobs import accepted
+from service.api.submission import check_fields, json_body, prepare, version_of
+from service.errors import InvalidInput, JobNotFinished, ModelNotFound, PredqError
+from service.inputs import parse_rows
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
 
@@ -43,3 +50,75 @@ def get_version(name: str, version: str) -> Response:
     current_tenant()
     with services().reads.connect() as conn:
         return jsonify(registry.resolve(conn, name, version).public())
+
+
+class PredictionFailed(PredqError):
+    status = 422
+    code = "prediction_failed"
+
+    def __init__(self, job_id: str, error: str | None) -> None:
+        super().__init__(error or "the prediction failed")
+        self.job_id = job_id
+
+    def to_dict(self) -> dict[str, object]:
+        return {**super().to_dict(), "job_id": self.job_id}
+
+
+@bp.post("/<name>/predict")
+def predict(name: str) -> Response | tuple[Response, int, dict[str, str]]:
+    """Submit on the interactive queue and wait for the result: 200 with the same body as
+    GET /v1/jobs/{id}/result, or 202 with the job id once `timeout` passes. The timeout is
+    also the job's deadline: if no worker has started it by then, it never runs."""
+    tenant = current_tenant()
+    body = json_body()
+    check_fields(body, {"version", "inputs"})
+    if "inputs" not in body:
+        raise InvalidInput("inputs", "required: a list of rows")
+    svc = services()
+    timeout = _timeout(svc.settings.sync_timeout_default, svc.settings.sync_timeout_max)
+    model = svc.models.resolve(name, version_of(body))
+    rows = parse_rows(body["inputs"], model, svc.settings.max_rows_per_job)
+    until = time.monotonic() + timeout
+    job = prepare(svc, tenant, model, rows, priorities.INTERACTIVE,
+                  jobs.utcnow() + timedelta(seconds=timeout))
+    svc.waiter.expect(job.id)
+    try:
+        svc.committer.submit(job)
+        while True:
+            woken = not job.needs_worker or svc.waiter.wait(job.id, until - time.monotonic())
+            answer = _final_result(tenant, job.id)
+            if answer is not None:
+                return answer
+            if not woken:
+                return accepted(job, model.name, model.version)
+    finally:
+        svc.waiter.forget(job.id)
+
+
+def _final_result(tenant: str, job_id: str) -> Response | None:
+    """The result response once the job is final; None while it is queued or running."""
+    try:
+        with services().reads.connect() as conn:
+            body = jobs.get_result(conn, tenant, job_id)
+    except JobNotFinished as exc:
+        if exc.job_status == jobs.JobStatus.FAILED:
+            raise PredictionFailed(job_id, exc.error) from exc
+        if exc.job_status in (jobs.JobStatus.QUEUED, jobs.JobStatus.RUNNING):
+            return None
+        raise
+    response = Response(body, mimetype="application/json")
+    response.headers["Content-Location"] = f"/v1/jobs/{job_id}/result"
+    return response
+
+
+def _timeout(default: float, maximum: float) -> float:
+    raw = request.args.get("timeout")
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= maximum:  # also refuses nan and inf
+        raise InvalidInput("timeout", f"seconds to wait, more than 0 and at most {maximum:g}")
+    return value

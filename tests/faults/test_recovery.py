@@ -54,7 +54,7 @@ def test_jobs_accepted_while_redis_was_down_or_lost_in_a_restart_run_once_it_is_
         assert job["status"] == "succeeded" and job["attempts"] == 1
     assert tenant.get(f"/v1/jobs/{queued[0]}/result").json()["predictions"] == ["setosa"]
     assert tenant.get(f"/v1/jobs/{ids[-1]}/result").json()["predictions"] == ["virginica"]
-    assert s.reconcile() == {"failed": 0, "republished": 0}
+    assert s.reconcile() == {"failed": 0, "expired": 0, "promoted": 0, "republished": 0}
 
 
 def test_a_worker_keeps_batching_after_redis_restarts_under_it(
@@ -66,7 +66,7 @@ def test_a_worker_keeps_batching_after_redis_restarts_under_it(
     worker = s.start_worker()
     tenant = s.tenant()
     tenant.submit("iris", [SETOSA])
-    _until(lambda: s.redis_queue_length("predict.interactive") == 0, timeout=10)
+    _until(lambda: s.redis_queue_length("predict.normal") == 0, timeout=10)
     s.kill_redis()
     s.start_redis()
     _until(lambda: worker.output().count("Connected to") >= 2, timeout=60)
@@ -128,15 +128,15 @@ def test_reconciling_twice_beside_a_late_redelivery_runs_a_job_once(
     assert s.reconcile()["republished"] == 1
     assert s.reconcile()["republished"] == 0  # just sent: not due again yet
     celery = make_celery(s.settings)
-    publisher(celery)("predict.interactive", [job_id])  # and a late redelivery on top
+    publisher(celery)("predict.normal", [job_id])  # and a late redelivery on top
     celery.close()
-    assert s.redis_queue_length("predict.interactive") == 3  # the original and two more
+    assert s.redis_queue_length("predict.normal") == 3  # the original and two more
     s.start_worker()
     job = tenant.wait(job_id)
     assert job["status"] == "succeeded" and job["attempts"] == 1
     deadline = time.monotonic() + 20
     # Every copy taken and acknowledged, in one micro-batch or several:
-    while s.redis_queue_length("predict.interactive") or s.redis_unacked():
+    while s.redis_queue_length("predict.normal") or s.redis_unacked():
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert tenant.get(f"/v1/jobs/{job_id}").json() == job  # the extra copies changed nothing

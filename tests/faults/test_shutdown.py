@@ -19,7 +19,7 @@ def test_sigterm_hands_back_buffered_messages_and_the_next_worker_runs_them(
     tenant = s.tenant()
     ids = [tenant.submit("iris", [SETOSA]) for _ in range(5)]
     deadline = time.monotonic() + 10
-    while s.redis_queue_length("predict.interactive") > 0:  # fetched into the buffer
+    while s.redis_queue_length("predict.normal") > 0:  # fetched into the buffer
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert {tenant.get(f"/v1/jobs/{i}").json()["status"] for i in ids} == {"queued"}

@@ -105,7 +105,7 @@ def test_republish_takes_lost_queued_jobs_and_expired_leases_once_per_interval(
     later = jobs.utcnow() + timedelta(seconds=5)
     with engine.begin() as conn:
         assert jobs.due_for_republish(conn, jobs.utcnow() - timedelta(seconds=60), 100) == []
-        assert (job_id, "predict.interactive") in jobs.due_for_republish(conn, later, 1000)
+        assert (job_id, "predict.normal") in jobs.due_for_republish(conn, later, 1000)
         # stamped: not due again until another interval has passed
         recent = jobs.utcnow() - timedelta(seconds=1)
         assert job_id not in dict(jobs.due_for_republish(conn, recent, 1000))
@@ -145,3 +145,50 @@ def test_final_states_are_final() -> None:
     assert {s for s in JobStatus if s.is_final} == {
         JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED
     }
+
+
+def test_promotion_moves_a_waiting_job_up_one_level_per_interval(
+    engine: Engine, models: dict[str, ModelInfo]
+) -> None:
+    job = NewJob(TENANT, models["iris"].id, np.array([[5.1, 3.5, 1.4, 0.2]]),
+                 queue="predict.bulk").with_id()
+    with engine.begin() as conn:
+        jobs.insert_jobs(conn, [job])
+    try:
+        later = jobs.utcnow() + timedelta(seconds=1)
+        with engine.begin() as conn:
+            assert jobs.promote(conn, jobs.utcnow() - timedelta(seconds=30), 100) == []
+            assert jobs.promote(conn, later, 100) == [(job.id, "predict.normal")]
+            assert jobs.promote(conn, later - timedelta(seconds=1), 100) == []  # just moved
+            assert jobs.promote(conn, later + timedelta(seconds=1), 100) == [
+                (job.id, "predict.interactive")]
+            assert jobs.promote(conn, later + timedelta(seconds=60), 100) == []  # the top
+        assert _row(engine, job.id)["queue"] == "predict.interactive"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(delete(jobs_table).where(jobs_table.c.id == job.id))
+
+
+def test_a_job_past_its_deadline_is_expired_not_claimed(engine: Engine, job_id: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(jobs_table).where(jobs_table.c.id == job_id)
+                     .values(deadline=jobs.utcnow() - timedelta(seconds=1)))
+        assert jobs.claim(conn, [job_id], LEASE) == []
+        assert jobs.expire(conn, [job_id]) == [job_id]
+        assert jobs.expire(conn) == []  # once
+    row = _row(engine, job_id)
+    assert row["status"] == "expired" and row["attempts"] == 0
+
+
+def test_cancel_is_conditional_and_scoped_to_the_tenant(engine: Engine, job_id: str) -> None:
+    from service.errors import Conflict
+
+    with engine.begin() as conn, pytest.raises(JobNotFound):
+        jobs.cancel(conn, "another-tenant", job_id)
+    with engine.begin() as conn:
+        jobs.claim(conn, [job_id], LEASE)
+        jobs.cancel(conn, TENANT, job_id)  # running: cancelled all the same
+        assert jobs.finish(conn, [Outcome(job_id, result={"predictions": [1]})]) == 0
+    with engine.begin() as conn, pytest.raises(Conflict):
+        jobs.cancel(conn, TENANT, job_id)
+    assert _row(engine, job_id)["status"] == "cancelled" and _row(engine, job_id)["result"] is None

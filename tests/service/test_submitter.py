@@ -53,7 +53,7 @@ def test_submit_returns_only_once_the_row_is_committed_then_publishes(
         if published.groups:
             break
         threading.Event().wait(0.01)
-    assert published.groups == [("predict.interactive", [job.id])]
+    assert published.groups == [("predict.normal", [job.id])]
 
 
 @pytest.mark.usefixtures("cleanup")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine, delete, insert, select
 
-from service import jobs
+from service import jobs, registry
 from service.db import jobs as jobs_table
 from service.db import models as models_table
 from service.jobs import NewJob
@@ -123,6 +123,7 @@ def test_preload_loads_the_latest_models_before_any_job(
 ) -> None:
     runner = Runner(engine, cache_size=8)
     assert runner.preload(2) == 2
-    latest = sorted(models.values(), key=lambda info: info.id)[-2:]
+    with engine.connect() as conn:  # other tests may have registered models since the session began
+        latest = sorted(registry.list_models(conn), key=lambda info: info.id)[-2:]
     assert all(runner.models.get(info) is runner.models.get(info) for info in latest)
     assert len(runner.models._models) == 2

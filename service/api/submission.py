@@ -1,0 +1,96 @@
+"""What every way of submitting shares: body parsing, deadlines, cache, back-pressure."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from flask import request
+
+from service import jobs, realtime
+from service.api import Services
+from service.errors import InvalidInput, MalformedJSON, PredqError
+from service.registry import ModelInfo
+
+MAX_DEADLINE = timedelta(days=30)
+
+
+class UnsupportedMediaType(PredqError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+def json_body() -> dict[str, Any]:
+    """The request body as a JSON object, or an error that says what is wrong with it."""
+    mimetype = request.mimetype
+    # curl -d sends application/x-www-form-urlencoded unless told otherwise; read it as JSON.
+    if mimetype not in ("", "application/json", "application/x-www-form-urlencoded"):
+        raise UnsupportedMediaType(f"send Content-Type: application/json, not {mimetype}")
+    raw = request.get_data(cache=False)
+    try:
+        body = json.loads(raw.decode("utf-8"))  # RFC 8259: JSON between systems is UTF-8
+    except UnicodeDecodeError as exc:
+        raise MalformedJSON(f"the body is not UTF-8: {exc.reason}") from exc
+    except json.JSONDecodeError as exc:
+        raise MalformedJSON(
+            f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from exc
+    except RecursionError as exc:
+        raise MalformedJSON("the JSON is nested too deeply") from exc
+    if not isinstance(body, dict):
+        raise MalformedJSON("the body must be a JSON object")
+    return body
+
+
+def check_fields(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise InvalidInput(unknown[0], "unknown field")
+
+
+def version_of(body: dict[str, Any]) -> str | None:
+    version = body.get("version")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, str | int)):
+        raise InvalidInput("version", "must be a string")
+    return None if version is None else str(version)
+
+
+def parse_deadline(value: Any) -> datetime | None:
+    """`deadline`: seconds from now (a number) or an ISO 8601 time with a timezone."""
+    if value is None:
+        return None
+    now = jobs.utcnow()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value) or value <= 0:
+            raise InvalidInput("deadline", "seconds from now must be a positive number")
+        if value > MAX_DEADLINE.total_seconds():
+            raise InvalidInput("deadline", "at most 30 days from now")
+        return now + timedelta(seconds=value)
+    if not isinstance(value, str):
+        raise InvalidInput("deadline", "seconds from now, or an ISO 8601 time with a timezone")
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidInput("deadline", f"not an ISO 8601 time: {value[:40]!r}") from exc
+    if when.tzinfo is None:
+        raise InvalidInput("deadline", "needs a timezone, e.g. 2026-11-29T18:00:00Z")
+    when = when.astimezone(UTC)
+    if when <= now:
+        raise InvalidInput("deadline", "is in the past")
+    if when - now > MAX_DEADLINE:
+        raise InvalidInput("deadline", "at most 30 days from now")
+    return when
+
+
+def prepare(svc: Services, tenant: str, model: ModelInfo, rows: np.ndarray, queue: str,
+            deadline: datetime | None) -> jobs.NewJob:
+    """The job to commit: served from the prediction cache if it can be (no worker, no queue
+    slot), else admitted to its queue or refused with 429 before anything is written."""
+    cached = realtime.cached_result(svc.redis, model, rows)
+    if cached is None:
+        svc.gauge.admit(queue, tenant)
+    return jobs.NewJob(tenant=tenant, model_id=model.id, inputs=rows, queue=queue,
+                       deadline=deadline, cached_result=cached).with_id()

@@ -1,0 +1,71 @@
+"""`predq api` (gunicorn) holds many waiting synchronous requests without starving the rest."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from service.cli import api_command
+from service.config import Settings
+from tests.conftest import ROOT, Tenant, free_port
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+@pytest.fixture
+def gunicorn(settings: Settings, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, **settings.replace(port=port).env(), "PYTHONPATH": str(ROOT)}
+    log = open(tmp_path / "api.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, *api_command(settings.replace(port=port))],
+                            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(url + "/healthz", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline, \
+                    (tmp_path / "api.log").read_text()
+                time.sleep(0.1)
+        yield url
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
+        log.close()
+
+
+def test_many_waiting_sync_requests_do_not_block_other_requests(
+    gunicorn: str, tenant: Tenant,
+) -> None:
+    headers = dict(tenant.http.headers)
+    n = 80  # more than any thread pool predq would configure
+
+    def wait_for_answer(_: int) -> tuple[int, float]:
+        response = requests.post(f"{gunicorn}/v1/models/sleepy/predict?timeout=20",
+                                 json={"inputs": [[2500, 1]]}, headers=headers, timeout=30)
+        return response.status_code, time.monotonic()
+
+    with ThreadPoolExecutor(n) as pool:
+        waiting = [pool.submit(wait_for_answer, i) for i in range(n)]
+        time.sleep(0.5)  # every request is in, each waiting for a prediction that takes 2.5 s
+        health = requests.get(f"{gunicorn}/healthz", timeout=30)
+        submitted = requests.post(f"{gunicorn}/v1/jobs", headers=headers, timeout=30,
+                                  json={"model": "iris", "inputs": [[5.1, 3.5, 1.4, 0.2]]})
+        answered_others = time.monotonic()
+        results = [f.result() for f in waiting]
+    assert health.status_code == 200 and submitted.status_code == 202
+    assert [status for status, _ in results] == [200] * n
+    # The other requests were answered while all the synchronous ones were still waiting.
+    assert answered_others < min(done for _, done in results)
