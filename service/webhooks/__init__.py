@@ -1,0 +1,1 @@
+"""Webhook delivery: outbound HTTP to receivers that job submitters name."""
