@@ -138,6 +138,12 @@ def api(workers: int | None, connections: int | None) -> None:
 
 
 @main.command()
+def deliverer() -> None:
+    """Run the webhook deliverer: a Celery worker on the webhooks queue, with threads."""
+    os.execvp(sys.executable, [sys.executable, *deliverer_command(_settings())])
+
+
+@main.command()
 def beat() -> None:
     """Run the scheduler of periodic tasks (the reconciler). Run exactly one."""
     os.execvp(sys.executable, [sys.executable, *beat_command(_settings())])
@@ -157,6 +163,14 @@ def api_command(settings: Settings) -> list[str]:
             "--worker-class", settings.api_worker_class, "--workers", str(settings.api_workers),
             "--worker-connections", str(settings.api_connections), "--timeout", "30",
             "--graceful-timeout", "20", "--log-level", "warning"]
+
+
+def deliverer_command(settings: Settings) -> list[str]:
+    # Threads: an attempt mostly waits on the receiver; never on a prediction worker's pool.
+    return ["-m", "celery", "-A", "workers.main", "worker", "-Q", "webhooks", "--pool",
+            "threads", "--concurrency", str(settings.webhook_concurrency), "--hostname",
+            "deliverer@%h", "--loglevel", settings.log_level, "--without-gossip",
+            "--without-mingle", "--without-heartbeat"]
 
 
 def beat_command(settings: Settings) -> list[str]:

@@ -91,6 +91,23 @@ class Settings:
     #: Seconds a job waits in a queue before the reconciler moves it up one priority level
     #: (bulk -> normal -> interactive): low-priority work is delayed, never starved.
     promote_after: float = 30.0
+    #: Fernet key (`python -c "from cryptography.fernet import Fernet;
+    #: print(Fernet.generate_key().decode())"`) that seals webhook signing secrets in the
+    #: database; `predq up` makes one under var/. Webhooks are refused without it.
+    secret_key: str = field(default="", repr=False)
+    #: Hosts, addresses or networks (optionally :port), comma-separated, that webhooks may reach
+    #: although they are not public (e.g. `hooks.internal,10.1.0.0/16`). Default: none.
+    webhook_allow_hosts: str = ""
+    #: Seconds one webhook attempt may take (connect, send, answer).
+    webhook_timeout: float = 15.0
+    #: Seconds between attempts, comma-separated: after the last, the event is dead-lettered.
+    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,86400"
+    #: Results up to this many bytes ride in the webhook body; larger ones as a result_url.
+    webhook_max_inline_bytes: int = 256 * 1024
+    #: Seconds a rotated-out endpoint secret goes on signing beside the new one.
+    webhook_rotation_grace: float = 86_400.0
+    #: Threads of `predq deliverer`, the webhook worker.
+    webhook_concurrency: int = 16
     #: Log level for API and workers.
     log_level: str = "INFO"
 
@@ -111,6 +128,15 @@ class Settings:
             raise ValueError("max_attempts must be at least 1 and republish_after positive")
         if not 0 < self.sync_timeout_default <= self.sync_timeout_max:
             raise ValueError("sync_timeout_default must be positive and at most sync_timeout_max")
+        try:
+            if any(delay < 0 for delay in self.retry_schedule()):
+                raise ValueError
+        except ValueError:
+            raise ValueError("webhook_retry_schedule: comma-separated seconds, e.g. 5,300,1800"
+                             ) from None
+        from service.webhooks.safety import AllowList
+
+        AllowList.parse(self.webhook_allow_hosts)  # a bad entry fails at start, not at send
         if not 0 < self.tenant_queue_share <= 1:
             raise ValueError("tenant_queue_share must be in (0, 1]")
         if self.batch_flush_every < 1 or self.submit_group_max < 1:
@@ -139,6 +165,9 @@ class Settings:
         if self.redis_url.startswith("unix://"):
             return "redis+socket://" + self.redis_url[len("unix://") :]
         return self.redis_url
+
+    def retry_schedule(self) -> list[float]:
+        return [float(x) for x in self.webhook_retry_schedule.split(",") if x.strip()]
 
     def queue_limits(self) -> dict[str, int]:
         return {"predict.interactive": self.max_depth_interactive,

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Engine,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -74,9 +75,58 @@ jobs = Table(
     Column("lease_until", DateTime(timezone=True), nullable=True),  # running: worker's lease
     Column("deadline", DateTime(timezone=True), nullable=True),  # not started by then: expired
     Column("from_cache", Boolean, nullable=False, default=False),
+    Column("webhook_url", Text, nullable=True),  # told when the job ends (tenant's job secret)
     Index("ix_jobs_tenant_created", "tenant", "created_at"),
     Index("ix_jobs_status_created", "status", "created_at"),
     Index("ix_jobs_status_queue_tenant", "status", "queue", "tenant", "created_at"),
+)
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(40), primary_key=True),  # we_...
+    Column("tenant", String(100), nullable=False, index=True),
+    Column("url", Text, nullable=True),  # None: the tenant's secret for jobs' own webhook_url
+    Column("events", JSON, nullable=False),  # event types; empty list: all
+    Column("secret", Text, nullable=False),  # sealed (Fernet) whsec_...
+    Column("previous_secret", Text, nullable=True),  # sealed; still signs until the time below
+    Column("previous_until", DateTime(timezone=True), nullable=True),
+    Column("disabled_at", DateTime(timezone=True), nullable=True),
+    Column("disabled_reason", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("id", String(40), primary_key=True),  # msg_...: stable across retries
+    Column("tenant", String(100), nullable=False),
+    Column("job_id", String(36), nullable=False),
+    Column("endpoint_id", String(40), nullable=False),  # signs it (and gives the url)
+    Column("url", Text, nullable=False),  # where it goes
+    Column("type", String(20), nullable=False),  # job.succeeded | failed | cancelled | expired
+    Column("payload", Text, nullable=False),  # the exact body; every attempt sends these bytes
+    Column("status", String(12), nullable=False),  # pending | delivered | dead
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("published_at", DateTime(timezone=True), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+    UniqueConstraint("job_id", "endpoint_id", name="uq_webhook_events_job_endpoint"),
+    Index("ix_webhook_events_status_next", "status", "next_attempt_at"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(40), nullable=False, index=True),
+    Column("attempted_at", DateTime(timezone=True), nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("latency_ms", Float, nullable=True),
+    Column("error", Text, nullable=True),
 )
 
 

@@ -19,6 +19,19 @@ from service.errors import Unauthorized
 from service.migrate import upgrade
 
 
+def dev_secret_key(settings: Settings) -> str:
+    """The key that seals webhook secrets: PREDQ_SECRET_KEY, or one kept in var/secret-key."""
+    if settings.secret_key:
+        return settings.secret_key
+    from cryptography.fernet import Fernet
+
+    path = Path(settings.var_dir) / "secret-key"
+    if not path.exists():
+        path.write_text(Fernet.generate_key().decode() + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def dev_key(settings: Settings) -> str:
     """The development key kept in var/dev-api-key (mode 0600), created on first run."""
     path = Path(settings.var_dir) / "dev-api-key"
@@ -42,6 +55,7 @@ def run_all(settings: Settings, embedded_redis: bool) -> int:
     var = Path(settings.var_dir)
     var.mkdir(parents=True, exist_ok=True)
     redis_proc = embedded.start_redis(var) if embedded_redis else None
+    settings = settings.replace(secret_key=dev_secret_key(settings))
     children: list[subprocess.Popen[bytes]] = []
     try:
         upgrade(settings.database_url)
@@ -49,12 +63,13 @@ def run_all(settings: Settings, embedded_redis: bool) -> int:
             register_demo_models(conn, settings.model_dir, var / "demo")
         key = dev_key(settings)
         env = {**os.environ, **settings.env()}
-        from service.cli import api_command, beat_command, worker_command
+        from service.cli import api_command, beat_command, deliverer_command, worker_command
 
         # Each child gets its own session: Ctrl-C reaches only us, and each child then gets one
         # SIGTERM. (A gthread gunicorn worker that receives SIGINT and then its master's quit
         # signal deadlocks inside ThreadPoolExecutor.shutdown and never exits.)
-        for args in (api_command(settings), worker_command(settings), beat_command(settings)):
+        for args in (api_command(settings), worker_command(settings),
+                     deliverer_command(settings), beat_command(settings)):
             children.append(
                 subprocess.Popen([sys.executable, *args], env=env, start_new_session=True)
             )

@@ -56,6 +56,7 @@ class NewJob:
     id: str = ""
     deadline: datetime | None = None
     cached_result: str | None = None
+    webhook_url: str | None = None
 
     def with_id(self) -> NewJob:
         return self if self.id else replace(self, id=str(uuid.uuid4()))
@@ -114,6 +115,7 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[str]:
             "finished_at": None if job.needs_worker else now,
             "published_at": now,  # the caller publishes right after the commit
             "deadline": job.deadline,
+            "webhook_url": job.webhook_url,
         }
         for job in new_jobs
     ]

@@ -19,14 +19,22 @@ from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy import Engine, delete, text
+from cryptography.fernet import Fernet
+from sqlalchemy import Engine, delete, select, text
 from sqlalchemy.engine import make_url
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from service import embedded, keys
 from service.api import create_app
 from service.config import Settings
-from service.db import api_keys, jobs, make_engine
+from service.db import (
+    api_keys,
+    jobs,
+    make_engine,
+    webhook_attempts,
+    webhook_endpoints,
+    webhook_events,
+)
 from service.demo import register_demo_models
 from service.migrate import upgrade
 from service.registry import ModelInfo, add_model, list_models
@@ -79,7 +87,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_
     return Settings.from_env(
         {}, database_url=database_url, redis_url=redis_url, var_dir=str(var),
         model_dir=str(var / "models"), batch_flush_interval=0.005, log_level="INFO",
-        key_epoch_check_interval=0.0,
+        key_epoch_check_interval=0.0, secret_key=Fernet.generate_key().decode(),
     )
 
 
@@ -158,6 +166,10 @@ def make_tenant(engine: Engine, base_url: str) -> Iterator[Tenant]:
     yield tenant
     tenant.http.close()
     with engine.begin() as conn:
+        events = select(webhook_events.c.id).where(webhook_events.c.tenant == name)
+        conn.execute(delete(webhook_attempts).where(webhook_attempts.c.event_id.in_(events)))
+        conn.execute(delete(webhook_events).where(webhook_events.c.tenant == name))
+        conn.execute(delete(webhook_endpoints).where(webhook_endpoints.c.tenant == name))
         conn.execute(delete(jobs).where(jobs.c.tenant == name))
         conn.execute(delete(api_keys).where(api_keys.c.tenant == name))
 
@@ -213,14 +225,16 @@ def live_server() -> Iterator[type[LiveServer]]:
 class WorkerProcess:
     """A real `celery worker` subprocess with the test settings."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
-        from service.cli import worker_command
+    def __init__(self, settings: Settings, log_path: Path, deliverer: bool = False) -> None:
+        from service.cli import deliverer_command, worker_command
 
         env = {**os.environ, **settings.env(), "PYTHONPATH": str(ROOT)}
         self.log_path = log_path
         self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        command = (deliverer_command(settings) if deliverer
+                   else worker_command(settings.replace(worker_concurrency=2)))
         self.proc = subprocess.Popen(
-            [sys.executable, *worker_command(settings.replace(worker_concurrency=2))],
+            [sys.executable, *command],
             env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )

@@ -10,7 +10,9 @@ from service.priorities import NORMAL, PREDICT_QUEUES
 
 PREDICT_TASK = "predq.predict"
 RECONCILE_TASK = "predq.reconcile"
-QUEUES = (*PREDICT_QUEUES, "webhooks", "maintenance")
+DELIVER_TASK = "predq.deliver"
+WEBHOOK_QUEUE = "webhooks"
+QUEUES = (*PREDICT_QUEUES, WEBHOOK_QUEUE, "maintenance")
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
@@ -28,7 +30,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_default_queue=NORMAL,
         task_default_exchange=NORMAL,
         task_default_routing_key=NORMAL,
-        task_routes={PREDICT_TASK: {"queue": NORMAL},
+        task_routes={PREDICT_TASK: {"queue": NORMAL}, DELIVER_TASK: {"queue": WEBHOOK_QUEUE},
                      RECONCILE_TASK: {"queue": "maintenance"}},
         beat_schedule={
             "reconcile": {

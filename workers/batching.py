@@ -17,10 +17,12 @@ from sqlalchemy.exc import OperationalError
 from service import jobs, realtime, registry
 from service.errors import ModelLoadError
 from service.jobs import Claimed, Outcome
+from service.webhooks import events as webhook_events
 from workers.modelcore import ModelCache, predict
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+WEBHOOK_QUEUE = "webhooks"
 RETRY_DELAYS = (0.1, 0.5, 2.0, 5.0)
 
 
@@ -28,13 +30,18 @@ class Runner:
     """Runs batches of job ids for one worker process: its engine, models and metadata."""
 
     def __init__(self, engine: Engine, cache_size: int = 8, lease_seconds: float = 90.0,
-                 max_attempts: int = 3, announcer: redis.Redis | None = None) -> None:
+                 max_attempts: int = 3, announcer: redis.Redis | None = None,
+                 publish: Callable[[str, list[str]], None] | None = None,
+                 webhook_max_inline: int = 256 * 1024) -> None:
         self.engine = engine
         self.announcer = announcer  # wake-ups, prediction cache and counters; None: none
+        self.publish = publish  # sends webhook event ids to their queue; None: the sweep does
+        self.webhook_max_inline = webhook_max_inline
         self.models = ModelCache(cache_size)
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
         self._infos: dict[int, registry.ModelInfo] = {}
+        self._events: list[str] = []  # webhook events committed, not yet published
 
     def preload(self, limit: int) -> int:
         """Load the `limit` most recently registered model versions; return how many loaded."""
@@ -66,6 +73,7 @@ class Runner:
         if outcomes:
             _with_retry(lambda: self._finish(outcomes))
         self._announce(claimed, outcomes, expired)
+        self._send_events()
         taken = {job.id for job in claimed} | set(expired)
         skipped = []
         for job_id in (i for i in ids if i not in taken):
@@ -90,12 +98,27 @@ class Runner:
             outcome = self._predict_group(job.model_id, [job])[0]
         _with_retry(lambda: self._finish([outcome]))
         self._announce([job], [outcome], [])
+        self._send_events()
         return outcome
 
     def _claim(self, ids: list[str]) -> tuple[list[Claimed], list[str]]:
         with self.engine.begin() as conn:
             expired = jobs.expire(conn, ids)  # past their deadline: never run
-            return jobs.claim(conn, ids, self.lease_seconds), expired
+            events = webhook_events.record(conn, expired, self.webhook_max_inline)
+            claimed = jobs.claim(conn, ids, self.lease_seconds)
+        self._events += events  # committed
+        return claimed, expired
+
+    def _send_events(self) -> None:
+        """Publish the webhook events the last transactions wrote; if this fails (or the
+        process dies first), the reconciler's sweep of the outbox sends them."""
+        events, self._events = self._events, []
+        if events and self.publish is not None:
+            try:
+                self.publish(WEBHOOK_QUEUE, events)
+            except Exception as exc:  # noqa: BLE001 - the events are committed
+                log.warning("could not publish %d webhook events (%s); the reconciler will",
+                            len(events), exc)
 
     def _announce(self, claimed: Sequence[Claimed], outcomes: Sequence[Outcome],
                   expired: Sequence[str]) -> None:
@@ -123,7 +146,12 @@ class Runner:
 
     def _finish(self, outcomes: Sequence[Outcome]) -> int:
         with self.engine.begin() as conn:
-            return jobs.finish(conn, outcomes)
+            changed = jobs.finish(conn, outcomes)
+            # In the same transaction as the final states: no crash can separate the two.
+            events = webhook_events.record(conn, [o.id for o in outcomes],
+                                           self.webhook_max_inline)
+        self._events += events  # committed
+        return changed
 
     def _info(self, model_id: int) -> registry.ModelInfo:
         # A model version is immutable once registered, so its metadata is cached for good.

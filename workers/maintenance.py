@@ -11,9 +11,11 @@ from sqlalchemy import Engine
 
 from service import jobs
 from service.config import Settings
+from service.webhooks import events as webhook_events
 
 log = logging.getLogger(__name__)
 Publish = Callable[[str, list[str]], None]
+WEBHOOK_QUEUE = "webhooks"
 
 
 def reconcile(engine: Engine, settings: Settings, publish: Publish,
@@ -25,6 +27,8 @@ def reconcile(engine: Engine, settings: Settings, publish: Publish,
     with engine.begin() as conn:
         failed = jobs.fail_exhausted(conn, settings.max_attempts)
         expired = jobs.expire(conn, limit=limit)
+        new_events = webhook_events.record(conn, failed + expired,
+                                           settings.webhook_max_inline_bytes)
     now = jobs.utcnow()
     with engine.begin() as conn:
         promoted = jobs.promote(conn, now - timedelta(seconds=settings.promote_after), limit)
@@ -34,6 +38,10 @@ def reconcile(engine: Engine, settings: Settings, publish: Publish,
     by_queue: dict[str, list[str]] = defaultdict(list)
     for job_id, queue in due:
         by_queue[queue].append(job_id)
+    with engine.begin() as conn:  # webhook events due: new ones whose message was lost, retries
+        events = new_events + webhook_events.due(conn, settings.republish_after, limit)
+    if events:
+        by_queue[WEBHOOK_QUEUE] = events
     for queue, ids in by_queue.items():
         for start in range(0, len(ids), settings.submit_group_max):
             publish(queue, ids[start:start + settings.submit_group_max])
@@ -42,4 +50,4 @@ def reconcile(engine: Engine, settings: Settings, publish: Publish,
                     "priority level, %d sent again", len(failed), settings.max_attempts,
                     len(expired), len(promoted), len(due) - len(promoted))
     return {"failed": len(failed), "expired": len(expired), "promoted": len(promoted),
-            "republished": len(due) - len(promoted)}
+            "republished": len(due) - len(promoted), "webhooks": len(events)}

@@ -21,15 +21,27 @@ from sqlalchemy.exc import OperationalError
 from service import realtime
 from service.config import Settings
 from service.db import make_engine
-from workers.app import PREDICT_TASK, RECONCILE_TASK
+from service.webhooks import events as webhook_events
+from workers.app import DELIVER_TASK, PREDICT_TASK, RECONCILE_TASK, WEBHOOK_QUEUE
 from workers.batching import Runner
 from workers.maintenance import reconcile
+from workers.webhooks import Deliverer
 
 log = logging.getLogger(__name__)
 _runner: tuple[int, Runner] | None = None
+_deliverer: tuple[int, Deliverer] | None = None
 
 
-def runner(settings: Settings) -> Runner:
+def deliverer(settings: Settings) -> Deliverer:
+    """One Deliverer per process (thread pools share it: the engine and sender are safe)."""
+    global _deliverer
+    if _deliverer is None or _deliverer[0] != os.getpid():
+        _deliverer = (os.getpid(), Deliverer(make_engine(settings.database_url), settings))
+    return _deliverer[1]
+
+
+def runner(settings: Settings, publish: Callable[[str, list[str]], None] | None = None,
+           ) -> Runner:
     """One Runner per process, made after fork: engines and sockets must not cross a fork."""
     global _runner
     if _runner is None or _runner[0] != os.getpid():
@@ -40,7 +52,10 @@ def runner(settings: Settings) -> Runner:
         announcer = redis.Redis.from_url(settings.redis_url, socket_timeout=2,
                                          socket_connect_timeout=2)
         _runner = (os.getpid(), Runner(engine, settings.model_cache_size,
-                                       settings.lease_seconds, settings.max_attempts, announcer))
+                                       settings.lease_seconds, settings.max_attempts, announcer,
+                                       publish, settings.webhook_max_inline_bytes))
+    if publish is not None:  # the warm-up made it before the app's publisher was at hand
+        _runner[1].publish = publish
     return _runner[1]
 
 
@@ -166,12 +181,25 @@ def register(app: Celery) -> None:
         """Each message carries the ids of one submit group; a batch is many messages."""
         ids = [job_id for request in requests for job_id in _ids(request.args)]
         try:
-            return len(runner(settings).run(ids))
+            return len(runner(settings, publisher(app)).run(ids))
         except OperationalError as exc:  # still down after the runner's retries with back-off
             log.error("result store unreachable (%s); handing %d messages back to the queue",
                       exc.orig, len(requests))
             time.sleep(1.0)  # don't spin on a dead database: the messages come straight back
             return REQUEUE
+
+    @app.task(name=DELIVER_TASK, acks_late=True, ignore_result=True)
+    def deliver_events(event_ids: list[str]) -> None:
+        """One attempt per due event; a retry due within a minute comes back as a delayed
+        message, later ones from the reconciler's sweep of the outbox."""
+        send = publisher(app)
+        for event_id in _ids([event_ids]):
+            delay = deliverer(settings).deliver(event_id)
+            if delay is not None and delay <= 60:
+                with contextlib.suppress(Exception):  # the sweep sends it otherwise
+                    send(WEBHOOK_QUEUE, [event_id], countdown=delay)
+                    with deliverer(settings).engine.begin() as conn:
+                        webhook_events.mark_published(conn, event_id)
 
     @app.task(name=RECONCILE_TASK, ignore_result=True)
     def reconcile_jobs() -> dict[str, int]:
@@ -182,17 +210,20 @@ def register(app: Celery) -> None:
             log.info("reconciler already running elsewhere; skipped")
             return {}
         try:
-            return reconcile(runner(settings).engine, settings, publisher(app))
+            return reconcile(runner(settings, publisher(app)).engine, settings, publisher(app))
         finally:
             with contextlib.suppress(redis.exceptions.LockError):
                 lock.release()
 
 
-def publisher(app: Celery) -> Callable[[str, list[str]], None]:
-    """Send one predict message carrying `ids` to `queue`; a dead broker fails within ~1 s."""
-    def publish(queue: str, ids: list[str]) -> None:
-        app.send_task(PREDICT_TASK, args=[ids], queue=queue, retry=True, retry_policy={
-            "max_retries": 2, "interval_start": 0, "interval_step": 0.3, "interval_max": 0.5})
+def publisher(app: Celery) -> Callable[..., None]:
+    """Send one message carrying `ids` to `queue` (job ids to a predict queue, event ids to
+    the webhooks queue); a dead broker fails within ~1 s."""
+    def publish(queue: str, ids: list[str], countdown: float | None = None) -> None:
+        task = DELIVER_TASK if queue == WEBHOOK_QUEUE else PREDICT_TASK
+        app.send_task(task, args=[ids], queue=queue, countdown=countdown, retry=True,
+                      retry_policy={"max_retries": 2, "interval_start": 0,
+                                    "interval_step": 0.3, "interval_max": 0.5})
     return publish
 
 

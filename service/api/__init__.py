@@ -18,6 +18,8 @@ from service.config import Settings
 from service.db import make_engine, reader
 from service.realtime import ResultWaiter
 from service.submitter import GroupCommitter
+from service.webhooks.endpoints import Sealer
+from service.webhooks.safety import AllowList
 
 
 @dataclass
@@ -34,11 +36,13 @@ class Services:
     redis: redis.Redis
     gauge: QueueGauge  # queue depths, for 429s and health
     waiter: ResultWaiter  # wake-ups for synchronous predict
+    sealer: Sealer  # webhook signing secrets at rest
+    webhook_allow: AllowList  # non-public webhook targets the operator allows
 
 
 def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     """Build the app from environment settings, overridden by `config` (used by tests)."""
-    from service.api import errors, health, jobs, models
+    from service.api import errors, health, jobs, models, webhooks
     from workers.app import make_celery
     from workers.tasks import publisher
 
@@ -58,7 +62,8 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     app.extensions["predq"] = Services(
         settings, engine, reads, celery, committer, ModelLookup(reads),
         KeyLookup(reads, client, settings.key_epoch_check_interval), client, gauge,
-        ResultWaiter(settings.redis_url),
+        ResultWaiter(settings.redis_url), Sealer(settings.secret_key),
+        AllowList.parse(settings.webhook_allow_hosts),
     )
     logging.getLogger("service").setLevel(settings.log_level)
 
@@ -66,6 +71,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(models.bp)
+    app.register_blueprint(webhooks.bp)
     return app
 
 

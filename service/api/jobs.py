@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ from service.api import services
 from service.api.auth import current_tenant
 from service.api.submission import (
     check_fields,
+    check_webhook_url,
     json_body,
     parse_deadline,
     prepare,
@@ -19,8 +21,10 @@ from service.api.submission import (
 )
 from service.errors import InvalidInput
 from service.inputs import parse_rows
+from service.webhooks import events as webhook_events
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
+log = logging.getLogger(__name__)
 
 
 def _links(job_id: str) -> dict[str, str]:
@@ -32,7 +36,7 @@ def submit() -> tuple[Response, int, dict[str, str]]:
     """Validate against the model signature, commit the job row, publish, answer 202."""
     tenant = current_tenant()
     body = json_body()
-    check_fields(body, {"model", "version", "inputs", "priority", "deadline"})
+    check_fields(body, {"model", "version", "inputs", "priority", "deadline", "webhook_url"})
     name = body.get("model")
     if not isinstance(name, str) or not name:
         raise InvalidInput("model", "required: the name of a registered model")
@@ -41,9 +45,10 @@ def submit() -> tuple[Response, int, dict[str, str]]:
     queue = priorities.queue_for(body.get("priority", "normal"))
     deadline = parse_deadline(body.get("deadline"))
     svc = services()
+    webhook_url = check_webhook_url(svc, tenant, body.get("webhook_url"))
     model = svc.models.resolve(name, version_of(body))
     rows = parse_rows(body["inputs"], model, svc.settings.max_rows_per_job)
-    job = svc.committer.submit(prepare(svc, tenant, model, rows, queue, deadline))
+    job = svc.committer.submit(prepare(svc, tenant, model, rows, queue, deadline, webhook_url))
     return accepted(job, model.name, model.version)
 
 
@@ -93,8 +98,41 @@ def cancel(job_id: str) -> Response:
     svc = services()
     with svc.engine.begin() as conn:
         jobs.cancel(conn, tenant, job_id)
+        events = webhook_events.record(conn, [job_id], svc.settings.webhook_max_inline_bytes)
     realtime.announce_done(svc.redis, [job_id])  # a synchronous caller waiting on it returns
+    send_events(svc, events)
     return jsonify(_job(tenant, job_id))
+
+
+def send_events(svc: Any, events: list[str]) -> None:
+    """Publish committed webhook events; if Redis is down the reconciler's sweep sends them."""
+    if not events:
+        return
+    from workers.tasks import publisher
+
+    try:
+        publisher(svc.celery)("webhooks", events)
+    except Exception:  # noqa: BLE001 - the outbox holds them
+        log.warning("could not publish %d webhook events; the reconciler will", len(events))
+
+
+@bp.get("/<job_id>/deliveries")
+def deliveries(job_id: str) -> Response:
+    """Every webhook event of the job and every attempt to deliver it."""
+    tenant = current_tenant()
+    with services().reads.connect() as conn:
+        return jsonify({"events": webhook_events.deliveries(conn, tenant, job_id)})
+
+
+@bp.post("/<job_id>/deliveries/redeliver")
+def redeliver(job_id: str) -> tuple[Response, int]:
+    """Send the job's events again, with their original ids."""
+    tenant = current_tenant()
+    svc = services()
+    with svc.engine.begin() as conn:
+        events = webhook_events.redeliver(conn, tenant, job_id)
+    send_events(svc, events)
+    return jsonify({"events": events}), 202
 
 
 @bp.get("/<job_id>/result")

@@ -14,6 +14,8 @@ from service import jobs, realtime
 from service.api import Services
 from service.errors import InvalidInput, MalformedJSON, PredqError
 from service.registry import ModelInfo
+from service.webhooks import endpoints
+from service.webhooks.safety import check_url
 
 MAX_DEADLINE = timedelta(days=30)
 
@@ -85,12 +87,26 @@ def parse_deadline(value: Any) -> datetime | None:
     return when
 
 
+def check_webhook_url(svc: Services, tenant: str, value: Any) -> str | None:
+    """A job's own webhook_url: a safe target, and a tenant secret to sign with."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 2000:
+        raise InvalidInput("webhook_url", "an http(s) URL of at most 2000 characters")
+    check_url(value, svc.webhook_allow)
+    with svc.reads.connect() as conn:
+        if endpoints.job_secret(conn, tenant) is None:
+            raise InvalidInput("webhook_url", "create the signing secret for job webhooks first: "
+                                              "POST /v1/webhooks/job-secret")
+    return value
+
+
 def prepare(svc: Services, tenant: str, model: ModelInfo, rows: np.ndarray, queue: str,
-            deadline: datetime | None) -> jobs.NewJob:
+            deadline: datetime | None, webhook_url: str | None = None) -> jobs.NewJob:
     """The job to commit: served from the prediction cache if it can be (no worker, no queue
     slot), else admitted to its queue or refused with 429 before anything is written."""
     cached = realtime.cached_result(svc.redis, model, rows)
     if cached is None:
         svc.gauge.admit(queue, tenant)
     return jobs.NewJob(tenant=tenant, model_id=model.id, inputs=rows, queue=queue,
-                       deadline=deadline, cached_result=cached).with_id()
+                       deadline=deadline, cached_result=cached, webhook_url=webhook_url).with_id()

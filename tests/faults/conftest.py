@@ -20,6 +20,7 @@ class Stack:
         self.settings, self.directory, self.engine = settings, directory, engine
         self.redis: subprocess.Popen[bytes] | None = embedded.start_redis(directory)
         self.worker: WorkerProcess | None = None
+        self.deliverer: WorkerProcess | None = None
         self.api = LiveServer(settings)
         self._tenants: list[Iterator[Tenant]] = []
 
@@ -30,6 +31,11 @@ class Stack:
         self.worker = WorkerProcess(self.settings.replace(**overrides),
                                     self.directory / f"worker{n}.log")
         return self.worker
+
+    def start_deliverer(self) -> WorkerProcess:
+        self.deliverer = WorkerProcess(self.settings, self.directory / "deliverer.log",
+                                       deliverer=True)
+        return self.deliverer
 
     def tenant(self) -> Tenant:
         gen = make_tenant(self.engine, self.api.url)
@@ -79,6 +85,8 @@ class Stack:
                 pass
         if self.worker is not None:
             self.worker.stop()
+        if self.deliverer is not None:
+            self.deliverer.stop()
         self.api.stop()
         if self.redis is not None:
             embedded.stop(self.redis)

@@ -1,0 +1,95 @@
+"""One delivery attempt of one webhook event: claim, sign, POST, record what happened."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+from sqlalchemy import Engine
+from standardwebhooks import Webhook
+
+from service.config import Settings
+from service.errors import PredqError
+from service.jobs import utcnow
+from service.webhooks import endpoints, events
+from service.webhooks.safety import AllowList
+from service.webhooks.sender import SafeSender
+
+log = logging.getLogger(__name__)
+USER_AGENT = "predq-webhooks/1"
+
+
+class Deliverer:
+    """Sends webhook events for one worker process."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.sealer = endpoints.Sealer(settings.secret_key)
+        self.sender = SafeSender(AllowList.parse(settings.webhook_allow_hosts))
+        self.schedule = settings.retry_schedule()
+
+    def deliver(self, event_id: str) -> float | None:
+        """Make one attempt if the event is due; return the delay before its next attempt, or
+        None (delivered, dead, not due, or held by another deliverer)."""
+        lease = self.settings.webhook_timeout + 30
+        with self.engine.begin() as conn:
+            event = events.claim(conn, event_id, lease)
+            if event is None:
+                return None
+            endpoint = endpoints.by_id(conn, event.endpoint_id)
+        attempt = self._attempt(event, endpoint)
+        with self.engine.begin() as conn:
+            delay = events.complete(conn, event, attempt, self.schedule)
+        outcome = ("delivered" if attempt.delivered else
+                   f"failed ({attempt.error or attempt.status_code}), "
+                   + (f"next attempt in {delay:.1f} s" if delay is not None else "dead-lettered"))
+        log.info("webhook %s %s for job %s, attempt %d: %s", event.id, event.type,
+                 event.job_id, event.attempts, outcome)
+        return delay
+
+    def _attempt(self, event: events.Event, endpoint: endpoints.Endpoint | None,
+                 ) -> events.Attempt:
+        if endpoint is None or (endpoint.url is not None and endpoint.disabled_at is not None):
+            return events.Attempt(None, None, "the endpoint was deleted or disabled")
+        now = utcnow()
+        try:
+            signatures = " ".join(Webhook(secret).sign(event.id, now, event.payload)
+                                  for secret in endpoint.signing_secrets(self.sealer, now))
+        except PredqError as exc:
+            return events.Attempt(None, None, exc.message)
+        headers = {
+            "content-type": "application/json", "user-agent": USER_AGENT,
+            "webhook-id": event.id, "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signatures,
+        }
+        try:
+            answer = self.sender.post(event.url, event.payload.encode(), headers,
+                                      self.settings.webhook_timeout)
+        except PredqError as exc:  # unsafe address, timeout, connection refused
+            return events.Attempt(None, None, exc.message)
+        error = None
+        if not 200 <= answer.status < 300:
+            error = f"answered {answer.status}"
+            if 300 <= answer.status < 400:
+                error += " (redirects are not followed)"
+        return events.Attempt(answer.status, round(answer.elapsed * 1000, 1), error,
+                              _retry_after(answer.headers.get("retry-after")))
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: delay-seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
