@@ -39,15 +39,20 @@ def test_readme_api_and_operator_examples_work_as_printed(tmp_path: Path) -> Non
                 (tmp_path / "up.log").read_text()[-3000:]
             time.sleep(0.2)
         api = _blocks("## The API", "### Errors")
+        hooks = _blocks("## Webhooks", "## Models, keys, operators")
         operator = _blocks("## Models, keys, operators", "### Production")
-        assert len(api) == 5 and len(operator) == 1
-        script = "set -euo pipefail\n" + "\n".join(api + operator)
+        assert len(api) == 5 and len(hooks) == 1 and len(operator) == 1
+        script = "set -euo pipefail\n" + "\n".join(api + hooks + operator)
         script = script.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
         done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr + done.stdout
         objects = _json_objects(done.stdout)  # curl prints no newline between bodies
         assert len(objects) == 5, done.stdout
+        after_cancel = re.split(r"\}(?:200|409)\n", done.stdout, maxsplit=1)[1]
+        endpoint = _json_objects(after_cancel)[0]
+        assert endpoint.get("url") == "https://example.com/predq-hook", endpoint
+        assert endpoint["secret"].startswith("whsec_"), endpoint
         assert [j["status"] for j in objects[:2]] == ["queued", "queued"]
         job, result, answer = objects[2], objects[3], objects[4]
         assert job["status"] == "succeeded" and job["model"] == "diabetes"

@@ -206,3 +206,44 @@ def test_cancel_and_expiry_are_events_too(tenant: Tenant, receiver: Receiver) ->
     # The cancelled job's worker finished later: it wrote no second event for that job.
     types = [json.loads(r.body)["type"] for r in receiver.at(f"ok/ends-{tenant.name}")]
     assert sorted(types) == ["job.cancelled", "job.succeeded"]
+
+
+def test_a_job_that_expires_unrun_is_an_event(
+    hooks: Stack, tenant: Tenant, receiver: Receiver, engine: Engine,
+    models: dict[str, ModelInfo],
+) -> None:
+    _endpoint(tenant, receiver.url(f"ok/expired-{tenant.name}"))
+    job = jobs.NewJob(tenant.name, models["iris"].id, np.array([SETOSA]),
+                      deadline=jobs.utcnow()).with_id()
+    with engine.begin() as conn:  # its message was lost; its deadline has passed
+        jobs.insert_jobs(conn, [job])
+    assert hooks.reconcile()["expired"] >= 1
+    until(lambda: len(receiver.at(f"ok/expired-{tenant.name}")) == 1, what="the event")
+    payload = json.loads(receiver.at(f"ok/expired-{tenant.name}")[0].body)
+    assert payload["type"] == "job.expired" and payload["data"]["id"] == job.id
+    assert "deadline" in payload["data"]["error"]
+
+
+def test_a_retry_waits_at_least_what_retry_after_asks(
+    tenant: Tenant, engine: Engine, models: dict[str, ModelInfo], receiver: Receiver,
+) -> None:
+    _endpoint(tenant, receiver.url(f"ok/later-{tenant.name}"))
+    job = jobs.NewJob(tenant.name, models["iris"].id, np.array([SETOSA])).with_id()
+    with engine.begin() as conn:
+        jobs.insert_jobs(conn, [job])
+        jobs.claim(conn, [job.id], 60)
+        jobs.finish(conn, [jobs.Outcome(job.id, result={"predictions": ["setosa"]})])
+        [event_id] = webhook_domain.record(conn, [job.id], 2000)
+        event = webhook_domain.claim(conn, event_id, 60)
+        assert event is not None
+        delay = webhook_domain.complete(
+            conn, event, webhook_domain.Attempt(429, 3.0, "answered 429", retry_after=120),
+            schedule=[5, 300])
+        assert delay is not None and delay >= 120
+        due = conn.execute(select(webhook_events.c.next_attempt_at)
+                           .where(webhook_events.c.id == event_id)).scalar_one()
+    if due.tzinfo is None:
+        from datetime import UTC
+
+        due = due.replace(tzinfo=UTC)
+    assert (due - jobs.utcnow()).total_seconds() > 110
