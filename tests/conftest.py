@@ -38,6 +38,7 @@ from service.db import (
 from service.demo import register_demo_models
 from service.migrate import upgrade
 from service.registry import ModelInfo, add_model, list_models
+from tests.openapi_check import check_response
 from tests.sleepy import train_sleepy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,6 +136,7 @@ class Tenant:
         self.name, self.key, self.base_url = name, key, base_url
         self.http = requests.Session()
         self.http.headers["Authorization"] = f"Bearer {key}"
+        self.http.hooks["response"].append(check_response)  # every answer matches the spec
 
     def post(self, path: str, **kw: object) -> requests.Response:
         return self.http.post(self.base_url + path, timeout=30, **kw)  # type: ignore[arg-type]

@@ -42,7 +42,7 @@ class Services:
 
 def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     """Build the app from environment settings, overridden by `config` (used by tests)."""
-    from service.api import errors, health, jobs, models, webhooks
+    from service.api import errors, health, jobs, models, openapi, webhooks
     from workers.app import make_celery
     from workers.tasks import publisher
 
@@ -72,6 +72,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     app.register_blueprint(jobs.bp)
     app.register_blueprint(models.bp)
     app.register_blueprint(webhooks.bp)
+    openapi.register(app)
     return app
 
 

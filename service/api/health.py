@@ -8,18 +8,22 @@ from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
 from service import realtime
+from service.api import schemas as S
 from service.api import services
+from service.api.openapi import documented
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
+@documented({200: S.Health}, public=True, tags=["health"])
 def healthz() -> Response:
     """The process is alive; says nothing about its dependencies."""
     return jsonify({"status": "ok"})
 
 
 @bp.get("/readyz")
+@documented({200: S.Ready, 503: S.Ready}, public=True, tags=["health"])
 def readyz() -> tuple[Response, int]:
     """SQL and Redis both answer, else 503 naming the one that does not."""
     svc = services()

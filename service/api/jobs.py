@@ -9,8 +9,10 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from service import jobs, priorities, realtime
+from service.api import schemas as S
 from service.api import services
 from service.api.auth import current_tenant
+from service.api.openapi import documented
 from service.api.submission import (
     check_fields,
     check_webhook_url,
@@ -32,6 +34,8 @@ def _links(job_id: str) -> dict[str, str]:
 
 
 @bp.post("")
+@documented({202: S.JobAccepted}, (400, 404, 413, 415, 429), json=S.JobSubmit,
+            tags=["jobs"])
 def submit() -> tuple[Response, int, dict[str, str]]:
     """Validate against the model signature, commit the job row, publish, answer 202."""
     tenant = current_tenant()
@@ -86,12 +90,14 @@ def _job(tenant: str, job_id: str) -> dict[str, Any]:
 
 
 @bp.get("/<job_id>")
+@documented({200: S.Job}, (404,), tags=["jobs"])
 def get_job(job_id: str) -> Response:
     return jsonify(_job(current_tenant(), job_id))
 
 
 @bp.delete("/<job_id>")
 @bp.post("/<job_id>/cancel")
+@documented({200: S.Job}, (404, 409), tags=["jobs"])
 def cancel(job_id: str) -> Response:
     """Cancel a queued or running job: no result is written afterwards. 409 once finished."""
     tenant = current_tenant()
@@ -117,6 +123,7 @@ def send_events(svc: Any, events: list[str]) -> None:
 
 
 @bp.get("/<job_id>/deliveries")
+@documented({200: S.Deliveries}, (404,), tags=["webhooks"])
 def deliveries(job_id: str) -> Response:
     """Every webhook event of the job and every attempt to deliver it."""
     tenant = current_tenant()
@@ -125,6 +132,7 @@ def deliveries(job_id: str) -> Response:
 
 
 @bp.post("/<job_id>/deliveries/redeliver")
+@documented({202: S.Redelivered}, (404,), tags=["webhooks"])
 def redeliver(job_id: str) -> tuple[Response, int]:
     """Send the job's events again, with their original ids."""
     tenant = current_tenant()
@@ -136,6 +144,7 @@ def redeliver(job_id: str) -> tuple[Response, int]:
 
 
 @bp.get("/<job_id>/result")
+@documented({200: S.Result}, (404, 409), tags=["jobs"])
 def get_result(job_id: str) -> Response:
     tenant = current_tenant()
     with services().reads.connect() as conn:

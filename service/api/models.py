@@ -9,9 +9,11 @@ from datetime import timedelta
 from flask import Blueprint, Response, jsonify, request
 
 from service import jobs, priorities, registry
+from service.api import schemas as S
 from service.api import services
 from service.api.auth import current_tenant
 from service.api.jobs import accepted
+from service.api.openapi import documented
 from service.api.submission import check_fields, json_body, prepare, version_of
 from service.errors import InvalidInput, JobNotFinished, ModelNotFound, PredqError
 from service.inputs import parse_rows
@@ -20,6 +22,7 @@ bp = Blueprint("models", __name__, url_prefix="/v1/models")
 
 
 @bp.get("")
+@documented({200: S.ModelList}, tags=["models"])
 def list_models() -> Response:
     current_tenant()
     with services().reads.connect() as conn:
@@ -36,6 +39,7 @@ def list_models() -> Response:
 
 
 @bp.get("/<name>")
+@documented({200: S.ModelDetail}, (404,), tags=["models"])
 def get_model(name: str) -> Response:
     current_tenant()
     with services().reads.connect() as conn:
@@ -46,6 +50,7 @@ def get_model(name: str) -> Response:
 
 
 @bp.get("/<name>/versions/<version>")
+@documented({200: S.ModelVersion}, (404,), tags=["models"])
 def get_version(name: str, version: str) -> Response:
     current_tenant()
     with services().reads.connect() as conn:
@@ -65,6 +70,8 @@ class PredictionFailed(PredqError):
 
 
 @bp.post("/<name>/predict")
+@documented({200: S.Result, 202: S.JobAccepted}, (400, 404, 413, 415, 422, 429),
+            json=S.PredictRequest, query=S.PredictQuery, tags=["predict"])
 def predict(name: str) -> Response | tuple[Response, int, dict[str, str]]:
     """Submit on the interactive queue and wait for the result: 200 with the same body as
     GET /v1/jobs/{id}/result, or 202 with the job id once `timeout` passes. The timeout is

@@ -6,8 +6,10 @@ from datetime import timedelta
 
 from flask import Blueprint, Response, jsonify
 
+from service.api import schemas as S
 from service.api import services
 from service.api.auth import current_tenant
+from service.api.openapi import documented
 from service.api.submission import check_fields, json_body
 from service.errors import InvalidInput
 from service.webhooks import endpoints
@@ -17,6 +19,8 @@ bp = Blueprint("webhooks", __name__, url_prefix="/v1/webhooks")
 
 
 @bp.post("")
+@documented({201: S.EndpointWithSecret}, (400, 413, 415), json=S.EndpointCreate,
+            tags=["webhooks"])
 def create() -> tuple[Response, int, dict[str, str]]:
     """Register an endpoint: 201 with its `whsec_` secret, shown this once."""
     tenant = current_tenant()
@@ -39,6 +43,7 @@ def create() -> tuple[Response, int, dict[str, str]]:
 
 
 @bp.get("")
+@documented({200: S.EndpointList}, tags=["webhooks"])
 def list_endpoints() -> Response:
     tenant = current_tenant()
     with services().reads.connect() as conn:
@@ -47,6 +52,7 @@ def list_endpoints() -> Response:
 
 
 @bp.get("/<endpoint_id>")
+@documented({200: S.Endpoint}, (404,), tags=["webhooks"])
 def get_endpoint(endpoint_id: str) -> Response:
     tenant = current_tenant()
     with services().reads.connect() as conn:
@@ -54,6 +60,7 @@ def get_endpoint(endpoint_id: str) -> Response:
 
 
 @bp.delete("/<endpoint_id>")
+@documented({204: None}, (404,), tags=["webhooks"])
 def delete(endpoint_id: str) -> tuple[str, int]:
     tenant = current_tenant()
     with services().engine.begin() as conn:
@@ -62,6 +69,7 @@ def delete(endpoint_id: str) -> tuple[str, int]:
 
 
 @bp.post("/<endpoint_id>/rotate")
+@documented({200: S.EndpointWithSecret}, (404,), tags=["webhooks"])
 def rotate(endpoint_id: str) -> Response:
     """A new secret, shown once; the old one goes on signing beside it for the grace period."""
     tenant = current_tenant()
@@ -74,6 +82,7 @@ def rotate(endpoint_id: str) -> Response:
 
 
 @bp.post("/job-secret")
+@documented({200: S.JobSecret, 201: S.JobSecret}, tags=["webhooks"])
 def job_secret() -> tuple[Response, int]:
     """The secret that signs deliveries to jobs' own `webhook_url`: made on the first call
     (201), rotated on later ones (200), shown once each time."""

@@ -1,0 +1,190 @@
+"""The shapes of request and response bodies, for the OpenAPI description (`/openapi.json`).
+
+The views keep their own validation, whose errors name the exact field (`inputs[3][2]`); these
+models describe the same contract, and the test suite checks every response against them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
+Priority = Literal["interactive", "normal", "bulk"]
+EventType = Literal["job.succeeded", "job.failed", "job.cancelled", "job.expired"]
+Row = list[float] | dict[str, float]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorDetail(Open):
+    code: str = Field(description="machine-readable: invalid_input, job_not_found, ...")
+    message: str
+    field: str | None = Field(None, description="where the problem is, e.g. inputs[3][2]")
+    status: JobStatus | None = Field(None, description="the job's status (job_not_finished)")
+    retry_after: int | None = Field(None, description="seconds (queue_full)")
+    job_id: str | None = Field(None, description="the failed job (prediction_failed)")
+
+
+class Error(Strict):
+    error: ErrorDetail
+
+
+class Links(Strict):
+    self: str
+    result: str
+
+
+class JobSubmit(Strict):
+    model: str = Field(description="name of a registered model")
+    version: str | int | None = Field(None, description="default: the latest version")
+    inputs: list[Row] = Field(description="rows in feature order, or keyed by feature name")
+    priority: Priority | int | None = Field(None, description="a name, or 0 (lowest) to 9")
+    deadline: float | datetime | None = Field(
+        None, description="seconds from now, or an ISO 8601 time with a timezone")
+    webhook_url: str | None = Field(None, description="told when the job ends")
+
+
+class JobAccepted(Strict):
+    id: str
+    status: JobStatus
+    model: str
+    version: str
+    links: Links
+
+
+class Job(Strict):
+    id: str
+    status: JobStatus
+    model: str
+    version: str
+    rows: int
+    attempts: int
+    priority: Priority
+    from_cache: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    deadline: datetime | None
+    links: Links
+    error: str | None = None
+
+
+class Result(Strict):
+    predictions: list[Any]
+    probabilities: list[list[float]] | None = Field(
+        None, description="classifiers: one list per row, in the order of the model's labels")
+    model: str
+    version: str
+    sha256: str
+
+
+class PredictRequest(Strict):
+    inputs: list[Row]
+    version: str | int | None = None
+
+
+class PredictQuery(Strict):
+    timeout: float | None = Field(None, description="seconds to wait; then 202 with the job")
+
+
+class ModelVersion(Strict):
+    name: str
+    version: str
+    kind: Literal["classifier", "regressor"]
+    n_features: int
+    feature_names: list[str]
+    sha256: str
+    sklearn_version: str | None
+    cache_ttl: int | None
+    labels: list[Any] | None = None
+
+
+class ModelSummary(ModelVersion):
+    versions: list[str]
+
+
+class ModelList(Strict):
+    models: list[ModelSummary]
+
+
+class ModelDetail(ModelVersion):
+    versions: list[ModelVersion]
+
+
+class Attempt(Strict):
+    at: datetime
+    status_code: int | None
+    latency_ms: float | None
+    error: str | None
+
+
+class Delivery(Strict):
+    id: str
+    type: EventType
+    url: str
+    status: Literal["pending", "delivered", "dead"]
+    next_attempt_at: datetime | None
+    attempts: list[Attempt]
+
+
+class Deliveries(Strict):
+    events: list[Delivery]
+
+
+class Redelivered(Strict):
+    events: list[str]
+
+
+class EndpointCreate(Strict):
+    url: str
+    events: list[EventType] | None = None
+
+
+class Endpoint(Strict):
+    id: str
+    url: str | None
+    events: list[EventType]
+    disabled: bool
+    disabled_reason: str | None
+    created_at: datetime
+
+
+class EndpointWithSecret(Endpoint):
+    secret: str = Field(description="whsec_...: shown once")
+    previous_secret_valid_until: datetime | None = None
+
+
+class EndpointList(Strict):
+    endpoints: list[Endpoint]
+
+
+class JobSecret(Strict):
+    id: str
+    secret: str = Field(description="whsec_...: shown once")
+    previous_secret_valid_until: datetime | None = None
+
+
+class Health(Strict):
+    status: Literal["ok"]
+
+
+class QueueState(Strict):
+    depth: int
+    oldest_age_seconds: float | None
+    drain_per_second: float
+
+
+class Ready(Strict):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, str]
+    queues: dict[str, QueueState] | None = None
+    workers: int | None = None

@@ -1,0 +1,66 @@
+"""The OpenAPI 3.1 document describes every route; e2e responses are checked against it."""
+
+from __future__ import annotations
+
+import re
+
+import requests
+from openapi_spec_validator import validate
+
+from tests.conftest import Tenant
+
+NOT_JSON_API = {"/openapi.json", "/docs", "/metrics", "/", "/static/<path:filename>"}
+
+
+def test_the_document_is_valid_openapi_3_1(api_url: str) -> None:
+    document = requests.get(api_url + "/openapi.json", timeout=10).json()
+    validate(document)
+    assert document["openapi"] == "3.1.0"
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert document["paths"]["/healthz"]["get"]["security"] == []
+
+
+def test_every_route_is_described(api_url: str) -> None:
+    from service.api import create_app
+    from service.config import Settings
+
+    document = requests.get(api_url + "/openapi.json", timeout=10).json()
+    app = create_app(Settings.from_env({}, database_url="sqlite://",
+                                       redis_url="redis://127.0.0.1:1/0"))
+    missing = []
+    for rule in app.url_map.iter_rules():
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        if rule.rule in NOT_JSON_API or path.startswith("/apidoc"):
+            continue
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            operation = document["paths"].get(path, {}).get(method.lower())
+            if operation is None:
+                missing.append(f"{method} {path}")
+            else:
+                assert operation["summary"], f"{method} {path} has no summary"
+                assert "200" in operation["responses"] or any(
+                    code.startswith("2") for code in operation["responses"])
+    assert missing == []
+
+
+def test_docs_page_lists_the_operations(api_url: str) -> None:
+    page = requests.get(api_url + "/docs", timeout=10)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "POST /v1/jobs" in page.text and "/openapi.json" in page.text
+
+
+def test_an_answer_outside_the_document_would_fail_the_check(
+    tenant: Tenant, api_url: str,
+) -> None:
+    """The response hook on every tenant session is live: a made-up answer is refused."""
+    import pytest
+    from openapi_core.validation.response.exceptions import ResponseValidationError
+
+    from tests.openapi_check import check_response
+
+    response = requests.get(api_url + "/v1/models", headers=tenant.http.headers, timeout=10)
+    assert response.status_code == 200
+    check_response(response)  # the real answer passes
+    response._content = b'{"models": [{"name": 5}]}'  # noqa: SLF001
+    with pytest.raises(ResponseValidationError):
+        check_response(response)
