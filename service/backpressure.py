@@ -18,7 +18,7 @@ from datetime import datetime
 import redis
 from sqlalchemy import Engine, func, select
 
-from service import realtime
+from service import metrics, realtime
 from service.db import jobs
 from service.errors import PredqError
 from service.jobs import JobStatus, utcnow
@@ -76,9 +76,11 @@ class QueueGauge:
             depth = self._depth.get(queue, 0)
             mine = self._tenant_depth.get((queue, tenant), 0)
             if depth + n_jobs > limit:
+                metrics.REJECTED_JOBS.labels(queue, "queue_full").inc(n_jobs)
                 raise QueueFull(f"queue {queue} is full ({depth} jobs waiting, limit {limit}); "
                                 "retry later", self._retry_after(queue, depth + n_jobs - limit))
             if mine + n_jobs > tenant_limit:
+                metrics.REJECTED_JOBS.labels(queue, "tenant_share").inc(n_jobs)
                 raise QueueFull(
                     f"this tenant has {mine} jobs waiting in {queue}, its share of the queue "
                     f"is {tenant_limit}; retry later",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from service import metricsdir
 from service.config import Settings
 from service.db import make_engine
 from service.errors import PredqError
@@ -134,13 +135,16 @@ def api(workers: int | None, connections: int | None) -> None:
     settings = _settings()
     settings = settings.replace(api_workers=workers or settings.api_workers,
                                 api_connections=connections or settings.api_connections)
+    metricsdir.export(settings.metrics_dir)
     os.execvp(sys.executable, [sys.executable, *api_command(settings)])
 
 
 @main.command()
 def deliverer() -> None:
     """Run the webhook deliverer: a Celery worker on the webhooks queue, with threads."""
-    os.execvp(sys.executable, [sys.executable, *deliverer_command(_settings())])
+    settings = _settings()
+    metricsdir.export(settings.metrics_dir)
+    os.execvp(sys.executable, [sys.executable, *deliverer_command(settings)])
 
 
 @main.command()
@@ -154,12 +158,15 @@ def beat() -> None:
               help="queues to consume, highest priority first")
 def worker(queues: str) -> None:
     """Run a Celery worker that micro-batches predictions."""
-    os.execvp(sys.executable, [sys.executable, *worker_command(_settings(), queues)])
+    settings = _settings()
+    metricsdir.export(settings.metrics_dir)
+    os.execvp(sys.executable, [sys.executable, *worker_command(settings, queues)])
 
 
 def api_command(settings: Settings) -> list[str]:
     # gevent (the default; see Settings.api_worker_class): waiting requests cost a greenlet.
     return ["-m", "gunicorn", "service.wsgi:app", "--bind", f"{settings.host}:{settings.port}",
+            "--config", "python:service.gunicorn_conf",  # child_exit: metrics bookkeeping
             "--worker-class", settings.api_worker_class, "--workers", str(settings.api_workers),
             "--worker-connections", str(settings.api_connections), "--timeout", "30",
             "--graceful-timeout", "20", "--log-level", "warning"]

@@ -28,6 +28,10 @@ class Settings:
     var_dir: str = str(_VAR)
     #: Where registered model artifacts are copied (content-addressed by sha256, read-only).
     model_dir: str = str(_VAR / "models")
+    #: Where the API, worker and deliverer processes of this machine share their Prometheus
+    #: samples (prometheus_client multiprocess mode); `predq up` empties it at start. Empty:
+    #: each process keeps its own, and `/metrics` shows only the answering API process's.
+    metrics_dir: str = str(_VAR / "metrics")
     #: Largest accepted request body in bytes (413 beyond it).
     max_body_bytes: int = 10 * 1024 * 1024
     #: Largest number of rows one JSON job may carry (400 beyond it).

@@ -11,7 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from service import embedded, keys
+from service import embedded, keys, metricsdir
 from service.config import Settings
 from service.db import make_engine
 from service.demo import register_demo_models
@@ -62,7 +62,8 @@ def run_all(settings: Settings, embedded_redis: bool) -> int:
         with make_engine(settings.database_url).begin() as conn:
             register_demo_models(conn, settings.model_dir, var / "demo")
         key = dev_key(settings)
-        env = {**os.environ, **settings.env()}
+        env = {**os.environ, **settings.env(),
+               **metricsdir.export(settings.metrics_dir, clean=True)}  # a fresh count
         from service.cli import api_command, beat_command, deliverer_command, worker_command
 
         # Each child gets its own session: Ctrl-C reaches only us, and each child then gets one
@@ -132,6 +133,8 @@ predq is running at {url}   (Ctrl-C stops everything)
   result store: {settings.database_url}
   redis:        {settings.redis_url}
   API key:      {key}   (also in {Path(settings.var_dir) / 'dev-api-key'})
+
+Dashboard: {url}/#key={key}
 
 Try it:
   curl -s -X POST {url}/v1/jobs -H 'Authorization: Bearer {key}' \\

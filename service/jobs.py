@@ -57,6 +57,7 @@ class NewJob:
     deadline: datetime | None = None
     cached_result: str | None = None
     webhook_url: str | None = None
+    model: str = ""  # the model's name, for metrics labels
 
     def with_id(self) -> NewJob:
         return self if self.id else replace(self, id=str(uuid.uuid4()))
@@ -75,6 +76,8 @@ class Claimed:
     inputs: np.ndarray
     attempts: int
     queue: str = NORMAL
+    tenant: str = ""
+    created_at: datetime | None = None  # for the submit-to-result time
 
 
 def encode_inputs(matrix: np.ndarray) -> bytes:
@@ -144,11 +147,11 @@ def claim(conn: Connection, job_ids: Iterable[str], lease_seconds: float) -> lis
             attempts=jobs.c.attempts + 1,
         )
         .returning(jobs.c.id, jobs.c.model_id, jobs.c.inputs, jobs.c.n_rows, jobs.c.attempts,
-                   jobs.c.queue)
+                   jobs.c.queue, jobs.c.tenant, jobs.c.created_at)
     )
     return [
         Claimed(row.id, row.model_id, decode_inputs(row.inputs, row.n_rows), row.attempts,
-                row.queue)
+                row.queue, row.tenant, row.created_at)
         for row in conn.execute(stmt)
     ]
 
@@ -206,13 +209,13 @@ def claim_expired(conn: Connection, job_id: str, lease_seconds: float) -> Claime
         .values(lease_until=now + timedelta(seconds=lease_seconds),
                 attempts=jobs.c.attempts + 1)
         .returning(jobs.c.id, jobs.c.model_id, jobs.c.inputs, jobs.c.n_rows, jobs.c.attempts,
-                   jobs.c.queue)
+                   jobs.c.queue, jobs.c.tenant, jobs.c.created_at)
     )
     row = conn.execute(stmt).first()
     if row is None:
         return None
     return Claimed(row.id, row.model_id, decode_inputs(row.inputs, row.n_rows), row.attempts,
-                   row.queue)
+                   row.queue, row.tenant, row.created_at)
 
 
 def fail_exhausted(conn: Connection, max_attempts: int) -> list[str]:

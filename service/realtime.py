@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import redis
 
+from service import metrics
 from service.registry import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,13 @@ def cached_result(client: redis.Redis, info: ModelInfo, rows: np.ndarray) -> str
         value = client.get(cache_key(info, rows[0]))
     except redis.RedisError as exc:
         log.warning("prediction cache unavailable: %s", exc)
+        metrics.CACHE_REQUESTS.labels("error").inc()
         return None
-    return value.decode() if isinstance(value, bytes) else None
+    if not isinstance(value, bytes):
+        metrics.CACHE_REQUESTS.labels("miss").inc()
+        return None
+    metrics.CACHE_REQUESTS.labels("hit").inc()
+    return value.decode()
 
 
 def after_batch(client: redis.Redis, done: Sequence[str], drained: dict[str, int],

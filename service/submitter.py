@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from service import jobs
+from service import jobs, metrics
 from service.errors import TransientError
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,8 @@ class GroupCommitter:
         except Exception as exc:  # noqa: BLE001 - the waiters must always be woken
             log.exception("job insert failed")
             error = exc
+        if error is None:  # counted before the 202s go out
+            metrics.jobs_committed(item.job for item in group)
         for item in group:
             item.error = error
             item.done.set()

@@ -14,7 +14,7 @@ import redis
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from service import jobs, realtime, registry
+from service import jobs, metrics, realtime, registry
 from service.errors import ModelLoadError
 from service.jobs import Claimed, Outcome
 from service.webhooks import events as webhook_events
@@ -65,6 +65,7 @@ class Runner:
         so it cannot take its neighbours down with it again."""
         ids = list(dict.fromkeys(job_ids))
         claimed, expired = _with_retry(lambda: self._claim(ids))
+        metrics.batch_claimed(len(claimed))
         by_model: dict[int, list[Claimed]] = defaultdict(list)
         for job in claimed:
             by_model[job.model_id].append(job)
@@ -124,6 +125,7 @@ class Runner:
                   expired: Sequence[str]) -> None:
         """After the commit: wake synchronous callers, count what left each queue, and cache
         single-row results of models that opted in."""
+        self._count(claimed, outcomes)
         if self.announcer is None or not (claimed or expired):
             return
         drained: dict[str, int] = defaultdict(int)
@@ -139,6 +141,16 @@ class Runner:
                 cache.append((key, json.dumps(outcome.result), ttl))
         done = [o.id for o in outcomes] + list(expired)
         realtime.after_batch(self.announcer, done, drained, cache)
+
+    def _count(self, claimed: Sequence[Claimed], outcomes: Sequence[Outcome]) -> None:
+        """Metrics of committed outcomes: jobs finished, and their submit-to-result time."""
+        by_id = {job.id: job for job in claimed}
+        now = jobs.utcnow()
+        for outcome in outcomes:
+            job = by_id[outcome.id]
+            info = self._infos.get(job.model_id)
+            metrics.job_finished(info.name if info else str(job.model_id), job.tenant,
+                                 outcome.error is not None, job.created_at, now)
 
     def _claim_expired(self, job_id: str) -> Claimed | None:
         with self.engine.begin() as conn:
@@ -169,7 +181,9 @@ class Runner:
             return [Outcome(job.id, error=exc.message) for job in group]
         try:
             rows = np.concatenate([job.inputs for job in group])
-            return _split(group, predict(model, info, rows))
+            with metrics.PREDICT_DURATION.labels(info.name).time():
+                out = predict(model, info, rows)
+            return _split(group, out)
         except Exception as exc:  # noqa: BLE001 - find the job that broke the batch
             if len(group) == 1:
                 return [_failed(group[0], exc)]

@@ -18,7 +18,7 @@ from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
 from sqlalchemy.exc import OperationalError
 
-from service import realtime
+from service import metrics, realtime
 from service.config import Settings
 from service.db import make_engine
 from service.webhooks import events as webhook_events
@@ -169,6 +169,8 @@ def register(app: Celery) -> None:
     settings: Settings = app.conf.predq_settings
     signals.worker_process_init.connect(lambda **_: warm_up(settings), weak=False)
     signals.worker_ready.connect(lambda **_: start_heartbeat(settings), weak=False)
+    signals.worker_process_shutdown.connect(lambda pid, **_: metrics.process_exited(pid),
+                                            weak=False)
 
     @app.task(
         base=RequeueingBatches,

@@ -9,6 +9,7 @@ from email.utils import parsedate_to_datetime
 from sqlalchemy import Engine
 from standardwebhooks import Webhook
 
+from service import metrics
 from service.config import Settings
 from service.errors import PredqError
 from service.jobs import utcnow
@@ -42,6 +43,8 @@ class Deliverer:
         attempt = self._attempt(event, endpoint)
         with self.engine.begin() as conn:
             delay = events.complete(conn, event, attempt, self.schedule)
+        metrics.WEBHOOK_ATTEMPTS.labels("delivered" if attempt.delivered else
+                                        "failed" if delay is not None else "dead").inc()
         outcome = ("delivered" if attempt.delivered else
                    f"failed ({attempt.error or attempt.status_code}), "
                    + (f"next attempt in {delay:.1f} s" if delay is not None else "dead-lettered"))

@@ -72,7 +72,11 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     app.register_blueprint(jobs.bp)
     app.register_blueprint(models.bp)
     app.register_blueprint(webhooks.bp)
+    from service.api import dashboard
+    app.register_blueprint(dashboard.bp)
     openapi.register(app)
+    from service.api import metrics
+    metrics.register(app)  # GET /metrics and the HTTP request metrics
     return app
 
 

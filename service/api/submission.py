@@ -109,4 +109,5 @@ def prepare(svc: Services, tenant: str, model: ModelInfo, rows: np.ndarray, queu
     if cached is None:
         svc.gauge.admit(queue, tenant)
     return jobs.NewJob(tenant=tenant, model_id=model.id, inputs=rows, queue=queue,
-                       deadline=deadline, cached_result=cached, webhook_url=webhook_url).with_id()
+                       deadline=deadline, cached_result=cached, webhook_url=webhook_url,
+                       model=model.name).with_id()

@@ -33,9 +33,9 @@ def gunicorn(settings: Settings, tmp_path: Path) -> Iterator[str]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                requests.get(url + "/healthz", timeout=1)
+                requests.get(url + "/healthz", timeout=5)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or still loading the app
                 assert proc.poll() is None and time.monotonic() < deadline, \
                     (tmp_path / "api.log").read_text()
                 time.sleep(0.1)

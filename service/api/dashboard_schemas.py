@@ -1,0 +1,72 @@
+"""Request and response shapes of the dashboard's endpoints, for the OpenAPI description (the
+rest of the API's are in schemas.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from service.api.schemas import EventType, JobStatus, Priority, Strict
+
+
+class JobListQuery(Strict):
+    limit: int = Field(50, ge=1, le=500, description="most jobs to list")
+    status: JobStatus | None = Field(None, description="only jobs in this status")
+
+
+class JobSummary(Strict):
+    id: str
+    status: JobStatus
+    model: str
+    version: str
+    rows: int
+    priority: Priority
+    progress: float = Field(ge=0, le=1, description="share of the work done (1 once final)")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobList(Strict):
+    jobs: list[JobSummary] = Field(description="newest first")
+
+
+class StatsQuery(Strict):
+    minutes: int = Field(15, ge=1, le=60, description="how many minutes back, this one included")
+
+
+class StatsMinute(Strict):
+    minute: datetime = Field(description="start of the minute (UTC)")
+    finished: int = Field(description="jobs that succeeded or failed in this minute")
+    succeeded: int
+    failed: int
+    p50_ms: float | None = Field(description="median submit-to-finish time; null: none finished")
+    p99_ms: float | None
+
+
+class Stats(Strict):
+    minutes: list[StatsMinute] = Field(description="oldest first; the last one is in progress")
+
+
+class FailuresQuery(Strict):
+    limit: int = Field(50, ge=1, le=500, description="most events to list")
+
+
+class WebhookFailure(Strict):
+    id: str
+    job_id: str
+    endpoint_id: str
+    url: str
+    type: EventType
+    status: Literal["pending", "dead"]
+    attempts: int
+    last_error: str | None
+    next_attempt_at: datetime | None = Field(description="pending: when it is tried again")
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class WebhookFailures(Strict):
+    events: list[WebhookFailure] = Field(description="most recent first")

@@ -1,0 +1,80 @@
+"""`GET /metrics` in the Prometheus text format, and the HTTP request metrics.
+
+In multiprocess mode a scrape adds up the files every predq process wrote (API, workers,
+deliverer); otherwise it reads this process's default registry. Either way the queue gauges
+are read at scrape time, from SQL, by the API's QueueGauge.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+from flask import Flask, Response, g, request
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from service import metrics
+from service.backpressure import QueueGauge
+
+log = logging.getLogger(__name__)
+TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes
+
+
+class QueueCollector:
+    """Depth and oldest queued job's age of every predict queue, computed when scraped."""
+
+    def __init__(self, gauge: QueueGauge) -> None:
+        self._gauge = gauge
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            stats = self._gauge.stats()
+        except Exception as exc:  # noqa: BLE001 - the rest of the scrape is still worth having
+            log.warning("queue metrics unavailable: %s", str(exc).splitlines()[0])
+            return
+        depth = GaugeMetricFamily("predq_queue_depth_jobs", "Queued jobs per queue.",
+                                  labels=["queue"])
+        age = GaugeMetricFamily("predq_queue_oldest_job_age_seconds",
+                                "Age of the oldest queued job per queue (0: none queued).",
+                                labels=["queue"])
+        for queue, stat in stats.items():
+            depth.add_metric([queue], stat.depth)
+            age.add_metric([queue], stat.oldest_age_seconds or 0.0)
+        yield depth
+        yield age
+
+
+def register(app: Flask) -> None:
+    """Add `GET /metrics` (unauthenticated) and time every request."""
+    registry = CollectorRegistry()
+    if metrics.MULTIPROC_DIR is not None:
+        MultiProcessCollector(registry, metrics.MULTIPROC_DIR)
+    registry.register(QueueCollector(app.extensions["predq"].gauge))
+    sources = [registry] if metrics.MULTIPROC_DIR is not None else [REGISTRY, registry]
+
+    def scrape() -> Response:
+        body = b"".join(generate_latest(source) for source in sources)
+        return Response(body, content_type=TEXT_FORMAT)
+
+    app.add_url_rule("/metrics", "metrics", scrape, methods=["GET"])
+    # First, so the time includes every other before_request hook.
+    app.before_request_funcs.setdefault(None, []).insert(0, _start)
+    app.after_request(_observe)
+
+
+def _start() -> None:
+    g.predq_started = time.perf_counter()
+
+
+def _observe(response: Response) -> Response:
+    rule = request.url_rule
+    labels = (request.method, rule.rule if rule is not None else "unmatched",
+              str(response.status_code))
+    metrics.HTTP_REQUESTS.labels(*labels).inc()
+    started = g.pop("predq_started", None)
+    if started is not None:
+        metrics.HTTP_DURATION.labels(*labels).observe(time.perf_counter() - started)
+    return response

@@ -1,0 +1,103 @@
+"""Prometheus metrics: every family predq exports, and the few helpers that record them.
+
+Each process of a deployment (gunicorn workers, Celery pool processes, the deliverer) writes its
+samples to files in `PROMETHEUS_MULTIPROC_DIR` (prometheus_client's multiprocess mode); the
+API's `GET /metrics` (service/api/metrics.py) adds them up. prometheus_client chooses its mode
+when it is first imported, so the CLI sets the variable before it starts those processes
+(`metricsdir.export`). Without it, as in the test suite's in-process server, each process keeps
+its own samples in the default registry.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter as TallyCounter
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Histogram
+
+if TYPE_CHECKING:
+    from service.jobs import NewJob
+
+#: Where this process's samples go; None: single-process mode. Read once, as prometheus_client
+#: itself does at import.
+MULTIPROC_DIR: str | None = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+JOBS_SUBMITTED = Counter(
+    "predq_jobs_submitted_total", "Jobs the API committed.", ["model", "tenant"])
+JOBS_FINISHED = Counter(
+    "predq_jobs_finished_total",
+    "Jobs that reached succeeded or failed (by a worker, or at once from the prediction cache).",
+    ["model", "status", "tenant"])
+REJECTED_JOBS = Counter(
+    "predq_rejected_jobs_total",
+    "Jobs refused with 429: the queue (queue_full) or the tenant's share of it (tenant_share) "
+    "was full.", ["queue", "reason"])
+BATCH_SIZE = Histogram(
+    "predq_batch_size_jobs", "Jobs a worker claimed and predicted as one micro-batch.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384))
+PREDICT_DURATION = Histogram(
+    "predq_predict_duration_seconds", "One predict() call on a micro-batch's rows of one model.",
+    ["model"], buckets=(0.0001, 0.00025, 0.0005, *_LATENCY))
+JOB_DURATION = Histogram(
+    "predq_job_duration_seconds",
+    "From the job's commit by the API to the commit of its outcome by a worker.",
+    ["model"], buckets=(*_LATENCY, 60.0, 300.0, 1800.0, 3600.0))
+HTTP_REQUESTS = Counter(
+    "predq_http_requests_total", "HTTP requests answered, by route template and status.",
+    ["method", "route", "status"])
+HTTP_DURATION = Histogram(
+    "predq_http_request_duration_seconds",
+    "Time to answer an HTTP request (a synchronous predict includes its wait).",
+    ["method", "route", "status"], buckets=_LATENCY)
+WEBHOOK_ATTEMPTS = Counter(
+    "predq_webhook_attempts_total",
+    "Webhook delivery attempts: delivered, failed (retried later) or dead (given up).",
+    ["outcome"])
+CACHE_REQUESTS = Counter(
+    "predq_cache_requests_total",
+    "Prediction cache look-ups of single-row inputs of cached models: hit, miss or error.",
+    ["result"])
+
+
+def jobs_committed(new_jobs: Iterable[NewJob]) -> None:
+    """Count committed jobs; one answered from the prediction cache is finished as well."""
+    submitted: TallyCounter[tuple[str, str]] = TallyCounter()
+    cached: TallyCounter[tuple[str, str]] = TallyCounter()
+    for job in new_jobs:  # a group is up to hundreds of jobs of a few models and tenants
+        labels = (job.model or str(job.model_id), job.tenant)
+        submitted[labels] += 1
+        if not job.needs_worker:
+            cached[labels] += 1
+    for (model, tenant), n in submitted.items():
+        JOBS_SUBMITTED.labels(model, tenant).inc(n)
+    for (model, tenant), n in cached.items():
+        JOBS_FINISHED.labels(model, "succeeded", tenant).inc(n)
+
+
+def job_finished(model: str, tenant: str, failed: bool, created_at: datetime | None,
+                 now: datetime) -> None:
+    """Count a job whose outcome a worker committed, and observe its submit-to-result time."""
+    JOBS_FINISHED.labels(model, "failed" if failed else "succeeded", tenant).inc()
+    if created_at is not None:
+        if created_at.tzinfo is None:  # SQLite hands back naive datetimes; predq writes UTC
+            created_at = created_at.replace(tzinfo=UTC)
+        JOB_DURATION.labels(model).observe(max(0.0, (now - created_at).total_seconds()))
+
+
+def batch_claimed(n_jobs: int) -> None:
+    if n_jobs:
+        BATCH_SIZE.observe(n_jobs)
+
+
+def process_exited(pid: int) -> None:
+    """Multiprocess bookkeeping when a gunicorn or Celery pool process ends (its counters stay
+    counted; only live gauges of the pid would go)."""
+    if MULTIPROC_DIR is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, MULTIPROC_DIR)
