@@ -166,7 +166,7 @@ def worker(queues: str) -> None:
 def api_command(settings: Settings) -> list[str]:
     # gevent (the default; see Settings.api_worker_class): waiting requests cost a greenlet.
     return ["-m", "gunicorn", "service.wsgi:app", "--bind", f"{settings.host}:{settings.port}",
-            "--config", "python:service.gunicorn_conf",  # child_exit: metrics bookkeeping
+            "--config", "python:service.gunicorn_conf",  # metrics bookkeeping, log format
             "--worker-class", settings.api_worker_class, "--workers", str(settings.api_workers),
             "--worker-connections", str(settings.api_connections), "--timeout", "30",
             "--graceful-timeout", "20", "--log-level", "warning"]
@@ -174,7 +174,8 @@ def api_command(settings: Settings) -> list[str]:
 
 def deliverer_command(settings: Settings) -> list[str]:
     # Threads: an attempt mostly waits on the receiver; never on a prediction worker's pool.
-    return ["-m", "celery", "-A", "workers.main", "worker", "-Q", "webhooks", "--pool",
+    return ["-m", "celery", "-A", "workers.main", *_quiet(settings), "worker", "-Q", "webhooks",
+            "--pool",
             "threads", "--concurrency", str(settings.webhook_concurrency), "--hostname",
             "deliverer@%h", "--loglevel", settings.log_level, "--without-gossip",
             "--without-mingle", "--without-heartbeat"]
@@ -188,9 +189,14 @@ def beat_command(settings: Settings) -> list[str]:
 
 def worker_command(settings: Settings, queues: str = DEFAULT_QUEUES) -> list[str]:
     concurrency = settings.worker_concurrency or os.cpu_count() or 1
-    return ["-m", "celery", "-A", "workers.main", "worker", "-Q", queues,
+    return ["-m", "celery", "-A", "workers.main", *_quiet(settings), "worker", "-Q", queues,
             "--concurrency", str(concurrency), "--loglevel", settings.log_level,
             "--without-gossip", "--without-mingle", "--without-heartbeat"]
+
+
+def _quiet(settings: Settings) -> list[str]:
+    """No start-up banner where every line must be JSON."""
+    return ["--quiet"] if settings.log_format == "json" else []
 
 
 @main.command()

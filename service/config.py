@@ -112,6 +112,8 @@ class Settings:
     webhook_rotation_grace: float = 86_400.0
     #: Threads of `predq deliverer`, the webhook worker.
     webhook_concurrency: int = 16
+    #: `json` (one object per line, for log pipelines) or `text` (what `predq up` shows).
+    log_format: str = "json"
     #: Log level for API and workers.
     log_level: str = "INFO"
 

@@ -76,6 +76,7 @@ jobs = Table(
     Column("deadline", DateTime(timezone=True), nullable=True),  # not started by then: expired
     Column("from_cache", Boolean, nullable=False, default=False),
     Column("webhook_url", Text, nullable=True),  # told when the job ends (tenant's job secret)
+    Column("request_id", String(64), nullable=True),  # the HTTP request that submitted it
     Index("ix_jobs_tenant_created", "tenant", "created_at"),
     Index("ix_jobs_status_created", "status", "created_at"),
     Index("ix_jobs_status_queue_tenant", "status", "queue", "tenant", "created_at"),

@@ -56,6 +56,8 @@ def run_all(settings: Settings, embedded_redis: bool) -> int:
     var.mkdir(parents=True, exist_ok=True)
     redis_proc = embedded.start_redis(var) if embedded_redis else None
     settings = settings.replace(secret_key=dev_secret_key(settings))
+    if "PREDQ_LOG_FORMAT" not in os.environ:  # a person reads these lines
+        settings = settings.replace(log_format="text")
     children: list[subprocess.Popen[bytes]] = []
     try:
         upgrade(settings.database_url)

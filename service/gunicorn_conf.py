@@ -12,3 +12,31 @@ def child_exit(_server: Any, worker: Any) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def _logconfig() -> dict[str, Any]:
+    """gunicorn's own lines (start, worker exits, errors) in predq's format."""
+    json_format = os.environ.get("PREDQ_LOG_FORMAT", "json") == "json"
+    formatter: dict[str, Any] = (
+        {"()": "pythonjsonlogger.json.JsonFormatter",
+         "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+         "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger",
+                           "process": "pid"},
+         "datefmt": "%Y-%m-%dT%H:%M:%S%z"}
+        if json_format else {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"})
+    handler = {"class": "logging.StreamHandler", "formatter": "predq",
+               "stream": "ext://sys.stderr"}
+    return {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"predq": formatter},
+        "handlers": {"predq": handler},
+        # gunicorn merges this over its defaults: every handler it names must be defined here.
+        "root": {"level": "INFO", "handlers": ["predq"]},
+        "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["predq"],
+                                       "propagate": False},
+                    "gunicorn.access": {"level": "INFO", "handlers": ["predq"],
+                                        "propagate": False}},
+    }
+
+
+logconfig_dict = _logconfig()

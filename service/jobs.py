@@ -58,6 +58,7 @@ class NewJob:
     cached_result: str | None = None
     webhook_url: str | None = None
     model: str = ""  # the model's name, for metrics labels
+    request_id: str | None = None  # the HTTP request that submitted it
 
     def with_id(self) -> NewJob:
         return self if self.id else replace(self, id=str(uuid.uuid4()))
@@ -78,6 +79,7 @@ class Claimed:
     queue: str = NORMAL
     tenant: str = ""
     created_at: datetime | None = None  # for the submit-to-result time
+    request_id: str | None = None  # for the logs
 
 
 def encode_inputs(matrix: np.ndarray) -> bytes:
@@ -119,6 +121,7 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[str]:
             "published_at": now,  # the caller publishes right after the commit
             "deadline": job.deadline,
             "webhook_url": job.webhook_url,
+            "request_id": job.request_id,
         }
         for job in new_jobs
     ]
@@ -147,11 +150,11 @@ def claim(conn: Connection, job_ids: Iterable[str], lease_seconds: float) -> lis
             attempts=jobs.c.attempts + 1,
         )
         .returning(jobs.c.id, jobs.c.model_id, jobs.c.inputs, jobs.c.n_rows, jobs.c.attempts,
-                   jobs.c.queue, jobs.c.tenant, jobs.c.created_at)
+                   jobs.c.queue, jobs.c.tenant, jobs.c.created_at, jobs.c.request_id)
     )
     return [
         Claimed(row.id, row.model_id, decode_inputs(row.inputs, row.n_rows), row.attempts,
-                row.queue, row.tenant, row.created_at)
+                row.queue, row.tenant, row.created_at, row.request_id)
         for row in conn.execute(stmt)
     ]
 
@@ -209,13 +212,13 @@ def claim_expired(conn: Connection, job_id: str, lease_seconds: float) -> Claime
         .values(lease_until=now + timedelta(seconds=lease_seconds),
                 attempts=jobs.c.attempts + 1)
         .returning(jobs.c.id, jobs.c.model_id, jobs.c.inputs, jobs.c.n_rows, jobs.c.attempts,
-                   jobs.c.queue, jobs.c.tenant, jobs.c.created_at)
+                   jobs.c.queue, jobs.c.tenant, jobs.c.created_at, jobs.c.request_id)
     )
     row = conn.execute(stmt).first()
     if row is None:
         return None
     return Claimed(row.id, row.model_id, decode_inputs(row.inputs, row.n_rows), row.attempts,
-                   row.queue, row.tenant, row.created_at)
+                   row.queue, row.tenant, row.created_at, row.request_id)
 
 
 def fail_exhausted(conn: Connection, max_attempts: int) -> list[str]:

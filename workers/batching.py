@@ -92,7 +92,9 @@ class Runner:
         job = _with_retry(lambda: self._claim_expired(job_id))
         if job is None:
             return None
-        log.warning("job %s lost its worker; attempt %d runs alone", job.id, job.attempts)
+        log.warning("job %s lost its worker; attempt %d runs alone", job.id, job.attempts,
+                    extra={"job_id": job.id, "tenant": job.tenant,
+                           "request_id": job.request_id})
         if job.attempts > self.max_attempts:
             outcome = Outcome(job.id, error=jobs.exhausted_error(self.max_attempts))
         else:
@@ -149,8 +151,13 @@ class Runner:
         for outcome in outcomes:
             job = by_id[outcome.id]
             info = self._infos.get(job.model_id)
-            metrics.job_finished(info.name if info else str(job.model_id), job.tenant,
-                                 outcome.error is not None, job.created_at, now)
+            name = info.name if info else str(job.model_id)
+            metrics.job_finished(name, job.tenant, outcome.error is not None, job.created_at, now)
+            log.log(logging.WARNING if outcome.error else logging.INFO, "job finished", extra={
+                "job_id": job.id, "tenant": job.tenant, "request_id": job.request_id,
+                "model": name, "version": info.version if info else None,
+                "status": "failed" if outcome.error else "succeeded", "rows": len(job.inputs),
+                "attempt": job.attempts, "error": outcome.error})
 
     def _claim_expired(self, job_id: str) -> Claimed | None:
         with self.engine.begin() as conn:

@@ -18,7 +18,7 @@ from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
 from sqlalchemy.exc import OperationalError
 
-from service import metrics, realtime
+from service import logs, metrics, realtime
 from service.config import Settings
 from service.db import make_engine
 from service.webhooks import events as webhook_events
@@ -167,6 +167,9 @@ def start_heartbeat(settings: Settings, interval: float = 10.0) -> None:
 
 def register(app: Celery) -> None:
     settings: Settings = app.conf.predq_settings
+    # Our handler and format instead of Celery's (a receiver here stops Celery configuring).
+    signals.setup_logging.connect(
+        lambda **_: logs.configure(settings.log_level, settings.log_format), weak=False)
     signals.worker_process_init.connect(lambda **_: warm_up(settings), weak=False)
     signals.worker_ready.connect(lambda **_: start_heartbeat(settings), weak=False)
     signals.worker_process_shutdown.connect(lambda pid, **_: metrics.process_exited(pid),

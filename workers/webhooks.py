@@ -49,7 +49,8 @@ class Deliverer:
                    f"failed ({attempt.error or attempt.status_code}), "
                    + (f"next attempt in {delay:.1f} s" if delay is not None else "dead-lettered"))
         log.info("webhook %s %s for job %s, attempt %d: %s", event.id, event.type,
-                 event.job_id, event.attempts, outcome)
+                 event.job_id, event.attempts, outcome,
+                 extra={"event_id": event.id, "job_id": event.job_id, "tenant": event.tenant})
         return delay
 
     def _attempt(self, event: events.Event, endpoint: endpoints.Endpoint | None,

@@ -68,6 +68,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     logging.getLogger("service").setLevel(settings.log_level)
 
     errors.register(app)
+    _request_ids(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(models.bp)
@@ -78,6 +79,31 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     from service.api import metrics
     metrics.register(app)  # GET /metrics and the HTTP request metrics
     return app
+
+
+def _request_ids(app: Flask) -> None:
+    """Every request gets an id (the caller's X-Request-ID, or a new one), answered in the
+    same header and attached to every log line and job it produces."""
+    from flask import Response, g, request
+
+    from service import logs
+
+    @app.before_request
+    def assign() -> None:
+        g.request_id = logs.new_request_id(request.headers.get("X-Request-ID"))
+        g.request_id_token = logs.request_id.set(g.request_id)
+
+    @app.after_request
+    def answer(response: Response) -> Response:
+        if "request_id" in g:
+            response.headers["X-Request-ID"] = g.request_id
+        return response
+
+    @app.teardown_request
+    def forget(_exc: BaseException | None) -> None:
+        token = g.pop("request_id_token", None)
+        if token is not None:
+            logs.request_id.reset(token)
 
 
 def services() -> Services:

@@ -17,6 +17,7 @@ from service.api.submission import (
     check_fields,
     check_webhook_url,
     json_body,
+    log_accepted,
     parse_deadline,
     prepare,
     version_of,
@@ -53,6 +54,7 @@ def submit() -> tuple[Response, int, dict[str, str]]:
     model = svc.models.resolve(name, version_of(body))
     rows = parse_rows(body["inputs"], model, svc.settings.max_rows_per_job)
     job = svc.committer.submit(prepare(svc, tenant, model, rows, queue, deadline, webhook_url))
+    log_accepted(job, model)
     return accepted(job, model.name, model.version)
 
 

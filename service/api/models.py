@@ -14,7 +14,7 @@ from service.api import services
 from service.api.auth import current_tenant
 from service.api.jobs import accepted
 from service.api.openapi import documented
-from service.api.submission import check_fields, json_body, prepare, version_of
+from service.api.submission import check_fields, json_body, log_accepted, prepare, version_of
 from service.errors import InvalidInput, JobNotFinished, ModelNotFound, PredqError
 from service.inputs import parse_rows
 
@@ -91,6 +91,7 @@ def predict(name: str) -> Response | tuple[Response, int, dict[str, str]]:
     svc.waiter.expect(job.id)
     try:
         svc.committer.submit(job)
+        log_accepted(job, model)
         while True:
             woken = not job.needs_worker or svc.waiter.wait(job.id, until - time.monotonic())
             answer = _final_result(tenant, job.id)

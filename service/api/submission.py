@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 from flask import request
 
-from service import jobs, realtime
+from service import jobs, logs, realtime
 from service.api import Services
 from service.errors import InvalidInput, MalformedJSON, PredqError
 from service.registry import ModelInfo
@@ -18,6 +19,7 @@ from service.webhooks import endpoints
 from service.webhooks.safety import check_url
 
 MAX_DEADLINE = timedelta(days=30)
+log = logging.getLogger(__name__)
 
 
 class UnsupportedMediaType(PredqError):
@@ -110,4 +112,11 @@ def prepare(svc: Services, tenant: str, model: ModelInfo, rows: np.ndarray, queu
         svc.gauge.admit(queue, tenant)
     return jobs.NewJob(tenant=tenant, model_id=model.id, inputs=rows, queue=queue,
                        deadline=deadline, cached_result=cached, webhook_url=webhook_url,
-                       model=model.name).with_id()
+                       model=model.name, request_id=logs.request_id.get()).with_id()
+
+
+def log_accepted(job: jobs.NewJob, model: ModelInfo) -> None:
+    """One line per accepted job, after its commit."""
+    log.info("job accepted", extra={
+        "job_id": job.id, "tenant": job.tenant, "model": model.name, "version": model.version,
+        "rows": len(job.inputs), "queue": job.queue, "from_cache": not job.needs_worker})

@@ -1,0 +1,64 @@
+"""Logging for every predq process: one JSON object per line in production, readable lines for
+`make run`. A line about a job carries `job_id` and `tenant`; `request_id` follows a job from
+the HTTP request that submitted it (the job row keeps it) to the worker that runs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import uuid
+from contextvars import ContextVar
+
+from pythonjsonlogger.json import JsonFormatter
+
+#: The request being served by this thread or greenlet, if any.
+request_id: ContextVar[str | None] = ContextVar("predq_request_id", default=None)
+CONTEXT = ("request_id", "job_id", "tenant", "model", "version", "status", "event_id")
+_VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def new_request_id(offered: str | None) -> str:
+    """The caller's X-Request-ID when it is a sane token, else a fresh one."""
+    if offered and _VALID_ID.fullmatch(offered):
+        return offered
+    return uuid.uuid4().hex
+
+
+class _Context(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            record.request_id = request_id.get()
+        return True
+
+
+class _Text(logging.Formatter):
+    """`time level logger: message key=value ...` with the context fields that are set."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extra = " ".join(f"{key}={getattr(record, key)}" for key in CONTEXT
+                         if getattr(record, key, None) is not None)
+        return f"{line}  [{extra}]" if extra else line
+
+
+def configure(level: str, fmt: str, stream: object = None) -> None:
+    """Send every logger of the process through one handler in the chosen format."""
+    handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
+    handler.addFilter(_Context())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger",
+                           "process": "pid"},
+            datefmt="%Y-%m-%dT%H:%M:%S%z",
+        ))
+    else:
+        handler.setFormatter(_Text("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.captureWarnings(True)  # warnings become log lines in the same format
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
+    for noisy in ("urllib3", "kombu", "amqp"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
