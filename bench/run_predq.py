@@ -114,12 +114,13 @@ def bench_predq(
     rows: int = 1,
     quiet_wait_s: float = 60.0,
     rate: float | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """n jobs of `rows` rows each through HTTP with `concurrency` clients; returns the figures.
 
     `rate` (jobs/s) paces an open-loop load; without it every client sends as fast as it can.
     """
-    with predq_stack(model) as (port, key, engine, api, worker):
+    with predq_stack(model, extra_env) as (port, key, engine, api, worker):
         n_features = 20
         data = np.random.default_rng(1).standard_normal((n + 50, rows, n_features))
         bodies = [

@@ -34,7 +34,9 @@ def _logconfig() -> dict[str, Any]:
         "root": {"level": "INFO", "handlers": ["predq"]},
         "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["predq"],
                                        "propagate": False},
-                    "gunicorn.access": {"level": "INFO", "handlers": ["predq"],
+                    # No access log: it would cost a line per request (measured: 8% of the
+                    # API's CPU); /metrics counts requests by route and status instead.
+                    "gunicorn.access": {"level": "WARNING", "handlers": ["predq"],
                                         "propagate": False}},
     }
 

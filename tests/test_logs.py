@@ -80,7 +80,9 @@ def test_a_job_is_followed_from_request_to_worker_in_json_logs(
     s = stack()  # a private Redis: no other worker can take the job
     tenant = s.tenant()
     port = free_port()
-    json_settings = s.settings.replace(port=port, log_format="json", metrics_dir="")
+    # Per-job lines of jobs that succeed are DEBUG lines.
+    json_settings = s.settings.replace(port=port, log_format="json", metrics_dir="",
+                                       log_level="DEBUG")
     env = {**os.environ, **json_settings.env(), "PYTHONPATH": str(ROOT)}
     api_log = tmp_path / "api.log"
     with open(api_log, "wb") as out:

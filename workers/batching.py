@@ -153,7 +153,8 @@ class Runner:
             info = self._infos.get(job.model_id)
             name = info.name if info else str(job.model_id)
             metrics.job_finished(name, job.tenant, outcome.error is not None, job.created_at, now)
-            log.log(logging.WARNING if outcome.error else logging.INFO, "job finished", extra={
+            # A failure is worth a warning; a success is a DEBUG line (one per job is costly).
+            log.log(logging.WARNING if outcome.error else logging.DEBUG, "job finished", extra={
                 "job_id": job.id, "tenant": job.tenant, "request_id": job.request_id,
                 "model": name, "version": info.version if info else None,
                 "status": "failed" if outcome.error else "succeeded", "rows": len(job.inputs),
