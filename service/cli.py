@@ -139,6 +139,35 @@ def api(workers: int | None, connections: int | None) -> None:
     os.execvp(sys.executable, [sys.executable, *api_command(settings)])
 
 
+@main.group()
+def health() -> None:
+    """Health checks for process supervisors (docker compose, systemd)."""
+
+
+@health.command("worker")
+def health_worker() -> None:
+    """Exit 0 if a worker on this host sent its heartbeat to Redis lately, else 1."""
+    import socket
+    import time
+
+    import redis as redis_lib
+
+    from service import realtime
+
+    client = redis_lib.Redis.from_url(_settings().redis_url, socket_timeout=2,
+                                      socket_connect_timeout=2)
+    prefix = f"{socket.gethostname()}:".encode()
+    try:
+        seen: list[bytes] = client.zrangebyscore(  # type: ignore[assignment]
+            realtime.WORKERS, time.time() - realtime.WORKER_TTL, "+inf")
+    except redis_lib.RedisError as exc:
+        raise click.ClickException(f"Redis unavailable: {exc}") from exc
+    if not any(name.startswith(prefix) for name in seen):
+        raise click.ClickException("no worker heartbeat from this host in the last "
+                                   f"{realtime.WORKER_TTL:.0f} s")
+    click.echo("worker alive")
+
+
 @main.command()
 def deliverer() -> None:
     """Run the webhook deliverer: a Celery worker on the webhooks queue, with threads."""

@@ -125,3 +125,29 @@ def _wait_http(port: int, timeout: float = 60) -> None:
         except OSError:
             time.sleep(0.1)
     raise AssertionError("API did not listen")
+
+
+def test_worker_health_check_reads_this_hosts_heartbeat(settings: Settings) -> None:
+    import socket
+
+    import redis
+    from click.testing import CliRunner
+
+    from service import realtime
+    from service.cli import main
+
+    client = redis.Redis.from_url(settings.redis_url)
+    name = f"{socket.gethostname()}:424242"
+    env = settings.env()
+    client.zrem(realtime.WORKERS, name)
+    try:
+        if not any(m.startswith(f"{socket.gethostname()}:".encode())
+                   for m in client.zrange(realtime.WORKERS, 0, -1)):
+            dead = CliRunner().invoke(main, ["health", "worker"], env=env)
+            assert dead.exit_code == 1 and "no worker heartbeat" in dead.output
+        realtime.heartbeat(client, name)
+        alive = CliRunner().invoke(main, ["health", "worker"], env=env)
+        assert alive.exit_code == 0 and "worker alive" in alive.output
+    finally:
+        client.zrem(realtime.WORKERS, name)
+        client.close()

@@ -30,8 +30,12 @@ def test_the_services_of_the_production_shape_are_all_there() -> None:
     redis = _command(services["redis"])
     assert redis[:3] == ["redis-server", "--appendonly", "yes"]
     assert "--maxmemory-policy" in redis and "noeviction" in redis
-    for name in ("redis", "postgres", "api"):
+    for name in ("redis", "postgres", "api", "worker", "deliverer"):
         assert services[name]["healthcheck"]["test"], name
+    for name in ("worker", "deliverer"):  # a real predq command
+        test = services[name]["healthcheck"]["test"]
+        assert test[:2] == ["CMD", "predq"]
+        assert CliRunner().invoke(main, [*test[2:], "--help"]).exit_code == 0
     assert services["migrate"]["restart"] == "no"
     for name in ("api", "worker", "deliverer", "beat"):
         assert services[name]["depends_on"]["migrate"]["condition"] == \
