@@ -308,6 +308,15 @@ def finish(conn: Connection, outcomes: Sequence[Outcome]) -> int:
     return changed
 
 
+def labels_of(conn: Connection, job_ids: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(model name, status, tenant) of each job, for metrics of jobs that ended elsewhere."""
+    if not job_ids:
+        return []
+    stmt = (select(models.c.name, jobs.c.status, jobs.c.tenant)
+            .join(models, models.c.id == jobs.c.model_id).where(jobs.c.id.in_(list(job_ids))))
+    return [(row[0], row[1], row[2]) for row in conn.execute(stmt)]
+
+
 def get_job(conn: Connection, tenant: str, job_id: str) -> dict[str, Any]:
     """The job as its tenant sees it; another tenant's id is indistinguishable from unknown."""
     stmt = (

@@ -89,6 +89,13 @@ def job_finished(model: str, tenant: str, failed: bool, created_at: datetime | N
         JOB_DURATION.labels(model).observe(max(0.0, (now - created_at).total_seconds()))
 
 
+def jobs_ended(ended: Iterable[tuple[str, str, str]]) -> None:
+    """Count jobs that ended without a worker's outcome: (model, status, tenant) each, for
+    cancelled and expired jobs and those failed after too many attempts."""
+    for (model, status, tenant), n in TallyCounter(ended).items():
+        JOBS_FINISHED.labels(model, status, tenant).inc(n)
+
+
 def batch_claimed(n_jobs: int) -> None:
     if n_jobs:
         BATCH_SIZE.observe(n_jobs)

@@ -108,8 +108,10 @@ class Runner:
         with self.engine.begin() as conn:
             expired = jobs.expire(conn, ids)  # past their deadline: never run
             events = webhook_events.record(conn, expired, self.webhook_max_inline)
+            ended = jobs.labels_of(conn, expired)
             claimed = jobs.claim(conn, ids, self.lease_seconds)
         self._events += events  # committed
+        metrics.jobs_ended(ended)
         return claimed, expired
 
     def _send_events(self) -> None:

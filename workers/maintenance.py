@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import Engine
 
-from service import jobs
+from service import jobs, metrics
 from service.config import Settings
 from service.webhooks import events as webhook_events
 
@@ -29,6 +29,8 @@ def reconcile(engine: Engine, settings: Settings, publish: Publish,
         expired = jobs.expire(conn, limit=limit)
         new_events = webhook_events.record(conn, failed + expired,
                                            settings.webhook_max_inline_bytes)
+        ended = jobs.labels_of(conn, failed + expired)
+    metrics.jobs_ended(ended)
     now = jobs.utcnow()
     with engine.begin() as conn:
         promoted = jobs.promote(conn, now - timedelta(seconds=settings.promote_after), limit)

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from service import jobs, priorities, realtime
+from service import jobs, metrics, priorities, realtime
 from service.api import schemas as S
 from service.api import services
 from service.api.auth import current_tenant
@@ -109,7 +109,9 @@ def cancel(job_id: str) -> Response:
         events = webhook_events.record(conn, [job_id], svc.settings.webhook_max_inline_bytes)
     realtime.announce_done(svc.redis, [job_id])  # a synchronous caller waiting on it returns
     send_events(svc, events)
-    return jsonify(_job(tenant, job_id))
+    job = _job(tenant, job_id)
+    metrics.jobs_ended([(str(job["model"]), "cancelled", tenant)])
+    return jsonify(job)
 
 
 def send_events(svc: Any, events: list[str]) -> None:

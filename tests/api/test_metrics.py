@@ -203,3 +203,22 @@ def test_api_metrics_add_up_the_gunicorn_and_worker_processes(
     assert after.value("predq_http_requests_total", method="POST", route="/v1/jobs",
                        status="202") == 3  # both gunicorn processes' requests, added up
     assert list(metrics_dir.glob("*.db"))
+
+
+def test_cancelled_and_expired_jobs_are_counted_as_finished(
+    stack: Callable[..., Stack],  # noqa: F811 - the fixture imported above
+) -> None:
+    s = stack()  # no worker: jobs stay queued until cancelled or expired
+    tenant = s.tenant()
+    labels = {"model": "iris", "tenant": tenant.name}
+    before = scrape(s.api.url)
+    cancelled = tenant.submit("iris", [SETOSA])
+    assert tenant.post(f"/v1/jobs/{cancelled}/cancel").status_code == 200
+    tenant.submit("iris", [SETOSA], deadline=0.2)
+    time.sleep(0.4)
+    assert s.reconcile()["expired"] == 1  # the reconciler runs in this process, like the API
+    after = scrape(s.api.url)
+    for status in ("cancelled", "expired"):
+        name = "predq_jobs_finished_total"
+        assert after.value(name, status=status, **labels) - \
+            before.value(name, status=status, **labels) == 1, status
