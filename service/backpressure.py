@@ -21,7 +21,7 @@ from sqlalchemy import Engine, func, select
 from service import metrics, realtime
 from service.db import jobs
 from service.errors import PredqError
-from service.jobs import JobStatus, utcnow
+from service.jobs import JobStatus, as_utc, utcnow
 from service.priorities import PREDICT_QUEUES
 
 NO_DRAIN_RETRY_AFTER = 30  # seconds, when no worker has taken a job lately
@@ -145,6 +145,5 @@ class QueueGauge:
 
 
 def _age(now: datetime, then: datetime) -> float:
-    if then.tzinfo is None:  # SQLite returns naive UTC
-        then = then.replace(tzinfo=now.tzinfo)
+    then = as_utc(then)
     return round(max(0.0, (now - then).total_seconds()), 3)

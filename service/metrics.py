@@ -13,10 +13,12 @@ from __future__ import annotations
 import os
 from collections import Counter as TallyCounter
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Histogram
+
+from service.jobs import as_utc
 
 if TYPE_CHECKING:
     from service.jobs import NewJob
@@ -84,8 +86,7 @@ def job_finished(model: str, tenant: str, failed: bool, created_at: datetime | N
     """Count a job whose outcome a worker committed, and observe its submit-to-result time."""
     JOBS_FINISHED.labels(model, "failed" if failed else "succeeded", tenant).inc()
     if created_at is not None:
-        if created_at.tzinfo is None:  # SQLite hands back naive datetimes; predq writes UTC
-            created_at = created_at.replace(tzinfo=UTC)
+        created_at = as_utc(created_at)
         JOB_DURATION.labels(model).observe(max(0.0, (now - created_at).total_seconds()))
 
 

@@ -224,6 +224,40 @@ def live_server() -> Iterator[type[LiveServer]]:
         server.stop()
 
 
+class ApiProcess:
+    """A real `predq api` (gunicorn) subprocess with the given settings, answering on
+    `self.url` once constructed; its output goes to `log_path`."""
+
+    def __init__(self, settings: Settings, log_path: Path, timeout: float = 60) -> None:
+        from service.cli import api_command
+
+        env = {**os.environ, **settings.env(), "PYTHONPATH": str(ROOT)}
+        self.log_path = log_path
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, *api_command(settings)], env=env,
+                                         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        self.url = f"http://127.0.0.1:{settings.port}"
+        deadline = time.monotonic() + timeout
+        while not answers(self.url):
+            assert self.proc.poll() is None and time.monotonic() < deadline, \
+                log_path.read_text()[-3000:]
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+        self.proc.wait(30)
+
+
+def answers(url: str) -> bool:
+    """The server at `url` answers /healthz (not listening yet, or still loading: False)."""
+    try:
+        return requests.get(url + "/healthz", timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
 class WorkerProcess:
     """A real `celery worker` subprocess with the test settings."""
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +14,7 @@ import pytest
 import requests
 
 from service import logs
-from service.cli import api_command
-from tests.conftest import ROOT, Tenant, WorkerProcess, free_port
+from tests.conftest import ApiProcess, Tenant, WorkerProcess, free_port
 from tests.faults.conftest import Stack, stack  # noqa: F401 - the fixture
 
 
@@ -83,22 +79,11 @@ def test_a_job_is_followed_from_request_to_worker_in_json_logs(
     # Per-job lines of jobs that succeed are DEBUG lines.
     json_settings = s.settings.replace(port=port, log_format="json", metrics_dir="",
                                        log_level="DEBUG")
-    env = {**os.environ, **json_settings.env(), "PYTHONPATH": str(ROOT)}
     api_log = tmp_path / "api.log"
-    with open(api_log, "wb") as out:
-        api = subprocess.Popen([sys.executable, *api_command(json_settings)], env=env, cwd=ROOT,
-                               stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    api = ApiProcess(json_settings, api_log)
     worker = WorkerProcess(json_settings, tmp_path / "worker.log")
-    url = f"http://127.0.0.1:{port}"
+    url = api.url
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(url + "/healthz", timeout=5)
-                break
-            except requests.RequestException:
-                assert api.poll() is None and time.monotonic() < deadline, api_log.read_text()
-                time.sleep(0.1)
         response = requests.post(url + "/v1/jobs", headers={**tenant.http.headers,
                                                             "X-Request-ID": "trace-job-1"},
                                  json={"model": "iris", "inputs": [[5.1, 3.5, 1.4, 0.2]]},
@@ -111,8 +96,7 @@ def test_a_job_is_followed_from_request_to_worker_in_json_logs(
             assert time.monotonic() < deadline, worker.output()[-2000:]
             time.sleep(0.1)
     finally:
-        os.killpg(api.pid, 15)
-        api.wait(30)
+        api.stop()
         worker.stop()
     accepted = [line for line in _json_lines(api_log) if line.get("job_id") == job_id]
     assert [line["message"] for line in accepted] == ["job accepted"]

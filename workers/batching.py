@@ -18,11 +18,11 @@ from service import jobs, metrics, realtime, registry
 from service.errors import ModelLoadError
 from service.jobs import Claimed, Outcome
 from service.webhooks import events as webhook_events
+from workers.app import WEBHOOK_QUEUE
 from workers.modelcore import ModelCache, predict
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-WEBHOOK_QUEUE = "webhooks"
 RETRY_DELAYS = (0.1, 0.5, 2.0, 5.0)
 
 

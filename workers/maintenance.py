@@ -12,10 +12,10 @@ from sqlalchemy import Engine
 from service import jobs, metrics
 from service.config import Settings
 from service.webhooks import events as webhook_events
+from workers.app import WEBHOOK_QUEUE
 
 log = logging.getLogger(__name__)
 Publish = Callable[[str, list[str]], None]
-WEBHOOK_QUEUE = "webhooks"
 
 
 def reconcile(engine: Engine, settings: Settings, publish: Publish,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,7 @@ class Services:
     waiter: ResultWaiter  # wake-ups for synchronous predict
     sealer: Sealer  # webhook signing secrets at rest
     webhook_allow: AllowList  # non-public webhook targets the operator allows
+    publish: Callable[..., None]  # ids to a queue; fails fast when Redis is down
 
 
 def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
@@ -63,7 +64,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
         settings, engine, reads, celery, committer, ModelLookup(reads),
         KeyLookup(reads, client, settings.key_epoch_check_interval), client, gauge,
         ResultWaiter(settings.redis_url), Sealer(settings.secret_key),
-        AllowList.parse(settings.webhook_allow_hosts),
+        AllowList.parse(settings.webhook_allow_hosts), publish,
     )
     logging.getLogger("service").setLevel(settings.log_level)
 

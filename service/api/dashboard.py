@@ -12,10 +12,9 @@ from service import job_list, priorities, stats
 from service.api import dashboard_schemas as D
 from service.api import services
 from service.api.auth import current_tenant
-from service.api.jobs import _iso
 from service.api.openapi import documented
 from service.errors import InvalidInput
-from service.jobs import JobStatus
+from service.jobs import JobStatus, iso
 from service.webhooks import failures
 
 bp = Blueprint("dashboard", __name__)
@@ -51,7 +50,7 @@ def get_stats() -> Response:
     with services().reads.connect() as conn:
         found = stats.per_minute(conn, tenant, minutes)
     return jsonify({"minutes": [
-        {"minute": _iso(m.start), "finished": m.finished, "succeeded": m.succeeded,
+        {"minute": iso(m.start), "finished": m.finished, "succeeded": m.succeeded,
          "failed": m.failed, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms}
         for m in found
     ]})
@@ -73,16 +72,16 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
         "id": job["id"], "status": job["status"], "model": job["model"],
         "version": job["version"], "rows": job["n_rows"],
         "priority": priorities.name_of(job["queue"]), "progress": job["progress"],
-        "created_at": _iso(job["created_at"]), "started_at": _iso(job["started_at"]),
-        "finished_at": _iso(job["finished_at"]),
+        "created_at": iso(job["created_at"]), "started_at": iso(job["started_at"]),
+        "finished_at": iso(job["finished_at"]),
     }
 
 
 def _event(event: dict[str, Any]) -> dict[str, Any]:
     pending = event["status"] == "pending"
-    return {**event, "created_at": _iso(event["created_at"]),
-            "finished_at": _iso(event["finished_at"]),
-            "next_attempt_at": _iso(event["next_attempt_at"]) if pending else None}
+    return {**event, "created_at": iso(event["created_at"]),
+            "finished_at": iso(event["finished_at"]),
+            "next_attempt_at": iso(event["next_attempt_at"]) if pending else None}
 
 
 def _int_arg(name: str, default: int, low: int, high: int) -> int:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
 from service import jobs, metrics, priorities, realtime
+from service.api import Services, services
 from service.api import schemas as S
-from service.api import services
 from service.api.auth import current_tenant
 from service.api.openapi import documented
 from service.api.submission import (
@@ -80,10 +79,10 @@ def _job(tenant: str, job_id: str) -> dict[str, Any]:
         "attempts": job["attempts"],
         "priority": priorities.name_of(job["queue"]),
         "from_cache": bool(job["from_cache"]),
-        "created_at": _iso(job["created_at"]),
-        "started_at": _iso(job["started_at"]),
-        "finished_at": _iso(job["finished_at"]),
-        "deadline": _iso(job["deadline"]),
+        "created_at": jobs.iso(job["created_at"]),
+        "started_at": jobs.iso(job["started_at"]),
+        "finished_at": jobs.iso(job["finished_at"]),
+        "deadline": jobs.iso(job["deadline"]),
         "links": _links(job["id"]),
     }
     if job["error"] is not None:
@@ -114,14 +113,14 @@ def cancel(job_id: str) -> Response:
     return jsonify(job)
 
 
-def send_events(svc: Any, events: list[str]) -> None:
+def send_events(svc: Services, events: list[str]) -> None:
     """Publish committed webhook events; if Redis is down the reconciler's sweep sends them."""
     if not events:
         return
-    from workers.tasks import publisher
+    from workers.app import WEBHOOK_QUEUE
 
     try:
-        publisher(svc.celery)("webhooks", events)
+        svc.publish(WEBHOOK_QUEUE, events)
     except Exception:  # noqa: BLE001 - the outbox holds them
         log.warning("could not publish %d webhook events; the reconciler will", len(events))
 
@@ -155,10 +154,3 @@ def get_result(job_id: str) -> Response:
         body = jobs.get_result(conn, tenant, job_id)
     return Response(body, mimetype="application/json")
 
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # SQLite hands back naive datetimes; predq writes UTC
-        value = value.replace(tzinfo=UTC)
-    return value.isoformat().replace("+00:00", "Z")

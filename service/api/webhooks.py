@@ -12,6 +12,7 @@ from service.api.auth import current_tenant
 from service.api.openapi import documented
 from service.api.submission import check_fields, json_body
 from service.errors import InvalidInput
+from service.jobs import iso
 from service.webhooks import endpoints
 from service.webhooks.safety import UnsafeTarget, check_url
 
@@ -78,7 +79,7 @@ def rotate(endpoint_id: str) -> Response:
     with svc.engine.begin() as conn:
         endpoint, secret = endpoints.rotate(conn, svc.sealer, tenant, endpoint_id, grace)
     return jsonify({**endpoint.public(), "secret": secret,
-                    "previous_secret_valid_until": endpoints._iso(endpoint.previous_until)})
+                    "previous_secret_valid_until": iso(endpoint.previous_until)})
 
 
 @bp.post("/job-secret")
@@ -96,4 +97,4 @@ def job_secret() -> tuple[Response, int]:
             return jsonify({"id": endpoint.id, "secret": secret}), 201
         endpoint, secret = endpoints.rotate(conn, svc.sealer, tenant, existing.id, grace)
     return jsonify({"id": endpoint.id, "secret": secret,
-                    "previous_secret_valid_until": endpoints._iso(endpoint.previous_until)}), 200
+                    "previous_secret_valid_until": iso(endpoint.previous_until)}), 200

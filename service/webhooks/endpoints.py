@@ -19,7 +19,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 
 from service.db import webhook_endpoints
 from service.errors import InvalidInput, NotFound, PredqError
-from service.jobs import utcnow
+from service.jobs import as_utc, iso, utcnow
 
 EVENT_TYPES = ("job.succeeded", "job.failed", "job.cancelled", "job.expired")
 
@@ -78,7 +78,7 @@ class Endpoint:
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "url": self.url, "events": self.events or list(EVENT_TYPES),
                 "disabled": self.disabled_at is not None, "disabled_reason": self.disabled_reason,
-                "created_at": _iso(self.created_at)}
+                "created_at": iso(self.created_at)}
 
     def wants(self, event_type: str) -> bool:
         return self.url is not None and self.disabled_at is None and (
@@ -87,7 +87,7 @@ class Endpoint:
     def signing_secrets(self, sealer: Sealer, now: datetime) -> list[str]:
         out = [sealer.unseal(self.secret)]
         until = self.previous_until
-        if self.previous_secret and until is not None and _aware(until) > now:
+        if self.previous_secret and until is not None and as_utc(until) > now:
             out.append(sealer.unseal(self.previous_secret))
         return out
 
@@ -167,12 +167,3 @@ def disable(conn: Connection, endpoint_id: str, reason: str) -> None:
         webhook_endpoints.c.disabled_at.is_(None),
     ).values(disabled_at=utcnow(), disabled_reason=reason))
 
-
-def _aware(value: datetime) -> datetime:
-    from datetime import UTC
-
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else _aware(value).isoformat().replace("+00:00", "Z")

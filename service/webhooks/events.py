@@ -19,7 +19,7 @@ from sqlalchemy import Connection, and_, insert, or_, select, update
 
 from service.db import jobs, models, webhook_attempts, webhook_endpoints, webhook_events
 from service.errors import JobNotFound
-from service.jobs import FINAL_STATES, utcnow
+from service.jobs import FINAL_STATES, iso, utcnow
 from service.webhooks import endpoints
 
 
@@ -107,7 +107,7 @@ def _payload(job: Any, kind: str, now: datetime, max_inline: int) -> str:
             data["result"] = json.loads(job.result)
         else:  # too big to push: the receiver fetches it
             data["result_url"] = f"/v1/jobs/{job.id}/result"
-    return json.dumps({"type": kind, "timestamp": _iso(now), "data": data},
+    return json.dumps({"type": kind, "timestamp": iso(now), "data": data},
                       separators=(",", ":"))
 
 
@@ -205,8 +205,8 @@ def deliveries(conn: Connection, tenant: str, job_id: str) -> list[dict[str, Any
     for e in events:
         out.append({
             "id": e.id, "type": e.type, "url": e.url, "status": e.status,
-            "next_attempt_at": _iso(e.next_attempt_at) if e.status == "pending" else None,
-            "attempts": [{"at": _iso(a.attempted_at), "status_code": a.status_code,
+            "next_attempt_at": iso(e.next_attempt_at) if e.status == "pending" else None,
+            "attempts": [{"at": iso(a.attempted_at), "status_code": a.status_code,
                           "latency_ms": a.latency_ms, "error": a.error}
                          for a in attempts if a.event_id == e.id],
         })
@@ -218,12 +218,3 @@ def _check_job(conn: Connection, tenant: str, job_id: str) -> None:
     if found.first() is None:
         raise JobNotFound(job_id)
 
-
-def _iso(value: datetime | None) -> str | None:
-    from datetime import UTC
-
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.isoformat().replace("+00:00", "Z")

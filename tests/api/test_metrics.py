@@ -21,7 +21,7 @@ from service import embedded
 from service.cli import api_command, worker_command
 from service.config import Settings
 from service.registry import ModelInfo, add_model
-from tests.conftest import ROOT, Tenant, free_port, make_tenant
+from tests.conftest import ROOT, Tenant, answers, free_port, make_tenant
 from tests.faults.conftest import Stack, stack  # noqa: F401 - the fixture, shared
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -146,7 +146,7 @@ def multiprocess_stack(settings: Settings, tmp_path: Path) -> Iterator[tuple[str
                                           start_new_session=True))
         url = f"http://127.0.0.1:{private.port}"
         deadline = time.monotonic() + 60
-        while not (_answers(url) and b"ready." in (tmp_path / "worker.log").read_bytes()):
+        while not (answers(url) and b"ready." in (tmp_path / "worker.log").read_bytes()):
             assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
                 (tmp_path / "api.log").read_text() + (tmp_path / "worker.log").read_text()
             time.sleep(0.1)
@@ -165,13 +165,6 @@ def multiprocess_stack(settings: Settings, tmp_path: Path) -> Iterator[tuple[str
         embedded.stop(redis_proc)
     assert "Traceback" not in (tmp_path / "api.log").read_text()  # child_exit hook included
     shutil.rmtree(metrics_dir)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url + "/healthz", timeout=1).status_code == 200
-    except requests.RequestException:  # not listening yet, or still loading the app
-        return False
 
 
 def test_api_metrics_add_up_the_gunicorn_and_worker_processes(

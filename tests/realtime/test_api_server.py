@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,37 +10,17 @@ from pathlib import Path
 import pytest
 import requests
 
-from service.cli import api_command
 from service.config import Settings
-from tests.conftest import ROOT, Tenant, free_port
+from tests.conftest import ApiProcess, Tenant, free_port
 
 pytestmark = pytest.mark.usefixtures("worker")
 
 
 @pytest.fixture
 def gunicorn(settings: Settings, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, **settings.replace(port=port).env(), "PYTHONPATH": str(ROOT)}
-    log = open(tmp_path / "api.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, *api_command(settings.replace(port=port))],
-                            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(url + "/healthz", timeout=5)
-                break
-            except requests.RequestException:  # not listening yet, or still loading the app
-                assert proc.poll() is None and time.monotonic() < deadline, \
-                    (tmp_path / "api.log").read_text()
-                time.sleep(0.1)
-        yield url
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(30)
-        log.close()
+    api = ApiProcess(settings.replace(port=free_port()), tmp_path / "api.log")
+    yield api.url
+    api.stop()
 
 
 def test_many_waiting_sync_requests_do_not_block_other_requests(

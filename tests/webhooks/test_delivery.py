@@ -121,6 +121,20 @@ def test_redeliver_sends_the_same_event_again(tenant: Tenant, receiver: Receiver
           what="the second attempt in the log")
 
 
+def _finish_as_a_worker_does(engine: Engine, tenant: Tenant,
+                             models: dict[str, ModelInfo]) -> str:
+    """Claim a new job and commit its outcome with its webhook event, in one transaction, as
+    a worker does, and publish nothing; return the event id."""
+    job = jobs.NewJob(tenant.name, models["iris"].id, np.array([SETOSA])).with_id()
+    with engine.begin() as conn:
+        jobs.insert_jobs(conn, [job])
+        jobs.claim(conn, [job.id], 60)
+    with engine.begin() as conn:
+        jobs.finish(conn, [jobs.Outcome(job.id, result={"predictions": ["setosa"]})])
+        [event_id] = webhook_domain.record(conn, [job.id], 2000)
+    return event_id
+
+
 def test_an_event_committed_but_never_sent_is_delivered_once_by_the_reconciler(
     hooks: Stack, tenant: Tenant, receiver: Receiver, engine: Engine,
     models: dict[str, ModelInfo],
@@ -130,13 +144,7 @@ def test_an_event_committed_but_never_sent_is_delivered_once_by_the_reconciler(
     from workers.tasks import publisher
 
     _endpoint(tenant, receiver.url(f"ok/crash-{tenant.name}"))
-    job = jobs.NewJob(tenant.name, models["iris"].id, np.array([SETOSA])).with_id()
-    with engine.begin() as conn:
-        jobs.insert_jobs(conn, [job])
-        jobs.claim(conn, [job.id], 60)
-    with engine.begin() as conn:  # what the worker commits, in one transaction
-        jobs.finish(conn, [jobs.Outcome(job.id, result={"predictions": ["setosa"]})])
-        [event_id] = webhook_domain.record(conn, [job.id], 2000)
+    event_id = _finish_as_a_worker_does(engine, tenant, models)
     # ... and nothing is published. The reconciler finds it once republish_after has passed:
     until(lambda: hooks.reconcile()["webhooks"] == 1, what="the sweep to send it")
     until(lambda: len(receiver.at(f"ok/crash-{tenant.name}")) == 1, what="the delivery")
@@ -228,12 +236,8 @@ def test_a_retry_waits_at_least_what_retry_after_asks(
     tenant: Tenant, engine: Engine, models: dict[str, ModelInfo], receiver: Receiver,
 ) -> None:
     _endpoint(tenant, receiver.url(f"ok/later-{tenant.name}"))
-    job = jobs.NewJob(tenant.name, models["iris"].id, np.array([SETOSA])).with_id()
+    event_id = _finish_as_a_worker_does(engine, tenant, models)
     with engine.begin() as conn:
-        jobs.insert_jobs(conn, [job])
-        jobs.claim(conn, [job.id], 60)
-        jobs.finish(conn, [jobs.Outcome(job.id, result={"predictions": ["setosa"]})])
-        [event_id] = webhook_domain.record(conn, [job.id], 2000)
         event = webhook_domain.claim(conn, event_id, 60)
         assert event is not None
         delay = webhook_domain.complete(
