@@ -54,16 +54,19 @@ def models() -> None:
 @click.option("--feature-names", help="comma-separated names, in the model's column order")
 @click.option("--cache-ttl", type=int,
               help="serve repeated single-row inputs from Redis for this many seconds")
+@click.option("--trust", "trust", multiple=True, metavar="TYPE",
+              help="a .skops artifact may hold this type (repeatable)")
 def models_add(path: str, name: str, version: str, feature_names: str | None,
-               cache_ttl: int | None) -> None:
-    """Register the joblib artifact at PATH as NAME VERSION (records its sha256)."""
+               cache_ttl: int | None, trust: tuple[str, ...]) -> None:
+    """Register the joblib or .skops artifact at PATH as NAME VERSION (records its sha256 and
+    the scikit-learn and numpy versions that workers must run)."""
     from service import registry
 
     settings = _settings()
     names = [n.strip() for n in feature_names.split(",")] if feature_names else None
     with make_engine(settings.database_url).begin() as conn:
         info = _run(lambda: registry.add_model(conn, settings.model_dir, path, name, version,
-                                               names, cache_ttl))
+                                               names, cache_ttl, list(trust)))
     click.echo(f"registered {info.name} {info.version} ({info.kind}, {info.n_features} "
                f"features) sha256 {info.sha256}")
 
@@ -97,12 +100,49 @@ def keys() -> None:
 
 @keys.command("create")
 @click.option("--tenant", required=True)
-def keys_create(tenant: str) -> None:
+@click.option("--scopes", default="submit,read", show_default=True,
+              help="comma-separated: submit, read, admin")
+@click.option("--expires-in", help="lifetime, e.g. 90d, 12h, 30m or seconds")
+@click.option("--name", help="what the key is for (shown by `keys list`)")
+def keys_create(tenant: str, scopes: str, expires_in: str | None, name: str | None) -> None:
     """Create a key for TENANT and print it once (only its hash is stored)."""
-    from service.keys import create_key
+    from datetime import timedelta
 
+    from service.jobs import utcnow
+    from service.keys import create_key, parse_scopes
+
+    expires_at = utcnow() + timedelta(seconds=_duration(expires_in)) if expires_in else None
     with make_engine(_settings().database_url).begin() as conn:
-        click.echo(_run(lambda: create_key(conn, tenant)))
+        click.echo(_run(lambda: create_key(conn, tenant, parse_scopes(scopes), expires_at,
+                                           name)))
+
+
+@keys.command("list")
+@click.option("--tenant", help="only this tenant's keys")
+@click.option("--all", "show_all", is_flag=True, help="also revoked and expired keys")
+def keys_list(tenant: str | None, show_all: bool) -> None:
+    """List keys (prefix, tenant, scopes, status, expiry, name); never the keys themselves."""
+    from service.keys import list_keys
+
+    with make_engine(_settings().database_url).connect() as conn:
+        rows = list_keys(conn, tenant)
+    click.echo("prefix\ttenant\tscopes\tstatus\tcreated\texpires\tname")
+    for k in rows:
+        if show_all or k["status"] == "active":
+            click.echo("\t".join([k["prefix"], k["tenant"], ",".join(k["scopes"]), k["status"],
+                                  k["created_at"][:19], (k["expires_at"] or "-")[:19],
+                                  k["name"] or "-"]))
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        value = float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError):
+        raise click.BadParameter(f"{text!r}: e.g. 90d, 12h, 30m or seconds") from None
+    if value <= 0:
+        raise click.BadParameter("must be positive")
+    return value
 
 
 @keys.command("revoke")
@@ -124,6 +164,57 @@ def keys_revoke(prefix: str) -> None:
     click.echo(f"revoked {count} key(s)")
     if not count:
         sys.exit(1)
+
+
+@main.group()
+def limits() -> None:
+    """Per-tenant rate limits (requests per second, rows per minute)."""
+
+
+@limits.command("set")
+@click.argument("tenant")
+@click.option("--rps", type=float, help="requests per second (0: unlimited; unset: default)")
+@click.option("--rows-per-minute", type=int, help="rows of accepted jobs per minute (0: unlimited)")
+def limits_set(tenant: str, rps: float | None, rows_per_minute: int | None) -> None:
+    """Give TENANT its own limits; every API process applies them within 2 seconds."""
+    from service.ratelimit import set_limits
+
+    with make_engine(_settings().database_url).begin() as conn:
+        _run(lambda: set_limits(conn, tenant, rps, rows_per_minute))
+    click.echo(f"{tenant}: {_describe(rps, rows_per_minute)}")
+
+
+@limits.command("clear")
+@click.argument("tenant")
+def limits_clear(tenant: str) -> None:
+    """Put TENANT back on the default limits (PREDQ_RATE_LIMIT_*)."""
+    from service.ratelimit import clear_limits
+
+    with make_engine(_settings().database_url).begin() as conn:
+        count = clear_limits(conn, tenant)
+    click.echo(f"{tenant}: default limits" if count else f"{tenant} had no limits of its own")
+
+
+@limits.command("show")
+def limits_show() -> None:
+    """The default limits and every tenant's own."""
+    from service.ratelimit import all_limits
+
+    settings = _settings()
+    default = _describe(settings.rate_limit_rps, settings.rate_limit_rows_per_minute)
+    click.echo(f"default: {default}")
+    with make_engine(settings.database_url).connect() as conn:
+        for tenant, (rps, rows) in all_limits(conn).items():
+            click.echo(f"{tenant}: {_describe(rps, rows)}")
+
+
+def _describe(rps: float | None, rows: int | None) -> str:
+    def one(value: float | None, unit: str) -> str:
+        if value is None:
+            return f"default {unit}"
+        return f"unlimited {unit}" if value == 0 else f"{value:g} {unit}"
+
+    return f"{one(rps, 'requests/s')}, {one(rows, 'rows/minute')}"
 
 
 @main.command()
@@ -166,6 +257,32 @@ def health_worker() -> None:
         raise click.ClickException("no worker heartbeat from this host in the last "
                                    f"{realtime.WORKER_TTL:.0f} s")
     click.echo("worker alive")
+
+
+@main.command("dead-letters")
+@click.option("--last", default=20, show_default=True, help="how many of the newest to print")
+@click.option("--purge", is_flag=True, help="delete them all instead")
+def dead_letters(last: int, purge: bool) -> None:
+    """Messages the workers refused (disallowed content, undecodable, not our tasks' shape):
+    the count on stderr, then the newest first, one JSON object a line."""
+    import json
+
+    import redis as redis_lib
+
+    from workers import deadletter
+
+    client = redis_lib.Redis.from_url(_settings().redis_url, socket_timeout=5,
+                                      socket_connect_timeout=5)
+    try:
+        if purge:
+            click.echo(f"purged {deadletter.purge(client)} dead letters")
+            return
+        count, entries = deadletter.latest(client, last)
+    except redis_lib.RedisError as exc:
+        raise click.ClickException(f"Redis unavailable: {exc}") from exc
+    click.echo(f"{count} dead letters; the newest {len(entries)} follow", err=True)
+    for entry in entries:
+        click.echo(json.dumps(entry))
 
 
 @main.command()

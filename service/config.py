@@ -38,6 +38,23 @@ class Settings:
     max_rows_per_job: int = 10_000
     #: Largest number of features per row a model may declare or a request may send.
     max_features: int = 10_000
+    #: Seconds a request body may pause between two reads, and may take in all, before the
+    #: API answers 408 and closes the connection (a slow-loris client holds one connection of
+    #: `api_connections` at most this long; gunicorn's keep-alive of 2 s bounds the headers).
+    api_read_timeout: float = 10.0
+    api_body_timeout: float = 120.0
+    #: Deepest nesting of arrays and objects a JSON body may have (jobs need 3).
+    max_json_depth: int = 32
+    #: Longest string a JSON body may carry in a field or as a feature name (webhook_url: 2000).
+    max_string_length: int = 1000
+    #: Bulk uploads (CSV, NDJSON, .npy bodies): the largest body in bytes (413 beyond), the
+    #: most rows, the rows per chunk (a chunk is one message and one commit), and how many
+    #: chunk messages of one job are out at once (more spread a job over more workers; an
+    #: interactive job waits behind at most one chunk per worker process either way).
+    max_upload_bytes: int = 2 * 1024**3
+    max_bulk_rows: int = 10_000_000
+    bulk_chunk_rows: int = 10_000
+    bulk_window: int = 4
     #: Most jobs the API commits in one transaction and publishes in one message.
     submit_group_max: int = 256
     #: Seconds the API's committer waits for more jobs when the last group had company (never
@@ -88,6 +105,11 @@ class Settings:
     max_depth_interactive: int = 2_000
     max_depth_normal: int = 20_000
     max_depth_bulk: int = 100_000
+    #: Default per-tenant limits (0: unlimited); `predq limits set TENANT` gives a tenant its
+    #: own. Requests per second count every authenticated /v1 call; rows per minute count the
+    #: rows of accepted jobs that need a worker. Over either: 429 with Retry-After.
+    rate_limit_rps: float = 0.0
+    rate_limit_rows_per_minute: int = 0
     #: Fraction of each queue's limit one tenant may fill on its own.
     tenant_queue_share: float = 0.5
     #: Seconds an API process reuses its reading of the queue depths from SQL.

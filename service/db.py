@@ -22,6 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
 )
 
 metadata = MetaData()
@@ -41,6 +42,9 @@ models = Table(
     Column("sklearn_version", String(30), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("cache_ttl", Integer, nullable=True),  # seconds; None: results are not cached
+    Column("numpy_version", String(30), nullable=True),  # at registration; serving must match
+    Column("artifact_format", String(10), nullable=False, server_default="joblib"),  # | skops
+    Column("trusted_types", JSON, nullable=True),  # skops: the types the operator trusted
     UniqueConstraint("name", "version", name="uq_models_name_version"),
 )
 
@@ -53,6 +57,46 @@ api_keys = Table(
     Column("prefix", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("scopes", String(100), nullable=False, server_default="submit,read,admin"),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("name", String(100), nullable=True),  # what the key is for, shown by `keys list`
+)
+
+job_chunks = Table(
+    "job_chunks",
+    metadata,
+    Column("job_id", String(36), primary_key=True),
+    Column("seq", Integer, primary_key=True),  # 0, 1, ... in input order
+    Column("n_rows", Integer, nullable=False),
+    Column("inputs", LargeBinary, nullable=True),  # zlib of float64 rows; None once finished
+    Column("result", LargeBinary, nullable=True),  # zlib of the JSON result of these rows
+    Column("status", String(12), nullable=False),  # pending | running | done
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("published_at", DateTime(timezone=True), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_job_chunks_status", "status", "published_at"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("tenant", String(100), primary_key=True),
+    Column("key", String(255), primary_key=True),  # the client's Idempotency-Key header
+    Column("fingerprint", String(64), nullable=False),  # sha256 of what the request asked
+    Column("job_id", String(36), nullable=False),  # the job its first attempt created
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_idempotency_keys_created", "created_at"),
+)
+
+tenant_limits = Table(
+    "tenant_limits",
+    metadata,
+    Column("tenant", String(100), primary_key=True),
+    Column("requests_per_second", Float, nullable=True),  # None: the settings' default
+    Column("rows_per_minute", Integer, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 jobs = Table(
@@ -77,6 +121,10 @@ jobs = Table(
     Column("from_cache", Boolean, nullable=False, default=False),
     Column("webhook_url", Text, nullable=True),  # told when the job ends (tenant's job secret)
     Column("request_id", String(64), nullable=True),  # the HTTP request that submitted it
+    Column("n_chunks", Integer, nullable=True),  # bulk jobs: inputs and results in job_chunks
+    Column("rows_done", Integer, nullable=False, server_default="0"),  # rows with results
+    Column("keep_inputs", Boolean, nullable=False, server_default=false()),  # after finishing
+    Column("retention", Integer, nullable=True),  # seconds kept once final; None: default
     Index("ix_jobs_tenant_created", "tenant", "created_at"),
     Index("ix_jobs_status_created", "status", "created_at"),
     Index("ix_jobs_status_queue_tenant", "status", "queue", "tenant", "created_at"),

@@ -45,7 +45,7 @@ def dev_key(settings: Settings) -> str:
         except Unauthorized:
             pass
     with engine.begin() as conn:
-        key = keys.create_key(conn, "dev")
+        key = keys.create_key(conn, "dev", keys.SCOPES)  # the laptop owner may do anything
     path.write_text(key + "\n")
     path.chmod(0o600)
     return key

@@ -110,3 +110,31 @@ class ArtifactMismatch(ModelLoadError):
         )
         self.expected = expected
         self.actual = actual
+
+
+class ArtifactVersionMismatch(ModelLoadError):
+    """Made with another scikit-learn or numpy than the one running: predictions could differ."""
+
+    code = "artifact_version_mismatch"
+
+    def __init__(self, subject: str, library: str, recorded: str, running: str) -> None:
+        super().__init__(
+            f"{subject} was made with {library} {recorded}, this process runs {library} "
+            f"{running}; refusing to load it"
+        )
+        self.library = library
+        self.recorded = recorded
+        self.running = running
+
+
+class UntrustedTypes(ModelLoadError):
+    """A .skops artifact holds types that neither skops nor the operator trusts."""
+
+    code = "untrusted_types"
+
+    def __init__(self, subject: str, types: list[str]) -> None:
+        super().__init__(
+            f"{subject} contains types that are not trusted: {', '.join(types)}; refusing to "
+            "load it (inspect them, then trust each one with --trust TYPE)"
+        )
+        self.types = types

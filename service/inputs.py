@@ -11,8 +11,10 @@ from service.errors import InvalidInput
 from service.registry import ModelInfo
 
 
-def parse_rows(inputs: Any, model: ModelInfo, max_rows: int) -> np.ndarray:
-    """Turn `inputs` (rows as lists, or objects keyed by feature name) into a float64 matrix."""
+def parse_rows(inputs: Any, model: ModelInfo, max_rows: int, max_name: int = 1000
+               ) -> np.ndarray:
+    """Turn `inputs` (rows as lists, or objects keyed by feature name) into a float64 matrix.
+    A key longer than `max_name` is refused before it is looked up or echoed."""
     if not isinstance(inputs, list):
         raise InvalidInput("inputs", "must be a list of rows")
     if not inputs:
@@ -23,7 +25,7 @@ def parse_rows(inputs: Any, model: ModelInfo, max_rows: int) -> np.ndarray:
     if fast is not None:
         return fast
     index = {name: i for i, name in enumerate(model.feature_names)}
-    return np.array([_row(raw, r, model, index) for r, raw in enumerate(inputs)],
+    return np.array([_row(raw, r, model, index, max_name) for r, raw in enumerate(inputs)],
                     dtype=np.float64)
 
 
@@ -44,7 +46,8 @@ def _fast_matrix(inputs: list[Any], n_features: int) -> np.ndarray | None:
     return matrix
 
 
-def _row(raw: Any, r: int, model: ModelInfo, index: dict[str, int]) -> list[float]:
+def _row(raw: Any, r: int, model: ModelInfo, index: dict[str, int], max_name: int
+         ) -> list[float]:
     where = f"inputs[{r}]"
     if isinstance(raw, list):
         if len(raw) != model.n_features:
@@ -53,12 +56,17 @@ def _row(raw: Any, r: int, model: ModelInfo, index: dict[str, int]) -> list[floa
             )
         return [_number(v, f"{where}[{i}]") for i, v in enumerate(raw)]
     if isinstance(raw, dict):
+        long = next((k for k in raw if len(k) > max_name), None)
+        if long is not None:
+            raise InvalidInput(where, f"a feature name of {len(long)} characters; "
+                                      f"at most {max_name}")
         unknown = [k for k in raw if k not in index]
         if unknown:
+            names = ", ".join(model.feature_names)
             raise InvalidInput(
                 f"{where}.{unknown[0]}",
                 f"unknown feature {unknown[0]!r}; model {model.name} has "
-                + ", ".join(model.feature_names),
+                + (names if len(names) <= 2000 else names[:2000] + "..."),
             )
         missing = [name for name in model.feature_names if name not in raw]
         if missing:

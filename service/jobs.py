@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 
+from service import idempotency
 from service.db import jobs, models
 from service.errors import Conflict, JobNotFinished, JobNotFound
+from service.idempotency import Claim
 from service.priorities import NORMAL, PREDICT_QUEUES, higher
 
 
@@ -69,6 +71,7 @@ class NewJob:
     webhook_url: str | None = None
     model: str = ""  # the model's name, for metrics labels
     request_id: str | None = None  # the HTTP request that submitted it
+    idempotency: Claim | None = None  # the Idempotency-Key it takes, if any
 
     def with_id(self) -> NewJob:
         return self if self.id else replace(self, id=str(uuid.uuid4()))
@@ -110,9 +113,23 @@ class Outcome:
     error: str | None = None
 
 
+class KeyTaken(Exception):
+    """The job's Idempotency-Key already belongs to another job: it was not inserted."""
+
+
 def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[str]:
-    """INSERT queued rows (in the caller's transaction) and return their ids in order."""
+    """INSERT queued rows (in the caller's transaction) and return the ids inserted, in order.
+    A job whose Idempotency-Key another job holds is left out (see `idempotency.take`)."""
     now = utcnow()
+    keyed = [job for job in new_jobs if job.idempotency is not None]
+    if keyed:
+        won = idempotency.take(conn, [
+            {"tenant": job.tenant, "key": job.idempotency.key,  # type: ignore[union-attr]
+             "fingerprint": job.idempotency.fingerprint,  # type: ignore[union-attr]
+             "job_id": job.id, "created_at": now} for job in keyed])
+        new_jobs = [job for job in new_jobs if job.idempotency is None or job.id in won]
+        if not new_jobs:
+            return []
     rows = [
         {
             "id": job.id,
@@ -152,6 +169,7 @@ def claim(conn: Connection, job_ids: Iterable[str], lease_seconds: float) -> lis
     stmt = (
         update(jobs)
         .where(jobs.c.id.in_(ids), jobs.c.status == JobStatus.QUEUED.value,
+               jobs.c.n_chunks.is_(None),  # a bulk job runs chunk by chunk (chunks.py)
                or_(jobs.c.deadline.is_(None), jobs.c.deadline > now))
         .values(
             status=JobStatus.RUNNING.value,
@@ -218,7 +236,7 @@ def claim_expired(conn: Connection, job_id: str, lease_seconds: float) -> Claime
     stmt = (
         update(jobs)
         .where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value,
-               jobs.c.lease_until < now)
+               jobs.c.lease_until < now, jobs.c.n_chunks.is_(None))
         .values(lease_until=now + timedelta(seconds=lease_seconds),
                 attempts=jobs.c.attempts + 1)
         .returning(jobs.c.id, jobs.c.model_id, jobs.c.inputs, jobs.c.n_rows, jobs.c.attempts,
@@ -255,8 +273,9 @@ def due_for_republish(conn: Connection, cutoff: datetime, limit: int) -> list[tu
     """Queued jobs whose last message is older than `cutoff`, and running jobs whose lease
     expired: stamp them published now and return (id, queue) to send again."""
     now = utcnow()
-    lost = or_(jobs.c.status == JobStatus.QUEUED.value,
-               and_(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_until < now))
+    lost = and_(jobs.c.n_chunks.is_(None),  # bulk jobs: chunks.sweep
+                or_(jobs.c.status == JobStatus.QUEUED.value,
+                    and_(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_until < now)))
     due = (
         select(jobs.c.id)
         .where(lost, jobs.c.published_at < cutoff)
@@ -279,7 +298,7 @@ def promote(conn: Connection, cutoff: datetime, limit: int) -> list[tuple[str, s
     moved: list[tuple[str, str]] = []
     for queue in PREDICT_QUEUES[1:]:
         waiting = and_(jobs.c.status == JobStatus.QUEUED.value, jobs.c.queue == queue,
-                       jobs.c.published_at < cutoff)
+                       jobs.c.published_at < cutoff, jobs.c.n_chunks.is_(None))
         due = select(jobs.c.id).where(waiting).order_by(jobs.c.created_at).limit(limit)
         stmt = (update(jobs).where(jobs.c.id.in_(due.scalar_subquery()), waiting)
                 .values(queue=higher(queue), published_at=now)
@@ -334,6 +353,7 @@ def get_job(conn: Connection, tenant: str, job_id: str) -> dict[str, Any]:
             jobs.c.id, jobs.c.status, jobs.c.n_rows, jobs.c.error, jobs.c.attempts,
             jobs.c.created_at, jobs.c.started_at, jobs.c.finished_at, jobs.c.queue,
             jobs.c.deadline, jobs.c.from_cache, models.c.name.label("model"), models.c.version,
+            jobs.c.rows_done, jobs.c.n_chunks,
         )
         .join(models, models.c.id == jobs.c.model_id)
         .where(jobs.c.id == job_id, jobs.c.tenant == tenant)
@@ -344,7 +364,25 @@ def get_job(conn: Connection, tenant: str, job_id: str) -> dict[str, Any]:
     return dict(row)
 
 
-def get_result(conn: Connection, tenant: str, job_id: str) -> str:
+def result_source(conn: Connection, tenant: str, job_id: str) -> dict[str, Any]:
+    """What rendering a succeeded job's result needs: its rows, chunks (bulk) or stored
+    result (small), the model's labels, and the provenance fields."""
+    stmt = (
+        select(jobs.c.status, jobs.c.error, jobs.c.n_rows, jobs.c.n_chunks,
+               jobs.c.result, models.c.name, models.c.version, models.c.sha256,
+               models.c.labels)
+        .join(models, models.c.id == jobs.c.model_id)
+        .where(jobs.c.id == job_id, jobs.c.tenant == tenant)
+    )
+    row = conn.execute(stmt).mappings().first()
+    if row is None:
+        raise JobNotFound(job_id)
+    if row["status"] != JobStatus.SUCCEEDED.value:
+        raise JobNotFinished(job_id, row["status"], row["error"])
+    return dict(row)
+
+
+def get_result(conn: Connection, tenant: str, job_id: str) -> str | None:
     """The predictions with the model version and artifact sha256 that produced them, as JSON
     text: the stored result is passed through, not parsed and encoded again."""
     stmt = (
@@ -360,5 +398,7 @@ def get_result(conn: Connection, tenant: str, job_id: str) -> str:
         raise JobNotFound(job_id)
     if row.status != JobStatus.SUCCEEDED.value:
         raise JobNotFinished(job_id, row.status, row.error)
+    if row.result is None:
+        return None  # a bulk job: its result is in its chunks (chunks.results)
     provenance = json.dumps({"model": row.name, "version": row.version, "sha256": row.sha256})
     return f"{row.result[:-1]}, {provenance[1:]}"  # both are JSON objects written by predq

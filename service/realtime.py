@@ -83,7 +83,7 @@ def heartbeat(client: redis.Redis, name: str) -> None:
 
 
 def live_workers(client: redis.Redis) -> int:
-    return int(client.zcount(WORKERS, time.time() - WORKER_TTL, "+inf"))
+    return int(client.zcount(WORKERS, time.time() - WORKER_TTL, "+inf"))  # type: ignore[arg-type]
 
 
 class ResultWaiter:

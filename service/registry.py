@@ -1,11 +1,17 @@
-"""Model metadata: name, version, signature and the sha256 of the artifact."""
+"""Model metadata: name, version, signature, the sha256 of the artifact and the versions of
+scikit-learn and numpy it was registered under; and loading an artifact's verified bytes."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import tempfile
+import warnings
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +19,14 @@ from typing import Any
 from sqlalchemy import Connection, insert, select
 
 from service.db import models
-from service.errors import Conflict, InvalidInput, ModelLoadError, ModelNotFound
+from service.errors import (
+    ArtifactVersionMismatch,
+    Conflict,
+    InvalidInput,
+    ModelLoadError,
+    ModelNotFound,
+    UntrustedTypes,
+)
 from service.jobs import utcnow
 
 
@@ -32,6 +45,9 @@ class ModelInfo:
     artifact_path: str
     sklearn_version: str | None
     cache_ttl: int | None = None  # seconds a single-row result is served from Redis
+    numpy_version: str | None = None  # None: registered before predq recorded it
+    artifact_format: str = "joblib"  # | "skops"
+    trusted_types: list[str] | None = None  # skops: the types the operator trusted
 
     def public(self) -> dict[str, Any]:
         out = {
@@ -42,6 +58,8 @@ class ModelInfo:
             "feature_names": self.feature_names,
             "sha256": self.sha256,
             "sklearn_version": self.sklearn_version,
+            "numpy_version": self.numpy_version,
+            "artifact_format": self.artifact_format,
             "cache_ttl": self.cache_ttl,
         }
         if self.labels is not None:
@@ -88,39 +106,43 @@ def add_model(
     version: str,
     feature_names: list[str] | None = None,
     cache_ttl: int | None = None,
+    trusted_types: list[str] | None = None,
 ) -> ModelInfo:
-    """Copy the artifact into the read-only model store and record its signature and sha256.
+    """Copy the artifact into the read-only model store and record its signature, sha256 and
+    the scikit-learn and numpy versions of this process (workers refuse to load it under others).
 
-    The operator vouches for the file they register: it is loaded once here (after hashing the
-    stored copy) to read its signature. Workers only load a file whose sha256 still matches.
+    A joblib artifact runs pickle: the operator vouches for the file they register. A `.skops`
+    one is refused before anything in it is loaded if it holds types that neither skops nor
+    `trusted_types` trusts. Either is refused if pickled by another scikit-learn version.
     """
-    import joblib
+    import numpy
     import sklearn
 
     _check_name(name, "name")
     _check_name(version, "version")
     if cache_ttl is not None and not 0 < cache_ttl <= 30 * 86400:
         raise InvalidInput("cache_ttl", "must be between 1 second and 30 days")
+    artifact_format, trusted = _format_of(path, trusted_types)
     if conn.execute(
         select(models.c.id).where(models.c.name == name, models.c.version == version)
     ).first():
         raise Conflict(f"model {name!r} version {version!r} is already registered")
-    stored = _store_artifact(model_dir, path)
-    signature = signature_of(joblib.load(stored))
-    if feature_names is not None:
-        if len(feature_names) != signature["n_features"]:
-            raise InvalidInput(
-                "feature_names",
-                f"{len(feature_names)} names for a model of {signature['n_features']} features",
-            )
-        signature["feature_names"] = feature_names
+    with _staged_copy(model_dir, path) as staged:
+        data = staged.read_bytes()  # hashed, checked and loaded: the same bytes
+        sha256 = hashlib.sha256(data).hexdigest()
+        model = load_artifact(data, artifact_format, trusted, f"artifact {path}")
+        signature = _signature(model, feature_names)
+        stored = _place(staged, f"{sha256}.{artifact_format}")
     row = {
         "name": name,
         "version": version,
         **signature,
-        "sha256": sha256_file(stored),
+        "sha256": sha256,
         "artifact_path": str(stored),
         "sklearn_version": sklearn.__version__,
+        "numpy_version": numpy.__version__,
+        "artifact_format": artifact_format,
+        "trusted_types": trusted if artifact_format == "skops" else None,
         "created_at": utcnow(),
         "cache_ttl": cache_ttl,
     }
@@ -128,8 +150,49 @@ def add_model(
     return ModelInfo(id=model_id, **{k: row[k] for k in _INFO_FIELDS})
 
 
+def load_artifact(data: bytes, artifact_format: str, trusted: list[str], subject: str) -> Any:
+    """The model in verified bytes. An estimator pickled by another scikit-learn version (its
+    InconsistentVersionWarning) is refused, as is, in a .skops file, any type not trusted."""
+    from sklearn.exceptions import InconsistentVersionWarning
+
+    try:
+        # Not thread-safe (process-wide filters): registration and prefork workers load alone.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", InconsistentVersionWarning)
+            if artifact_format == "skops":
+                return _skops_loads(data, trusted, subject)
+            import joblib
+
+            return joblib.load(io.BytesIO(data))
+    except InconsistentVersionWarning as exc:
+        raise ArtifactVersionMismatch(
+            f"{subject} ({exc.estimator_name})", "scikit-learn",
+            exc.original_sklearn_version, exc.current_sklearn_version,
+        ) from None
+
+
+def _skops_loads(data: bytes, trusted: list[str], subject: str) -> Any:
+    try:
+        import skops.io
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"{subject} is a .skops artifact: install the optional skops package "
+            "(pip install 'predq[skops]')"
+        ) from exc
+    try:
+        found = skops.io.get_untrusted_types(data=data)  # reads the schema, builds nothing
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise ModelLoadError(f"{subject} is not a readable .skops file: {exc}") from exc
+    untrusted = sorted(set(found) - set(trusted))
+    if untrusted:
+        raise UntrustedTypes(subject, untrusted)
+    return skops.io.loads(data, trusted=trusted)
+
+
 def resolve(conn: Connection, name: str, version: str | None = None) -> ModelInfo:
     """The named version, or the most recently registered one when version is None."""
+    if not _is_name(name) or (version is not None and not _is_name(version)):
+        raise ModelNotFound(name, version)  # never registered (and no NUL reaches PostgreSQL)
     stmt = select(models).where(models.c.name == name)
     if version is not None:
         stmt = stmt.where(models.c.version == version)
@@ -147,6 +210,8 @@ def by_id(conn: Connection, model_id: int) -> ModelInfo:
 
 
 def list_models(conn: Connection, name: str | None = None) -> list[ModelInfo]:
+    if name is not None and not _is_name(name):
+        return []
     stmt = select(models).order_by(models.c.name, models.c.id)
     if name is not None:
         stmt = stmt.where(models.c.name == name)
@@ -155,7 +220,8 @@ def list_models(conn: Connection, name: str | None = None) -> list[ModelInfo]:
 
 _INFO_FIELDS = (
     "name", "version", "kind", "n_features", "feature_names", "labels", "sha256",
-    "artifact_path", "sklearn_version", "cache_ttl",
+    "artifact_path", "sklearn_version", "cache_ttl", "numpy_version", "artifact_format",
+    "trusted_types",
 )
 
 
@@ -163,13 +229,39 @@ def _info(row: Any) -> ModelInfo:
     return ModelInfo(id=row["id"], **{k: row[k] for k in _INFO_FIELDS})
 
 
+def _is_name(value: str) -> bool:
+    return 0 < len(value) <= 50 and all(c.isalnum() or c in "-_." for c in value)
+
+
 def _check_name(value: str, field: str) -> None:
-    if not value or len(value) > 50 or not all(c.isalnum() or c in "-_." for c in value):
+    if not _is_name(value):
         raise InvalidInput(field, "use 1-50 letters, digits, '-', '_' or '.'")
 
 
-def _store_artifact(model_dir: str, path: str) -> Path:
-    """Copy to <model_dir>/<sha256>.joblib, read-only; identical content is stored once."""
+def _format_of(path: str, trusted_types: list[str] | None) -> tuple[str, list[str]]:
+    trusted = sorted(set(trusted_types or []))
+    if Path(path).suffix == ".skops":
+        return "skops", trusted
+    if trusted:
+        raise InvalidInput("trusted_types", "only a .skops artifact has types to trust")
+    return "joblib", trusted
+
+
+def _signature(model: Any, feature_names: list[str] | None) -> dict[str, Any]:
+    signature = signature_of(model)
+    if feature_names is not None:
+        if len(feature_names) != signature["n_features"]:
+            raise InvalidInput(
+                "feature_names",
+                f"{len(feature_names)} names for a model of {signature['n_features']} features",
+            )
+        signature["feature_names"] = feature_names
+    return signature
+
+
+@contextmanager
+def _staged_copy(model_dir: str, path: str) -> Iterator[Path]:
+    """A private read-only copy in the store's directory; removed unless `_place`d."""
     src = Path(path)
     if not src.is_file():
         raise ModelLoadError(f"no artifact at {path}")
@@ -179,11 +271,16 @@ def _store_artifact(model_dir: str, path: str) -> Path:
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
-        target = target_dir / f"{sha256_file(tmp)}.joblib"
-        if not target.exists():
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, target)
+        os.chmod(tmp, 0o444)
+        yield Path(tmp)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _place(staged: Path, name: str) -> Path:
+    """Move a checked copy to <model_dir>/<name>; identical content is stored once."""
+    target = staged.parent / name
+    if not target.exists():
+        os.replace(staged, target)
     return target

@@ -93,9 +93,10 @@ class GroupCommitter:
 
     def _commit(self, group: Sequence[_Pending]) -> None:
         error: BaseException | None = None
+        inserted: set[str] = set()
         try:
             with self._engine.begin() as conn:
-                jobs.insert_jobs(conn, [item.job for item in group])
+                inserted = set(jobs.insert_jobs(conn, [item.job for item in group]))
         except (OperationalError, DBAPIError) as exc:
             log.error("job insert failed for %d jobs: %s", len(group), exc)
             error = TransientError("the result store is unavailable; the job was not accepted")
@@ -103,18 +104,23 @@ class GroupCommitter:
             log.exception("job insert failed")
             error = exc
         if error is None:  # counted before the 202s go out
-            metrics.jobs_committed(item.job for item in group)
+            metrics.jobs_committed(item.job for item in group if item.job.id in inserted)
         for item in group:
             item.error = error
+            if error is None and item.job.id not in inserted:
+                item.error = jobs.KeyTaken(item.job.id)  # its key's first job answers instead
             item.done.set()
 
     def _publish_group(self, group: Sequence[_Pending]) -> None:
-        if any(item.error is not None for item in group):
+        if any(item.error is not None and not isinstance(item.error, jobs.KeyTaken)
+               for item in group):
             return
         if time.monotonic() < self._broker_down_until:
             return  # the broker just failed: don't stall every submit; the reconciler re-sends
         by_queue: dict[str, list[str]] = defaultdict(list)
         for item in group:
+            if item.error is not None:
+                continue  # not inserted: another job holds its Idempotency-Key
             if item.job.needs_worker:  # a result served from cache is already final
                 by_queue[item.job.queue].append(item.job.id)
         for queue_name, ids in by_queue.items():

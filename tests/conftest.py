@@ -144,6 +144,9 @@ class Tenant:
     def get(self, path: str, **kw: object) -> requests.Response:
         return self.http.get(self.base_url + path, timeout=30, **kw)  # type: ignore[arg-type]
 
+    def delete(self, path: str, **kw: object) -> requests.Response:
+        return self.http.delete(self.base_url + path, timeout=30, **kw)  # type: ignore[arg-type]
+
     def submit(self, model: str, inputs: list[object], **extra: object) -> str:
         response = self.post("/v1/jobs", json={"model": model, "inputs": inputs, **extra})
         assert response.status_code == 202, response.text
@@ -160,10 +163,11 @@ class Tenant:
         raise AssertionError(f"job {job_id} not finished after {timeout}s: {job}")
 
 
-def make_tenant(engine: Engine, base_url: str) -> Iterator[Tenant]:
+def make_tenant(engine: Engine, base_url: str,
+                scopes: tuple[str, ...] = keys.DEFAULT_SCOPES) -> Iterator[Tenant]:
     name = f"t-{uuid.uuid4().hex[:10]}"
     with engine.begin() as conn:
-        key = keys.create_key(conn, name)
+        key = keys.create_key(conn, name, scopes)
     tenant = Tenant(name, key, base_url)
     yield tenant
     tenant.http.close()

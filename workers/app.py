@@ -9,6 +9,7 @@ from service.config import Settings
 from service.priorities import NORMAL, PREDICT_QUEUES
 
 PREDICT_TASK = "predq.predict"
+CHUNK_TASK = "predq.predict_chunks"  # bulk jobs: `job-id/seq` of chunks, one per message
 RECONCILE_TASK = "predq.reconcile"
 DELIVER_TASK = "predq.deliver"
 WEBHOOK_QUEUE = "webhooks"
@@ -21,7 +22,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
     app = Celery("predq", broker=settings.broker_url, set_as_current=False)
     app.conf.update(
         task_serializer="json",
-        accept_content=["json"],  # a pickle message is refused before anything is decoded
+        accept_content=["json"],  # pickle is refused before anything is decoded: dead-lettered
         result_serializer="json",
         task_ignore_result=True,  # results live in SQL, not in a Celery backend
         task_acks_late=True,  # ack after the result is committed
@@ -55,6 +56,9 @@ def make_celery(settings: Settings | None = None) -> Celery:
         worker_send_task_events=False,
         task_send_sent_event=False,
         worker_enable_remote_control=False,
+        # Keeps what the worker refuses (disallowed content, undecodable, not our tasks' shape)
+        # in Redis for `predq dead-letters`, and acknowledges it, instead of dropping it.
+        worker_consumer="workers.deadletter:DeadLetteringConsumer",
         broker_heartbeat=0,
     )
     app.conf.predq_settings = settings

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import numpy as np
 import redis
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from service import jobs, metrics, realtime, registry
 from service.errors import ModelLoadError
@@ -189,6 +189,12 @@ class Runner:
         except ModelLoadError as exc:
             log.error("model %s cannot be loaded: %s", model_id, exc)
             return [Outcome(job.id, error=exc.message) for job in group]
+        except (OperationalError, DBAPIError):
+            raise  # the store is down: handled (and retried) by the caller
+        except Exception as exc:  # noqa: BLE001 - e.g. the pickle names a module not installed
+            log.error("model %s cannot be loaded: %s: %s", model_id, type(exc).__name__, exc)
+            message = f"the model cannot be loaded: {type(exc).__name__}: {exc}"
+            return [Outcome(job.id, error=message) for job in group]
         try:
             rows = np.concatenate([job.inputs for job in group])
             with metrics.PREDICT_DURATION.labels(info.name).time():

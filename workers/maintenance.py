@@ -9,13 +9,13 @@ from datetime import timedelta
 
 from sqlalchemy import Engine
 
-from service import jobs, metrics
+from service import chunks, jobs, metrics
 from service.config import Settings
 from service.webhooks import events as webhook_events
-from workers.app import WEBHOOK_QUEUE
+from workers.app import CHUNK_TASK, WEBHOOK_QUEUE
 
 log = logging.getLogger(__name__)
-Publish = Callable[[str, list[str]], None]
+Publish = Callable[..., None]  # (queue, ids, task=...)
 
 
 def reconcile(engine: Engine, settings: Settings, publish: Publish,
@@ -40,6 +40,11 @@ def reconcile(engine: Engine, settings: Settings, publish: Publish,
     by_queue: dict[str, list[str]] = defaultdict(list)
     for job_id, queue in due:
         by_queue[queue].append(job_id)
+    with engine.begin() as conn:  # bulk jobs: lost chunk messages, dead workers' chunks
+        chunk_sends, chunk_failed = chunks.sweep(
+            conn, now - timedelta(seconds=settings.republish_after), settings.bulk_window,
+            settings.max_attempts, limit)
+        new_events += webhook_events.record(conn, chunk_failed, settings.webhook_max_inline_bytes)
     with engine.begin() as conn:  # webhook events due: new ones whose message was lost, retries
         events = new_events + webhook_events.due(conn, settings.republish_after, limit)
     if events:
@@ -47,9 +52,13 @@ def reconcile(engine: Engine, settings: Settings, publish: Publish,
     for queue, ids in by_queue.items():
         for start in range(0, len(ids), settings.submit_group_max):
             publish(queue, ids[start:start + settings.submit_group_max])
+    for job_id, queue, seq in chunk_sends:
+        publish(queue, [chunks.chunk_id(job_id, seq)], task=CHUNK_TASK)
+    failed += chunk_failed
     if failed or due or expired:
         log.warning("reconciler: %d jobs failed after %d attempts, %d expired, %d moved up a "
                     "priority level, %d sent again", len(failed), settings.max_attempts,
                     len(expired), len(promoted), len(due) - len(promoted))
     return {"failed": len(failed), "expired": len(expired), "promoted": len(promoted),
-            "republished": len(due) - len(promoted), "webhooks": len(events)}
+            "republished": len(due) - len(promoted), "webhooks": len(events),
+            "chunks": len(chunk_sends)}

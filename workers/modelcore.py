@@ -1,23 +1,22 @@
-"""Load (verify sha256, then joblib.load), cache, and predict on a batch."""
+"""Load (check versions and sha256, then deserialize), cache, and predict on a batch."""
 
 from __future__ import annotations
 
 import hashlib
-import io
 import threading
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
-from service.errors import ArtifactMismatch, ModelLoadError
-from service.registry import ModelInfo
+from service.errors import ArtifactMismatch, ArtifactVersionMismatch, ModelLoadError
+from service.registry import ModelInfo, load_artifact
 
 
 def load_verified(info: ModelInfo) -> Any:
-    """joblib.load runs pickle, so the bytes are checked against the registered sha256 first."""
-    import joblib
-
+    """joblib.load runs pickle, so the bytes are checked against the registered sha256 first,
+    and the scikit-learn and numpy running must be the ones the model was registered under."""
+    check_versions(info)
     try:
         with open(info.artifact_path, "rb") as fh:
             data = fh.read()
@@ -27,7 +26,28 @@ def load_verified(info: ModelInfo) -> Any:
     if actual != info.sha256:
         raise ArtifactMismatch(info.artifact_path, info.sha256, actual)
     # Load the verified bytes, not the path: the file could change between check and load.
-    return joblib.load(io.BytesIO(data))
+    return load_artifact(data, info.artifact_format, info.trusted_types or [],
+                         f"model {info.name} {info.version}")
+
+
+def check_versions(info: ModelInfo) -> None:
+    """Refuse a model registered under another scikit-learn or numpy than this process runs.
+
+    The version strings must match exactly, patch level included: scikit-learn supports
+    unpickling only by the version that pickled (it warns on any difference), and a numpy
+    upgrade can change results or the pickled layout (numpy 2 moved numpy.core). So upgrading
+    either means registering each model again, as a new version, once it has been checked.
+    A version not recorded (a model registered before predq recorded it) is not compared.
+    """
+    import sklearn
+
+    for library, recorded, running in (
+        ("scikit-learn", info.sklearn_version, sklearn.__version__),
+        ("numpy", info.numpy_version, np.__version__),
+    ):
+        if recorded is not None and recorded != running:
+            raise ArtifactVersionMismatch(f"model {info.name} {info.version}", library, recorded,
+                                          running)
 
 
 class ModelCache:

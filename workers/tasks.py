@@ -22,8 +22,9 @@ from service import logs, metrics, realtime
 from service.config import Settings
 from service.db import make_engine
 from service.webhooks import events as webhook_events
-from workers.app import DELIVER_TASK, PREDICT_TASK, RECONCILE_TASK, WEBHOOK_QUEUE
+from workers.app import CHUNK_TASK, DELIVER_TASK, PREDICT_TASK, RECONCILE_TASK, WEBHOOK_QUEUE
 from workers.batching import Runner
+from workers.bulkrun import ChunkRunner
 from workers.maintenance import reconcile
 from workers.webhooks import Deliverer
 
@@ -193,6 +194,13 @@ def register(app: Celery) -> None:
             time.sleep(1.0)  # don't spin on a dead database: the messages come straight back
             return REQUEUE
 
+    @app.task(name=CHUNK_TASK, acks_late=True, ignore_result=True)
+    def predict_chunks(chunk_ids: list[str]) -> int:
+        """Bulk jobs: each message names one chunk (`job-id/seq`); its result is committed
+        alone, and the job's next chunk is sent, so a bulk job holds only a few messages."""
+        run = runner(settings, publisher(app))
+        return ChunkRunner(run).run(_ids([chunk_ids]), publisher(app))
+
     @app.task(name=DELIVER_TASK, acks_late=True, ignore_result=True)
     def deliver_events(event_ids: list[str]) -> None:
         """One attempt per due event; a retry due within a minute comes back as a delayed
@@ -224,8 +232,9 @@ def register(app: Celery) -> None:
 def publisher(app: Celery) -> Callable[..., None]:
     """Send one message carrying `ids` to `queue` (job ids to a predict queue, event ids to
     the webhooks queue); a dead broker fails within ~1 s."""
-    def publish(queue: str, ids: list[str], countdown: float | None = None) -> None:
-        task = DELIVER_TASK if queue == WEBHOOK_QUEUE else PREDICT_TASK
+    def publish(queue: str, ids: list[str], countdown: float | None = None,
+                task: str | None = None) -> None:
+        task = task or (DELIVER_TASK if queue == WEBHOOK_QUEUE else PREDICT_TASK)
         app.send_task(task, args=[ids], queue=queue, countdown=countdown, retry=True,
                       retry_policy={"max_retries": 2, "interval_start": 0,
                                     "interval_step": 0.3, "interval_max": 0.5})

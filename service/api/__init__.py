@@ -13,9 +13,11 @@ from flask import Flask, current_app
 from sqlalchemy import Engine
 
 from service.api.lookups import KeyLookup, ModelLookup
+from service.api.slowbody import SlowBodyGuard
 from service.backpressure import QueueGauge
 from service.config import Settings
 from service.db import make_engine, reader
+from service.ratelimit import Limits, Quotas, TenantLimits
 from service.realtime import ResultWaiter
 from service.submitter import GroupCommitter
 from service.webhooks.endpoints import Sealer
@@ -39,17 +41,20 @@ class Services:
     sealer: Sealer  # webhook signing secrets at rest
     webhook_allow: AllowList  # non-public webhook targets the operator allows
     publish: Callable[..., None]  # ids to a queue; fails fast when Redis is down
+    quotas: Quotas  # per-tenant request rate and rows per minute
 
 
 def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     """Build the app from environment settings, overridden by `config` (used by tests)."""
-    from service.api import errors, health, jobs, models, openapi, webhooks
+    from service.api import errors, health, jobs, keys, models, openapi, webhooks
     from workers.app import make_celery
     from workers.tasks import publisher
 
     settings = config if isinstance(config, Settings) else Settings.from_env(**dict(config or {}))
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.wsgi_app = SlowBodyGuard(  # type: ignore[method-assign]
+        app.wsgi_app, settings.api_read_timeout, settings.api_body_timeout)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     engine = make_engine(settings.database_url)
     celery = make_celery(settings)
@@ -58,22 +63,24 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     committer = GroupCommitter(engine, publish, settings.submit_group_max, settings.submit_linger)
     reads = reader(engine)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    errors.register(app)
+    _request_ids(app)  # before the limiter's hook: a 429 carries its request id too
+    default_limits = Limits(settings.rate_limit_rps, settings.rate_limit_rows_per_minute)
+    quotas = Quotas(app, settings.redis_url, TenantLimits(reads, default_limits))
     gauge = QueueGauge(reads, client, settings.queue_limits(), settings.tenant_queue_share,
                        settings.depth_refresh_interval)
     app.extensions["predq"] = Services(
         settings, engine, reads, celery, committer, ModelLookup(reads),
         KeyLookup(reads, client, settings.key_epoch_check_interval), client, gauge,
         ResultWaiter(settings.redis_url), Sealer(settings.secret_key),
-        AllowList.parse(settings.webhook_allow_hosts), publish,
+        AllowList.parse(settings.webhook_allow_hosts), publish, quotas,
     )
     logging.getLogger("service").setLevel(settings.log_level)
-
-    errors.register(app)
-    _request_ids(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(models.bp)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(keys.bp)
     from service.api import dashboard
     app.register_blueprint(dashboard.bp)
     openapi.register(app)

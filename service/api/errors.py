@@ -27,6 +27,8 @@ def register(app: Flask) -> None:
         response = error_response(exc.status, exc.to_dict())
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
+        if exc.status == 408:
+            response.headers["Connection"] = "close"  # the rest of the body is not read
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             response.headers["Retry-After"] = str(retry_after)

@@ -84,7 +84,8 @@ def predict(name: str) -> Response | tuple[Response, int, dict[str, str]]:
     svc = services()
     timeout = _timeout(svc.settings.sync_timeout_default, svc.settings.sync_timeout_max)
     model = svc.models.resolve(name, version_of(body))
-    rows = parse_rows(body["inputs"], model, svc.settings.max_rows_per_job)
+    rows = parse_rows(body["inputs"], model, svc.settings.max_rows_per_job,
+                      svc.settings.max_string_length)
     until = time.monotonic() + timeout
     job = prepare(svc, tenant, model, rows, priorities.INTERACTIVE,
                   jobs.utcnow() + timedelta(seconds=timeout))

@@ -15,6 +15,7 @@ from spectree.metadata import register_validated_function
 from spectree.models import SecureType
 
 import service
+from service.api import ids
 from service.api.schemas import Error
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,13 +32,17 @@ spec = SpecTree(
 
 ERRORS = {
     400: "invalid input or malformed JSON; `field` says where",
-    401: "no key, a wrong key or a revoked key",
+    401: "no key, a wrong, revoked or expired key",
+    403: "the key lacks the scope this needs (read, submit or admin)",
     404: "unknown, or another tenant's (the two look the same)",
+    406: "none of the formats the Accept header names can be served",
+    408: "the request body stalled or came too slowly",
     409: "the job is not in a state that allows this",
     413: "body too large",
     415: "not JSON",
-    422: "the model failed on the input",
-    429: "the queue, or the tenant's share of it, is full; see Retry-After",
+    422: "the model failed on the input, or an Idempotency-Key was reused for another request",
+    429: "the tenant's rate limit, or the queue (or the tenant's share of it), is full; "
+         "see Retry-After",
     503: "a store is down; nothing was accepted",
 }
 
@@ -47,8 +52,8 @@ def documented(ok: dict[int, Any], errors: tuple[int, ...] = (), *, public: bool
     """Describe a view in the OpenAPI document without wrapping it: the request path stays as
     fast as it was. `ok` maps success statuses to body models (None: no body)."""
     codes = {f"HTTP_{status}": model for status, model in ok.items()}
-    always = () if public else (401, 503)
-    codes |= {f"HTTP_{status}": (Error, ERRORS[status]) for status in (*errors, *always)}
+    always = () if public else (401, 403, 429, 503)
+    codes |= {f"HTTP_{status}": (Error, ERRORS[status]) for status in {*errors, *always}}
     if public:
         kwargs["security"] = {}
 
@@ -93,8 +98,87 @@ def document() -> dict[str, Any]:
         schemas = doc["components"]["schemas"]
         for name in [n for n in schemas if n.startswith("ValidationError")]:
             del schemas[name]
+        _describe_path_parameters(doc)
+        add_links(doc)
+        _bulk_media(doc)
         _document = doc
     return _document
+
+
+def _describe_path_parameters(doc: dict[str, Any]) -> None:
+    """Schemas for the parameters of predq's own route converters (all named after them)."""
+    for operations in doc["paths"].values():
+        for op in operations.values():
+            for parameter in op.get("parameters", []):
+                if parameter["in"] == "path" and parameter["schema"] is None:
+                    parameter["schema"] = ids.SCHEMAS[parameter["name"]]
+
+
+_JOB = {"job_id": "$response.body#/id"}
+_ENDPOINT = {"endpoint_id": "$response.body#/id"}
+_JOB_LINKS = [
+    ("GetJob", "get", "/v1/jobs/{job_id}", _JOB),
+    ("GetResult", "get", "/v1/jobs/{job_id}/result", _JOB),
+    ("CancelJob", "post", "/v1/jobs/{job_id}/cancel", _JOB),
+    ("DeleteJob", "delete", "/v1/jobs/{job_id}", _JOB),
+    ("GetDeliveries", "get", "/v1/jobs/{job_id}/deliveries", _JOB),
+    ("Redeliver", "post", "/v1/jobs/{job_id}/deliveries/redeliver", _JOB),
+    ("GetModel", "get", "/v1/models/{name}", {"name": "$response.body#/model"}),
+    ("GetModelVersion", "get", "/v1/models/{name}/versions/{version}",
+     {"name": "$response.body#/model", "version": "$response.body#/version"}),
+]
+#: OpenAPI links: where the ids in an answer lead. They document the workflow (submit, poll,
+#: fetch the result, cancel) and let stateful clients and fuzzers follow it.
+LINKS: dict[tuple[str, str, str], list[tuple[str, str, str, dict[str, str]]]] = {
+    ("post", "/v1/jobs", "202"): _JOB_LINKS,
+    ("post", "/v1/models/{name}/predict", "202"): _JOB_LINKS,
+    ("post", "/v1/webhooks", "201"): [
+        ("GetEndpoint", "get", "/v1/webhooks/{endpoint_id}", _ENDPOINT),
+        ("RotateEndpoint", "post", "/v1/webhooks/{endpoint_id}/rotate", _ENDPOINT),
+        ("DeleteEndpoint", "delete", "/v1/webhooks/{endpoint_id}", _ENDPOINT),
+    ],
+}
+
+
+def add_links(doc: dict[str, Any]) -> None:
+    """Attach `LINKS` to the answers they start from, naming targets by their operationId."""
+    paths = doc["paths"]
+    for (method, path, status), links in LINKS.items():
+        response = paths[path][method]["responses"][status]
+        response["links"] = {
+            name: {"operationId": paths[target][verb]["operationId"], "parameters": parameters}
+            for name, verb, target, parameters in links
+        }
+
+
+_TEXT: dict[str, Any] = {"schema": {}}  # any body: lines of JSON, CSV text
+_BINARY: dict[str, Any] = {"schema": {}}  # a .npy file (OpenAPI 3.1: no schema)
+BULK_QUERY = [
+    ("model", "string", "bulk bodies: the model's name (required)"),
+    ("version", "string", "bulk bodies: the version (default: the latest)"),
+    ("priority", "string", "bulk bodies: interactive, normal, bulk (the default) or 0-9"),
+    ("deadline", "string", "bulk bodies: seconds from now, or an ISO 8601 time"),
+    ("webhook_url", "string", "bulk bodies: told when the job ends"),
+    ("keep_inputs", "boolean", "bulk bodies: keep the input chunks once the job finishes"),
+]
+
+
+def _bulk_media(doc: dict[str, Any]) -> None:
+    """POST /v1/jobs also takes CSV, NDJSON and .npy bodies (options in the query); a result
+    comes in any of JSON, NDJSON, CSV and .npy, as Accept asks."""
+    submit = doc["paths"].get("/v1/jobs", {}).get("post")
+    if submit is not None:
+        content = submit["requestBody"]["content"]
+        content.update({"text/csv": _TEXT, "application/x-ndjson": _TEXT,
+                        "application/x-npy": _BINARY})
+        submit.setdefault("parameters", []).extend(
+            {"name": name, "in": "query", "required": False, "description": text,
+             "schema": {"type": kind}} for name, kind, text in BULK_QUERY)
+    for path, operations in doc["paths"].items():
+        if path.endswith("/result") and "get" in operations:
+            content = operations["get"]["responses"]["200"]["content"]
+            content.update({"application/x-ndjson": _TEXT, "text/csv": _TEXT,
+                            "application/x-npy": _BINARY})
 
 
 def render(doc: dict[str, Any]) -> str:

@@ -7,7 +7,7 @@ models describe the same contract, and the test suite checks every response agai
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,6 +15,12 @@ JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "ex
 Priority = Literal["interactive", "normal", "bulk"]
 EventType = Literal["job.succeeded", "job.failed", "job.cancelled", "job.expired"]
 Row = list[float] | dict[str, float]
+Rows = Annotated[list[Row], Field(
+    min_length=1, description="rows in feature order, or keyed by feature name; at most "
+    "PREDQ_MAX_ROWS_PER_JOB (10,000) of them, each with the model's features")]
+Level = Annotated[int, Field(ge=0, le=9)]
+Seconds = Annotated[float, Field(gt=0, le=30 * 86_400)]
+Url = Annotated[str, Field(min_length=1, max_length=2000)]
 
 
 class Strict(BaseModel):
@@ -44,13 +50,24 @@ class Links(Strict):
 
 
 class JobSubmit(Strict):
-    model: str = Field(description="name of a registered model")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"model": "iris", "inputs": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]},
+        {"model": "iris", "inputs": [{"sepal_length": 5.9, "sepal_width": 3.0,
+                                      "petal_length": 4.2, "petal_width": 1.5}],
+         "priority": "interactive", "deadline": 60},
+    ]})
+
+    model: str = Field(min_length=1, description="name of a registered model")
     version: str | int | None = Field(None, description="default: the latest version")
-    inputs: list[Row] = Field(description="rows in feature order, or keyed by feature name")
-    priority: Priority | int | None = Field(None, description="a name, or 0 (lowest) to 9")
-    deadline: float | datetime | None = Field(
-        None, description="seconds from now, or an ISO 8601 time with a timezone")
-    webhook_url: str | None = Field(None, description="told when the job ends")
+    inputs: Rows
+    priority: Priority | Level | None = Field(
+        None, description="a name, or 0 (lowest) to 9; default normal")
+    deadline: Seconds | datetime | None = Field(
+        None, description="seconds from now, or an ISO 8601 time with a timezone; at most 30 "
+                          "days ahead")
+    webhook_url: Url | None = Field(
+        None, description="a public http(s) URL, told when the job ends; needs the tenant's "
+                          "job secret (POST /v1/webhooks/job-secret)")
 
 
 class JobAccepted(Strict):
@@ -67,6 +84,9 @@ class Job(Strict):
     model: str
     version: str
     rows: int
+    rows_total: int = Field(description="the same as rows")
+    rows_done: int = Field(description="rows with results committed (bulk: chunk by chunk)")
+    percent: float = Field(ge=0, le=100, description="rows_done of rows_total, in percent")
     attempts: int
     priority: Priority
     from_cache: bool
@@ -88,12 +108,17 @@ class Result(Strict):
 
 
 class PredictRequest(Strict):
-    inputs: list[Row]
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"inputs": [[5.1, 3.5, 1.4, 0.2]]}]})
+
+    inputs: Rows
     version: str | int | None = None
 
 
 class PredictQuery(Strict):
-    timeout: float | None = Field(None, description="seconds to wait; then 202 with the job")
+    timeout: float | None = Field(
+        None, gt=0, le=30, description="seconds to wait, at most PREDQ_SYNC_TIMEOUT_MAX (30); "
+                                       "then 202 with the job")
 
 
 class ModelVersion(Strict):
@@ -103,7 +128,10 @@ class ModelVersion(Strict):
     n_features: int
     feature_names: list[str]
     sha256: str
-    sklearn_version: str | None
+    sklearn_version: str | None = Field(description="registered under; workers must run it")
+    numpy_version: str | None = Field(
+        description="registered under; workers must run it (null: registered before recorded)")
+    artifact_format: Literal["joblib", "skops"]
     cache_ttl: int | None
     labels: list[Any] | None = None
 
@@ -145,7 +173,10 @@ class Redelivered(Strict):
 
 
 class EndpointCreate(Strict):
-    url: str
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"url": "https://hooks.example.com/predq", "events": ["job.succeeded", "job.failed"]}]})
+
+    url: Url = Field(description="a public http(s) URL")
     events: list[EventType] | None = None
 
 

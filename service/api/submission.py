@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,11 +30,17 @@ class UnsupportedMediaType(PredqError):
 
 def json_body() -> dict[str, Any]:
     """The request body as a JSON object, or an error that says what is wrong with it."""
+    from service.api import services
+
+    max_depth = services().settings.max_json_depth
     mimetype = request.mimetype
     # curl -d sends application/x-www-form-urlencoded unless told otherwise; read it as JSON.
     if mimetype not in ("", "application/json", "application/x-www-form-urlencoded"):
         raise UnsupportedMediaType(f"send Content-Type: application/json, not {mimetype}")
     raw = request.get_data(cache=False)
+    depth = json_depth(raw)
+    if depth > max_depth:
+        raise MalformedJSON(f"the JSON is nested {depth} levels deep; at most {max_depth}")
     try:
         body = json.loads(raw.decode("utf-8"))  # RFC 8259: JSON between systems is UTF-8
     except UnicodeDecodeError as exc:
@@ -49,10 +56,34 @@ def json_body() -> dict[str, Any]:
     return body
 
 
+_URLS = frozenset({"url", "webhook_url"})
+_BRACKETS = np.zeros(256, dtype=np.int8)
+_BRACKETS[[ord("["), ord("{")]] = 1
+_BRACKETS[[ord("]"), ord("}")]] = -1
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def json_depth(raw: bytes) -> int:
+    """How deeply the arrays and objects of a JSON text nest, counted in C before the parser
+    recurses (strings are blanked first: they may hold brackets)."""
+    if b'"' in raw:
+        raw = _STRINGS.sub(b'""', raw)
+    steps = _BRACKETS[np.frombuffer(raw, dtype=np.uint8)]
+    return int(np.cumsum(steps, dtype=np.int32).max(initial=0))
+
+
 def check_fields(body: dict[str, Any], allowed: set[str]) -> None:
+    """Only the `allowed` fields, and no string longer than the settings' max_string_length
+    among them (URLs have their own limit)."""
+    from service.api import services
+
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise InvalidInput(unknown[0], "unknown field")
+        raise InvalidInput(unknown[0][:100], "unknown field")
+    max_string = services().settings.max_string_length
+    for name, value in body.items():
+        if isinstance(value, str) and len(value) > max_string and name not in _URLS:
+            raise InvalidInput(name, f"{len(value)} characters; at most {max_string}")
 
 
 def version_of(body: dict[str, Any]) -> str | None:
@@ -106,10 +137,12 @@ def check_webhook_url(svc: Services, tenant: str, value: Any) -> str | None:
 def prepare(svc: Services, tenant: str, model: ModelInfo, rows: np.ndarray, queue: str,
             deadline: datetime | None, webhook_url: str | None = None) -> jobs.NewJob:
     """The job to commit: served from the prediction cache if it can be (no worker, no queue
-    slot), else admitted to its queue or refused with 429 before anything is written."""
+    slot, no rows quota), else admitted to its queue and counted against the tenant's rows
+    per minute, or refused with 429 before anything is written."""
     cached = realtime.cached_result(svc.redis, model, rows)
     if cached is None:
         svc.gauge.admit(queue, tenant)
+        svc.quotas.take_rows(tenant, len(rows))
     return jobs.NewJob(tenant=tenant, model_id=model.id, inputs=rows, queue=queue,
                        deadline=deadline, cached_result=cached, webhook_url=webhook_url,
                        model=model.name, request_id=logs.request_id.get()).with_id()

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from flask import Blueprint, Response, jsonify
 
+from service.api import ids, services
 from service.api import schemas as S
-from service.api import services
 from service.api.auth import current_tenant
 from service.api.openapi import documented
 from service.api.submission import check_fields, json_body
@@ -17,6 +17,7 @@ from service.webhooks import endpoints
 from service.webhooks.safety import UnsafeTarget, check_url
 
 bp = Blueprint("webhooks", __name__, url_prefix="/v1/webhooks")
+ids.use_in(bp)  # /<endpoint_id:...> matches ids only: not job-secret, not failures
 
 
 @bp.post("")
@@ -52,7 +53,7 @@ def list_endpoints() -> Response:
     return jsonify({"endpoints": [e.public() for e in found if e.url is not None]})
 
 
-@bp.get("/<endpoint_id>")
+@bp.get("/<endpoint_id:endpoint_id>")
 @documented({200: S.Endpoint}, (404,), tags=["webhooks"])
 def get_endpoint(endpoint_id: str) -> Response:
     tenant = current_tenant()
@@ -60,7 +61,7 @@ def get_endpoint(endpoint_id: str) -> Response:
         return jsonify(endpoints.get(conn, tenant, endpoint_id).public())
 
 
-@bp.delete("/<endpoint_id>")
+@bp.delete("/<endpoint_id:endpoint_id>")
 @documented({204: None}, (404,), tags=["webhooks"])
 def delete(endpoint_id: str) -> tuple[str, int]:
     tenant = current_tenant()
@@ -69,7 +70,7 @@ def delete(endpoint_id: str) -> tuple[str, int]:
     return "", 204
 
 
-@bp.post("/<endpoint_id>/rotate")
+@bp.post("/<endpoint_id:endpoint_id>/rotate")
 @documented({200: S.EndpointWithSecret}, (404,), tags=["webhooks"])
 def rotate(endpoint_id: str) -> Response:
     """A new secret, shown once; the old one goes on signing beside it for the grace period."""

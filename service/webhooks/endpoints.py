@@ -22,6 +22,8 @@ from service.errors import InvalidInput, NotFound, PredqError
 from service.jobs import as_utc, iso, utcnow
 
 EVENT_TYPES = ("job.succeeded", "job.failed", "job.cancelled", "job.expired")
+#: What `create` names an endpoint: `we_` and a uuid4 in hex.
+ID_PATTERN = "we_[0-9a-f]{32}"
 
 
 class NotConfigured(PredqError):

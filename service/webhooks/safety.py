@@ -4,8 +4,9 @@ Whoever submits a job names the webhook URL, so a plain POST would let them reac
 database or the cloud metadata service from inside predq. This module says what is off limits;
 `service.webhooks.sender` holds the transport that enforces it on every connection:
 
-* `check_url`, at registration: a clear 400 for a scheme other than http(s), credentials in the
-  URL, a literal address that is not public (in any spelling a resolver accepts) or a local name.
+* `check_url`, at registration: a clear 400 for a control character, a scheme other than
+  http(s), credentials in the URL, a literal address that is not public (in any spelling a
+  resolver accepts) or a local name.
 * `check_resolved`, also at registration: `check_url`, then the host's current addresses. An
   early, clear error only: DNS may answer differently a second later (rebinding).
 * `parse_target`, `resolve` and `check_address`, at connect time: `SafeSender` resolves the host
@@ -198,6 +199,8 @@ def check_url(url: str, allow: AllowList) -> None:
 
 def parse_target(url: str, allow: AllowList) -> Target:
     """`check_url`, returning what the sender needs to make the request."""
+    if any(c < " " or c == "\x7f" for c in url):  # never in a URL; PostgreSQL refuses a NUL
+        raise UnsafeTarget("contains a control character")
     # One parser, urllib3's, for the check and for the request: no parser differential.
     try:
         parsed = parse_url(url)

@@ -59,11 +59,36 @@ def test_non_finite_numbers_answer_400(tenant: Tenant, literal: str) -> None:
 @pytest.mark.parametrize(
     ("body", "words"),
     [('{"model": "iris", "inputs": [[1, 2', "line 1 column"), ("[1, 2]", "JSON object"),
-     (b"\xff\xfe", "UTF-8"), ("", "malformed JSON"), ("[" * 100_000, "nested too deeply")],
+     (b"\xff\xfe", "UTF-8"), ("", "malformed JSON"),
+     ("[" * 100_000, "nested 100000 levels deep; at most 32"),
+     ('{"model": "iris", "inputs": ' + "[" * 40 + "]" * 40 + "}", "41 levels deep")],
 )
 def test_malformed_json_answers_400(tenant: Tenant, body: str | bytes, words: str) -> None:
     response = tenant.post("/v1/jobs", data=body, headers={"Content-Type": "application/json"})
     assert words in _error(response, 400, "malformed_json")["message"]
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(tenant: Tenant) -> None:
+    body = '{"model": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\\"[[[", "inputs": [[1]]}'
+    _error(tenant.post("/v1/jobs", data=body, headers={"Content-Type": "application/json"}),
+           404, "model_not_found")
+
+
+@pytest.mark.parametrize(("body", "field", "words"), [
+    ({"model": "m" * 1001, "inputs": [[1, 2, 3, 4]]}, "model", "1001 characters; at most 1000"),
+    ({"model": "iris", "inputs": [[1, 2, 3, 4]], "deadline": "9" * 5000}, "deadline",
+     "at most 1000"),
+    ({"model": "iris", "inputs": [{"x" * 1001: 1}]}, "inputs[0]", "feature name of 1001"),
+    ({"model": "iris", "inputs": [[1, 2, 3, 4]], "x" * 5000: 1}, "x" * 100, "unknown field"),
+    ({"model": "iris", "inputs": [[1] * 20_000]}, "inputs[0]", "has 20000 features"),
+])
+def test_long_strings_and_wide_rows_answer_400_without_echoing_them(
+    tenant: Tenant, body: dict[str, object], field: str, words: str
+) -> None:
+    error = _error(tenant.post("/v1/jobs", json=body), 400, "invalid_input")
+    assert error["field"] == field
+    assert words in error["message"]
+    assert len(error["message"]) < 3000
 
 
 def test_unknown_model_or_version_answers_404(tenant: Tenant) -> None:
@@ -75,6 +100,31 @@ def test_unknown_model_or_version_answers_404(tenant: Tenant) -> None:
                    404, "model_not_found")
     assert error["field"] == "version" and "'9'" in error["message"]
     _error(tenant.get("/v1/models/nope"), 404, "model_not_found")
+
+
+NUL_CASES = [
+    ("GET", "/v1/jobs/a%00b/result", None, 404, "job_not_found"),
+    ("DELETE", "/v1/jobs/a%00b", None, 404, "job_not_found"),
+    ("GET", "/v1/models/a%00b", None, 404, "model_not_found"),
+    ("GET", "/v1/models/iris/versions/1%00", None, 404, "model_not_found"),
+    ("POST", "/v1/jobs", {"model": "a\x00b", "inputs": [[1, 2, 3, 4]]}, 404, "model_not_found"),
+    ("POST", "/v1/models/iris/predict", {"version": "1\x00", "inputs": [[1, 2, 3, 4]]}, 404,
+     "model_not_found"),
+    ("POST", "/v1/jobs", {"model": "iris", "inputs": [[1, 2, 3, 4]],
+                          "webhook_url": "https://example.com/\x00"}, 400,
+     "unsafe_webhook_target"),
+    ("POST", "/v1/webhooks", {"url": "https://example.com/\x00"}, 400, "unsafe_webhook_target"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "code"), NUL_CASES)
+def test_a_nul_character_is_refused_before_it_reaches_sql(
+    tenant: Tenant, method: str, path: str, body: object, status: int, code: str
+) -> None:
+    """PostgreSQL cannot hold a NUL in text: such a lookup answered 503 "store unavailable", and
+    such a webhook_url failed every job committed in its group."""
+    response = tenant.http.request(method, tenant.base_url + path, json=body, timeout=30)
+    _error(response, status, code)
 
 
 def test_wrong_content_type_answers_415(tenant: Tenant) -> None:

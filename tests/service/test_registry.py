@@ -1,14 +1,19 @@
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import sklearn
 from sqlalchemy import Engine, delete
 
 from service import registry
 from service.db import models as models_table
 from service.errors import Conflict, InvalidInput
 from service.registry import ModelInfo
+from tests.conftest import ROOT
 
 
 def test_registered_artifact_is_stored_read_only_under_its_sha256(
@@ -47,3 +52,24 @@ def test_feature_names_must_match_the_model_width(engine: Engine, settings, mode
     with engine.begin() as conn, pytest.raises(InvalidInput, match="3 names for a model of 4"):
         registry.add_model(conn, settings.model_dir, models["iris"].artifact_path,
                            "iris-named", "1", feature_names=["a", "b", "c"])
+
+
+def test_registration_records_the_scikit_learn_and_numpy_it_ran_under(
+    models: dict[str, ModelInfo],
+) -> None:
+    iris = models["iris"]
+    assert (iris.sklearn_version, iris.numpy_version) == (sklearn.__version__, np.__version__)
+    assert iris.artifact_format == "joblib" and iris.trusted_types is None
+    assert iris.public()["numpy_version"] == np.__version__
+
+
+def test_trusted_types_are_only_for_skops_artifacts(engine: Engine, settings, models) -> None:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn, pytest.raises(InvalidInput, match="only a .skops artifact"):
+        registry.add_model(conn, settings.model_dir, models["iris"].artifact_path,
+                           "iris-trusting", "1", trusted_types=["builtins.open"])
+
+
+def test_skops_stays_an_optional_import() -> None:
+    code = ("import sys, service.api, service.registry, workers.modelcore, workers.main; "
+            "sys.exit('skops' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=120).returncode == 0

@@ -65,6 +65,13 @@ def test_check_url_refuses_credentials_in_the_url(url: str) -> None:
         check_url(url, AllowList())
 
 
+@pytest.mark.parametrize("url", ["https://example.com/\x00", "https://example.com/a\nb",
+                                 "https://example.com/\x7f"])
+def test_check_url_refuses_control_characters(url: str) -> None:
+    with pytest.raises(UnsafeTarget, match="control character"):
+        check_url(url, AllowList())
+
+
 @pytest.mark.parametrize(
     "url",
     [

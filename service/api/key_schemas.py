@@ -1,0 +1,38 @@
+"""Request and response shapes of /v1/keys, for the OpenAPI description."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from service.api.schemas import Strict
+
+Scope = Literal["submit", "read", "admin"]
+
+
+class KeyCreate(Strict):
+    name: str | None = Field(None, max_length=100, description="what the key is for")
+    scopes: list[Scope] = Field(["submit", "read"], min_length=1)
+    expires_in: float | None = Field(None, gt=0, le=3 * 365 * 86400,
+                                     description="seconds from now until the key stops working")
+
+
+class KeyInfo(Strict):
+    prefix: str = Field(description="the key's first 10 characters: how to name it")
+    tenant: str
+    name: str | None
+    scopes: list[Scope]
+    status: Literal["active", "expired", "revoked"]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyInfo):
+    key: str = Field(description="the key itself: shown this once, only its hash is kept")
+
+
+class KeyList(Strict):
+    keys: list[KeyInfo]

@@ -1,0 +1,80 @@
+"""/v1/keys: a tenant's admins make, list and revoke the tenant's API keys."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from datetime import timedelta
+from typing import Any
+
+import redis
+from flask import Blueprint, Response, jsonify
+
+from service import keys
+from service.api import key_schemas as K
+from service.api import services
+from service.api.auth import current_tenant
+from service.api.openapi import documented
+from service.api.submission import check_fields, json_body
+from service.errors import InvalidInput, NotFound
+
+bp = Blueprint("keys", __name__, url_prefix="/v1/keys")
+
+
+@bp.get("")
+@documented({200: K.KeyList}, tags=["keys"])
+def list_keys() -> Response:
+    """The tenant's keys, newest first; never the keys themselves."""
+    tenant = current_tenant("admin")
+    with services().reads.connect() as conn:
+        return jsonify({"keys": keys.list_keys(conn, tenant)})
+
+
+@bp.post("")
+@documented({201: K.KeyCreated}, (400, 413, 415), json=K.KeyCreate, tags=["keys"])
+def create_key() -> tuple[Response, int]:
+    """A new key for the caller's tenant, shown once. An admin key may hand out any scope."""
+    tenant = current_tenant("admin")
+    body = json_body()
+    check_fields(body, {"name", "scopes", "expires_in"})
+    name = body.get("name")
+    if name is not None and not isinstance(name, str):
+        raise InvalidInput("name", "must be a string")
+    scopes = keys.parse_scopes(_scopes(body.get("scopes", list(keys.DEFAULT_SCOPES))))
+    expires_at = None
+    if body.get("expires_in") is not None:
+        expires_at = keys.utcnow() + timedelta(seconds=_seconds(body["expires_in"]))
+    with services().engine.begin() as conn:
+        key = keys.create_key(conn, tenant, scopes, expires_at, name)
+        info = next(k for k in keys.list_keys(conn, tenant) if k["prefix"] == key[:10])
+    return jsonify({**info, "key": key}), 201
+
+
+@bp.delete("/<prefix>")
+@documented({200: K.KeyInfo}, (404,), tags=["keys"])
+def revoke(prefix: str) -> Response:
+    """Revoke one of the tenant's keys; every API process stops accepting it at once."""
+    tenant = current_tenant("admin")
+    svc = services()
+    with svc.engine.begin() as conn:
+        if not keys.revoke_key(conn, prefix, tenant):
+            raise NotFound(f"no active key {prefix[:20]!r}")
+        info = next(k for k in keys.list_keys(conn, tenant) if k["prefix"] == prefix)
+    # API processes that cannot read the epoch ask SQL on every request anyway.
+    with contextlib.suppress(redis.RedisError):
+        keys.announce_revocation(svc.redis)
+    return jsonify(info)
+
+
+def _scopes(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise InvalidInput("scopes", "a list of scope names, e.g. [\"read\"]")
+    return value
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInput("expires_in", "seconds from now, a number")
+    if not 0 < value <= 3 * 365 * 86400:
+        raise InvalidInput("expires_in", "more than 0 and at most 3 years")
+    return float(value)

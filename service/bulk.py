@@ -1,0 +1,175 @@
+"""Bulk input: a CSV, NDJSON or .npy body read as a stream and cut into fixed-size chunks of
+float64 rows, each row checked against the model signature. The first bad row stops the upload
+with its number; nothing of the body is held beyond one chunk."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterator
+from typing import IO
+
+import numpy as np
+
+from service.errors import InvalidInput
+from service.inputs import _row
+from service.registry import ModelInfo
+
+FORMATS = {
+    "text/csv": "csv",
+    "application/x-ndjson": "ndjson",
+    "application/jsonl": "ndjson",
+    "application/x-npy": "npy",
+    "application/vnd.numpy": "npy",
+}
+
+
+def format_of(mimetype: str) -> str | None:
+    return FORMATS.get(mimetype)
+
+
+def bad_row(number: int, reason: str) -> InvalidInput:
+    """Row numbers count data rows from 1 (a CSV header is not a row)."""
+    return InvalidInput(f"row {number}", reason)
+
+
+def chunks(stream: IO[bytes], fmt: str, model: ModelInfo, chunk_rows: int, max_rows: int,
+           max_name: int = 1000) -> Iterator[np.ndarray]:
+    """Matrices of at most `chunk_rows` rows in signature order, in input order."""
+    reader = {"csv": _csv_rows, "ndjson": _ndjson_rows}.get(fmt)
+    if fmt == "npy":
+        yield from _npy_chunks(stream, model, chunk_rows, max_rows)
+        return
+    if reader is None:
+        raise ValueError(fmt)
+    batch: list[list[float]] = []
+    count = 0
+    for row in reader(stream, model, max_name):
+        count += 1
+        if count > max_rows:
+            raise InvalidInput("inputs", f"more than {max_rows} rows; at most {max_rows} per job")
+        batch.append(row)
+        if len(batch) == chunk_rows:
+            yield np.array(batch, dtype=np.float64)
+            batch = []
+    if batch:
+        yield np.array(batch, dtype=np.float64)
+    if count == 0:
+        raise InvalidInput("inputs", "the body has no rows")
+
+
+def _csv_rows(stream: IO[bytes], model: ModelInfo, max_name: int) -> Iterator[list[float]]:
+    text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+    reader = csv.reader(text)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise InvalidInput("inputs", "the CSV is empty: a header row of feature names comes "
+                                     "first") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InvalidInput("header", f"not a CSV header: {exc}") from None
+    names = [h.strip() for h in header]
+    index = {name: i for i, name in enumerate(model.feature_names)}
+    for name in names:
+        if len(name) > max_name or name not in index:
+            raise InvalidInput("header", f"unknown column {name[:100]!r}; model {model.name} "
+                                         f"has {', '.join(model.feature_names)[:2000]}")
+    missing = [n for n in model.feature_names if n not in names]
+    if missing or len(set(names)) != len(names):
+        raise InvalidInput("header", f"missing column {missing[0]!r}" if missing
+                           else "a column appears twice")
+    order = [names.index(n) for n in model.feature_names]
+    width = len(names)
+    number = 0
+    try:
+        for fields in reader:
+            if not fields:
+                continue  # blank line
+            number += 1
+            if len(fields) != width:
+                raise bad_row(number, f"line {reader.line_num}: {len(fields)} fields; the "
+                                      f"header has {width}")
+            yield [_float(fields[i], number, names[i], reader.line_num) for i in order]
+    except UnicodeDecodeError as exc:
+        raise bad_row(number + 1, f"not UTF-8: {exc.reason}") from None
+    except csv.Error as exc:
+        raise bad_row(number + 1, f"line {reader.line_num}: {exc}") from None
+
+
+def _float(text: str, number: int, column: str, line: int) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise bad_row(number, f"line {line}: column {column!r} is {text[:40]!r}, not a "
+                              "number") from None
+    if not math.isfinite(value):
+        raise bad_row(number, f"line {line}: column {column!r} must be a finite number")
+    return value
+
+
+def _ndjson_rows(stream: IO[bytes], model: ModelInfo, max_name: int) -> Iterator[list[float]]:
+    index = {name: i for i, name in enumerate(model.feature_names)}
+    number = 0
+    for line in stream:
+        if not line.strip():
+            continue
+        number += 1
+        try:
+            raw = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise bad_row(number, f"not a JSON value: {exc}") from None
+        try:
+            yield _row(raw, number - 1, model, index, max_name)
+        except InvalidInput as exc:
+            where = exc.field.split("]", 1)[-1] if exc.field else ""
+            raise bad_row(number, f"{where.lstrip('.') + ': ' if where else ''}{exc.reason}"
+                          ) from None
+
+
+def _npy_chunks(stream: IO[bytes], model: ModelInfo, chunk_rows: int, max_rows: int,
+                ) -> Iterator[np.ndarray]:
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(stream)
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else \
+            fmt.read_array_header_2_0
+        shape, fortran, dtype = read_header(stream)
+    except (ValueError, EOFError) as exc:
+        raise InvalidInput("inputs", f"not a .npy array: {exc}") from None
+    if dtype.hasobject or dtype.kind not in "fiub" or fortran:
+        raise InvalidInput("inputs", f"a C-ordered numeric array, not {dtype} "
+                                     f"{'(Fortran order)' if fortran else ''}".strip())
+    if len(shape) != 2 or shape[1] != model.n_features:
+        raise InvalidInput("inputs", f"shape {shape}: model {model.name} needs "
+                                     f"(rows, {model.n_features})")
+    if shape[0] == 0 or shape[0] > max_rows:
+        raise InvalidInput("inputs", f"{shape[0]} rows; between 1 and {max_rows} per job")
+    row_bytes = dtype.itemsize * shape[1]
+    done = 0
+    while done < shape[0]:
+        take = min(chunk_rows, shape[0] - done)
+        data = _read_exactly(stream, take * row_bytes)
+        if len(data) < take * row_bytes:
+            raise bad_row(done + len(data) // row_bytes + 1,
+                          f"the body ends early: the header promised {shape[0]} rows")
+        matrix = np.frombuffer(data, dtype=dtype).reshape(take, shape[1]).astype(np.float64)
+        finite = np.isfinite(matrix).all(axis=1)
+        if not finite.all():
+            raise bad_row(done + int(np.argmin(finite)) + 1, "must hold finite numbers only")
+        done += take
+        yield matrix
+
+
+def _read_exactly(stream: IO[bytes], size: int) -> bytes:
+    parts, left = [], size
+    while left > 0:
+        part = stream.read(left)
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+

@@ -1,0 +1,165 @@
+"""Bulk jobs over HTTP: CSV, NDJSON and .npy bodies in, any result format out."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Iterator
+
+import joblib
+import numpy as np
+import pytest
+from sqlalchemy import Engine, func, select
+
+from service.config import Settings
+from service.db import job_chunks, jobs
+from service.registry import ModelInfo
+from tests.conftest import LiveServer, Tenant, make_tenant
+
+
+@pytest.fixture(scope="module")
+def server(settings: Settings, engine: Engine) -> Iterator[LiveServer]:
+    live = LiveServer(settings.replace(bulk_chunk_rows=300, bulk_window=2))
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def client(engine: Engine, server: LiveServer, models: dict[str, ModelInfo]
+           ) -> Iterator[Tenant]:
+    yield from make_tenant(engine, server.url)
+
+
+def iris_rows(n: int, seed: int = 7) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.round(rng.uniform([4, 2, 1, 0.1], [8, 4.5, 7, 2.5], size=(n, 4)), 2)
+
+
+def as_csv(rows: np.ndarray, names: list[str]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(names)
+    writer.writerows(rows.tolist())
+    return out.getvalue().encode()
+
+
+def upload(client: Tenant, body: bytes, mimetype: str, query: str = "model=iris"
+           ) -> dict[str, object]:
+    response = client.post(f"/v1/jobs?{query}", data=body,
+                           headers={"Content-Type": mimetype})
+    assert response.status_code == 202, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_a_csv_upload_runs_chunk_by_chunk_and_every_format_matches_the_model(
+    client: Tenant, models: dict[str, ModelInfo], worker: object
+) -> None:
+    iris = models["iris"]
+    rows = iris_rows(2000)
+    # Columns in another order than the model's: the header says which is which.
+    names = list(reversed(iris.feature_names))
+    job = upload(client, as_csv(rows[:, ::-1], names), "text/csv")
+    done = client.wait(str(job["id"]), timeout=120)
+    assert done["status"] == "succeeded", done
+    assert done["rows_total"] == done["rows_done"] == 2000 and done["percent"] == 100
+    model = joblib.load(iris.artifact_path)
+    expected = model.predict(rows).tolist()
+    result = client.get(f"/v1/jobs/{job['id']}/result").json()
+    assert result["predictions"] == expected
+    assert np.allclose(result["probabilities"], model.predict_proba(rows))
+    assert result["sha256"] == iris.sha256
+    lines = client.get(f"/v1/jobs/{job['id']}/result",
+                       headers={"Accept": "application/x-ndjson"}).text.splitlines()
+    assert [json.loads(line)["prediction"] for line in lines] == expected
+    table = list(csv.reader(io.StringIO(client.get(
+        f"/v1/jobs/{job['id']}/result", headers={"Accept": "text/csv"}).text)))
+    assert table[0] == ["prediction", "p_setosa", "p_versicolor", "p_virginica"]
+    assert [r[0] for r in table[1:]] == expected
+    npy = client.get(f"/v1/jobs/{job['id']}/result", headers={"Accept": "application/x-npy"})
+    assert np.load(io.BytesIO(npy.content)).tolist() == expected
+    refused = client.get(f"/v1/jobs/{job['id']}/result", headers={"Accept": "image/png"})
+    assert refused.status_code == 406 and refused.json()["error"]["code"] == "not_acceptable"
+
+
+def test_ndjson_and_npy_uploads(client: Tenant, models: dict[str, ModelInfo],
+                                worker: object) -> None:
+    diabetes = models["diabetes"]
+    model = joblib.load(diabetes.artifact_path)
+    rows = np.random.default_rng(3).normal(0, 0.05, size=(700, 10))
+    names = diabetes.feature_names
+    lines = [json.dumps(dict(zip(names, r, strict=True))) if i % 2 else json.dumps(list(r))
+             for i, r in enumerate(rows.tolist())]
+    buffer = io.BytesIO()
+    np.save(buffer, rows.astype(np.float32))
+    for body, mimetype, expected in [
+        (("\n".join(lines) + "\n").encode(), "application/x-ndjson", rows),
+        (buffer.getvalue(), "application/x-npy", rows.astype(np.float32).astype(np.float64)),
+    ]:
+        job = upload(client, body, mimetype, "model=diabetes")
+        assert client.wait(str(job["id"]), timeout=120)["status"] == "succeeded"
+        got = client.get(f"/v1/jobs/{job['id']}/result").json()["predictions"]
+        assert np.allclose(got, model.predict(expected))
+
+
+@pytest.mark.parametrize(("body", "mimetype", "field", "words"), [
+    (b"sepal_length,sepal_width,petal_length,petal_width\n1,2,3,4\n1,2,x,4\n", "text/csv",
+     "row 2", "line 3: column 'petal_length' is 'x', not a number"),
+    (b"sepal_length,sepal_width,petal_length,petal_width\n" + b"1,2,3,4\n" * 700 + b"1,2,3\n",
+     "text/csv", "row 701", "3 fields; the header has 4"),
+    (b"sepal_length,sepal_width,petal_length,colour\n1,2,3,4\n", "text/csv", "header",
+     "unknown column 'colour'"),
+    (b"[1,2,3,4]\n[1,2,3,NaN]\n", "application/x-ndjson", "row 2", "finite"),
+    (b'[1,2,3,4]\n{"sepal_length": 1}\n', "application/x-ndjson", "row 2", "missing feature"),
+    (b"[1,2,3,4]\n[1,2\n", "application/x-ndjson", "row 2", "not a JSON value"),
+    (b"not numpy", "application/x-npy", "inputs", "not a .npy array"),
+    (b"", "text/csv", "inputs", "empty"),
+])
+def test_the_first_bad_row_is_named_and_no_job_is_created(
+    client: Tenant, engine: Engine, body: bytes, mimetype: str, field: str, words: str
+) -> None:
+    with engine.connect() as conn:
+        before = conn.execute(select(func.count()).select_from(job_chunks)).scalar_one()
+    response = client.post("/v1/jobs?model=iris", data=body, headers={"Content-Type": mimetype})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["field"] == field and words in error["message"], error
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(jobs).where(
+            jobs.c.tenant == client.name)).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(job_chunks)).scalar_one() == before
+
+
+def test_bulk_options_are_checked(client: Tenant) -> None:
+    for query, field in [("", "model"), ("model=iris&colour=red", "colour"),
+                         ("model=iris&priority=urgent", "priority"),
+                         ("model=iris&keep_inputs=maybe", "keep_inputs")]:
+        response = client.post(f"/v1/jobs?{query}", data=b"a\n1\n",
+                               headers={"Content-Type": "text/csv"})
+        assert response.status_code == 400 and response.json()["error"]["field"] == field
+
+
+def test_interactive_jobs_overtake_a_running_bulk_job(
+    client: Tenant, worker: object, settings: Settings
+) -> None:
+    """Each interactive job waits for at most a chunk per worker process, not for the bulk
+    job: they all finish while it still runs. The latency is printed, not asserted tightly."""
+    rows = np.column_stack([np.full(15000, 200.0), np.zeros(15000)])  # 200 ms per 300-row chunk
+    body = io.BytesIO()
+    np.save(body, rows)
+    bulk = upload(client, body.getvalue(), "application/x-npy", "model=sleepy")
+    latencies = []
+    while client.get(f"/v1/jobs/{bulk['id']}").json()["rows_done"] == 0:
+        time.sleep(0.05)
+    for _ in range(8):
+        started = time.monotonic()
+        job_id = client.submit("iris", [[5.1, 3.5, 1.4, 0.2]], priority="interactive")
+        assert client.wait(job_id, timeout=60)["status"] == "succeeded"
+        latencies.append(time.monotonic() - started)
+    state = client.get(f"/v1/jobs/{bulk['id']}").json()
+    print(f"\ninteractive latency during a bulk job: median {np.median(latencies) * 1000:.0f} ms,"
+          f" max {max(latencies) * 1000:.0f} ms (bulk job at {state['percent']}%)")
+    assert state["status"] == "running" and state["rows_done"] < 15000
+    assert max(latencies) < 10  # generous: a chunk takes 0.2 s
+    assert client.wait(str(bulk["id"]), timeout=120)["status"] == "succeeded"

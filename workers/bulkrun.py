@@ -1,0 +1,84 @@
+"""Bulk jobs on a worker: one chunk per message, claimed, predicted and committed alone."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+from service import chunks, metrics, realtime
+from service.errors import ModelLoadError
+from service.jobs import JobStatus
+from service.webhooks import events as webhook_events
+from workers.app import CHUNK_TASK, WEBHOOK_QUEUE
+from workers.batching import Runner
+from workers.modelcore import predict
+
+log = logging.getLogger(__name__)
+
+
+class ChunkRunner:
+    """Uses the process's Runner for its engine, models and announcements."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def run(self, chunk_ids: Iterable[str], publish: Callable[..., None] | None) -> int:
+        done = 0
+        for text in chunk_ids:
+            parsed = chunks.parse_chunk_id(text)
+            if parsed is None:
+                log.error("dropping malformed chunk id %.100r", text)
+                continue
+            done += self._run_one(*parsed, publish)
+        return done
+
+    def _run_one(self, job_id: str, seq: int, publish: Callable[..., None] | None) -> int:
+        engine, runner = self.runner.engine, self.runner
+        with engine.begin() as conn:
+            claimed = chunks.claim(conn, job_id, seq, runner.lease_seconds)
+        if claimed is None:
+            return 0  # done already, held by a live worker, or its job ended
+        try:
+            info = runner._info(claimed.model_id)  # noqa: SLF001 - shared per-process cache
+            model = runner.models.get(info)
+            with metrics.PREDICT_DURATION.labels(info.name).time():
+                out = predict(model, info, claimed.inputs)
+        except Exception as exc:  # noqa: BLE001 - the job fails, naming the chunk
+            reason = exc.message if isinstance(exc, ModelLoadError) else \
+                f"{type(exc).__name__}: {exc}"
+            with engine.begin() as conn:
+                failed = chunks.fail(conn, job_id, f"prediction failed in chunk {seq}: {reason}")
+                events = webhook_events.record(conn, [job_id] if failed else [],
+                                               runner.webhook_max_inline)
+            self._ended(job_id, events, publish)
+            return 0
+        result = {k: v.tolist() for k, v in out.items()}
+        with engine.begin() as conn:
+            status = chunks.finish(conn, claimed, result)
+            following = chunks.next_unsent(conn, job_id, 1) if status == "running" else []
+            events = webhook_events.record(conn, [job_id], runner.webhook_max_inline) \
+                if status == JobStatus.SUCCEEDED.value else []
+            queue = chunks.queue_of(conn, job_id)
+        if following and publish is not None:
+            try:
+                publish(queue, [chunks.chunk_id(job_id, s) for s in following], task=CHUNK_TASK)
+            except Exception as exc:  # noqa: BLE001 - the reconciler sends it
+                log.warning("could not send the next chunk of %s (%s); the reconciler will",
+                            job_id, exc)
+        if status == JobStatus.SUCCEEDED.value:
+            self._ended(job_id, events, publish)
+        return len(claimed.inputs) if status else 0
+
+    def _ended(self, job_id: str, events: list[str], publish: Callable[..., None] | None
+               ) -> None:
+        if self.runner.announcer is not None:
+            try:
+                realtime.announce_done(self.runner.announcer, [job_id])
+            except Exception as exc:  # noqa: BLE001 - pollers still see it
+                log.warning("could not announce %s: %s", job_id, exc)
+        if events and publish is not None:
+            try:
+                publish(WEBHOOK_QUEUE, events)
+            except Exception:  # noqa: BLE001 - the outbox sweep sends them
+                log.warning("could not publish %d webhook events; the reconciler will",
+                            len(events))
