@@ -231,7 +231,8 @@ def queue_of(conn: Connection, job_id: str) -> str:
 
 def insert_job(conn: Connection, job_id: str, tenant: str, model_id: int, queue: str,
                n_rows: int, n_chunks: int, deadline: datetime | None, webhook_url: str | None,
-               request_id: str | None, keep_inputs: bool, claim: Any = None) -> bool:
+               request_id: str | None, keep_inputs: bool, claim: Any = None,
+               retention: int | None = None) -> bool:
     """The bulk job's row, once all its chunks are stored; False if its Idempotency-Key
     belongs to another job (then nothing was inserted)."""
     from service import idempotency
@@ -246,5 +247,6 @@ def insert_job(conn: Connection, job_id: str, tenant: str, model_id: int, queue:
         "status": JobStatus.QUEUED.value, "queue": queue, "n_rows": n_rows, "inputs": None,
         "attempts": 0, "created_at": now, "published_at": now, "deadline": deadline,
         "webhook_url": webhook_url, "request_id": request_id, "n_chunks": n_chunks,
-        "rows_done": 0, "keep_inputs": keep_inputs, "from_cache": False})
+        "rows_done": 0, "keep_inputs": keep_inputs, "from_cache": False,
+        "retention": retention})
     return True

@@ -166,6 +166,142 @@ def keys_revoke(prefix: str) -> None:
         sys.exit(1)
 
 
+def _client(url: str | None, key: str | None):  # type: ignore[no-untyped-def]
+    from service.client import Client
+
+    return Client(url, key)
+
+
+_url = click.option("--url", envvar="PREDQ_URL", help="the API [PREDQ_URL, default "
+                    "http://127.0.0.1:8000]")
+_key = click.option("--key", envvar="PREDQ_API_KEY",
+                    help="API key [PREDQ_API_KEY; default: var/dev-api-key of `predq up`]")
+
+
+@main.command()
+@click.option("--model", required=True)
+@click.option("--input", "path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help=".csv (header: feature names), .ndjson, .npy or .parquet")
+@click.option("--version", "version", help="default: the latest")
+@click.option("--priority", help="interactive, normal, bulk (default for files) or 0-9")
+@click.option("--idempotency-key", help="retrying with the same key never makes a second job")
+@click.option("--wait", is_flag=True, help="wait for the job, showing its progress")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="with --wait: write the result here (.csv, .ndjson, .json, .npy, .parquet)")
+@_url
+@_key
+def submit(model: str, path: str, version: str | None, priority: str | None,
+           idempotency_key: str | None, wait: bool, output: str | None, url: str | None,
+           key: str | None) -> None:
+    """Upload FILE as a bulk job and print its id (with --wait: its final status too)."""
+    client = _client(url, key)
+    size = os.path.getsize(path)
+    with click.progressbar(length=size, label="upload", file=sys.stderr) as bar:
+        job_id = _call(lambda: client.submit(model, path=path, version=version,
+                                             priority=priority, idempotency_key=idempotency_key,
+                                             progress=_advance(bar)))
+    click.echo(job_id)
+    if not wait:
+        return
+    job = _watch(client, job_id)
+    click.echo(f"{job_id} {job['status']}" + (f": {job['error']}" if job.get("error") else ""),
+               err=True)
+    if job["status"] != "succeeded":
+        sys.exit(1)
+    if output:
+        click.echo(f"result: {_call(lambda: client.result(job_id, output))}", err=True)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--wait", is_flag=True, help="wait until it is final, showing its progress")
+@_url
+@_key
+def status(job_id: str, wait: bool, url: str | None, key: str | None) -> None:
+    """Print the job as JSON."""
+    import json
+
+    client = _client(url, key)
+    job = _watch(client, job_id) if wait else _call(lambda: client.status(job_id))
+    click.echo(json.dumps(job, indent=2))
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="write here, in the format its suffix names (default: JSON to stdout)")
+@_url
+@_key
+def result(job_id: str, output: str | None, url: str | None, key: str | None) -> None:
+    """Fetch a succeeded job's result."""
+    import json
+
+    client = _client(url, key)
+    got = _call(lambda: client.result(job_id, output))
+    click.echo(got if output else json.dumps(got))
+
+
+@main.command()
+@click.argument("job_id")
+@_url
+@_key
+def cancel(job_id: str, url: str | None, key: str | None) -> None:
+    """Cancel a queued or running job."""
+    client = _client(url, key)
+    click.echo(_call(lambda: client.cancel(job_id))["status"])
+
+
+def _advance(bar):  # type: ignore[no-untyped-def]
+    def progress(done: int, total: int) -> None:
+        bar.length = max(total, 1)
+        bar.update(done - bar.pos)
+    return progress
+
+
+def _watch(client, job_id: str) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    with click.progressbar(length=1, label="rows", file=sys.stderr) as bar:
+        return _call(lambda: client.wait(job_id, progress=_advance(bar)))  # type: ignore[no-any-return]
+
+
+def _call(fn):  # type: ignore[no-untyped-def]
+    from service.client import ApiError
+
+    try:
+        return fn()
+    except ApiError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.group()
+def schedules() -> None:
+    """Periodic bulk forecasts (PREDQ_SCHEDULES, run by `predq beat`)."""
+
+
+@schedules.command("check")
+@click.argument("path", required=False)
+def schedules_check(path: str | None) -> None:
+    """Check the schedules file (default: PREDQ_SCHEDULES) and show each one's next runs."""
+    from datetime import datetime
+
+    from croniter import croniter
+
+    from service import jobs
+    from service import schedules as sched
+
+    path = path or _settings().schedules
+    if not path:
+        raise click.ClickException("no schedules file: set PREDQ_SCHEDULES or name one")
+    declared = _run(lambda: sched.load(path))
+    now = jobs.utcnow()
+    for s in declared:
+        upcoming = croniter(s.cron, now).get_next(datetime)
+        click.echo(f"{s.name}\t{s.cron}\t{s.tenant}\t{s.model}\t{s.input}\t"
+                   f"{s.output or '-'}\tnext {upcoming.isoformat()}")
+    click.echo(f"{len(declared)} schedule(s) OK", err=True)
+
+
 @main.group()
 def limits() -> None:
     """Per-tenant rate limits (requests per second, rows per minute)."""
@@ -173,15 +309,19 @@ def limits() -> None:
 
 @limits.command("set")
 @click.argument("tenant")
-@click.option("--rps", type=float, help="requests per second (0: unlimited; unset: default)")
+@click.option("--rps", type=float, help="requests per second (0: unlimited)")
 @click.option("--rows-per-minute", type=int, help="rows of accepted jobs per minute (0: unlimited)")
-def limits_set(tenant: str, rps: float | None, rows_per_minute: int | None) -> None:
-    """Give TENANT its own limits; every API process applies them within 2 seconds."""
-    from service.ratelimit import set_limits
+@click.option("--retention", help="how long finished jobs are kept, e.g. 7d, 12h")
+def limits_set(tenant: str, rps: float | None, rows_per_minute: int | None,
+               retention: str | None) -> None:
+    """Give TENANT its own limits (the ones named; the others stay); every API process applies
+    them within 2 seconds."""
+    from service.ratelimit import all_limits, set_limits
 
+    seconds = _duration(retention) if retention else None
     with make_engine(_settings().database_url).begin() as conn:
-        _run(lambda: set_limits(conn, tenant, rps, rows_per_minute))
-    click.echo(f"{tenant}: {_describe(rps, rows_per_minute)}")
+        _run(lambda: set_limits(conn, tenant, rps, rows_per_minute, seconds))
+        click.echo(f"{tenant}: {_describe(*all_limits(conn)[tenant])}")
 
 
 @limits.command("clear")
@@ -201,20 +341,22 @@ def limits_show() -> None:
     from service.ratelimit import all_limits
 
     settings = _settings()
-    default = _describe(settings.rate_limit_rps, settings.rate_limit_rows_per_minute)
+    default = _describe(settings.rate_limit_rps, settings.rate_limit_rows_per_minute,
+                        settings.retention_days * 86400)
     click.echo(f"default: {default}")
     with make_engine(settings.database_url).connect() as conn:
-        for tenant, (rps, rows) in all_limits(conn).items():
-            click.echo(f"{tenant}: {_describe(rps, rows)}")
+        for tenant, values in all_limits(conn).items():
+            click.echo(f"{tenant}: {_describe(*values)}")
 
 
-def _describe(rps: float | None, rows: int | None) -> str:
+def _describe(rps: float | None, rows: int | None, retention: float | None = None) -> str:
     def one(value: float | None, unit: str) -> str:
         if value is None:
             return f"default {unit}"
         return f"unlimited {unit}" if value == 0 else f"{value:g} {unit}"
 
-    return f"{one(rps, 'requests/s')}, {one(rows, 'rows/minute')}"
+    kept = "default retention" if retention is None else f"jobs kept {retention / 86400:g} days"
+    return f"{one(rps, 'requests/s')}, {one(rows, 'rows/minute')}, {kept}"
 
 
 @main.command()

@@ -55,6 +55,14 @@ class Settings:
     max_bulk_rows: int = 10_000_000
     bulk_chunk_rows: int = 10_000
     bulk_window: int = 4
+    #: Days finished jobs (inputs, results, webhook history) are kept before the reconciler
+    #: deletes them; a tenant's own (`predq limits set --retention`) or a job's `retention`
+    #: (seconds) overrides it.
+    retention_days: float = 30.0
+    #: A TOML file of periodic bulk forecasts (see service/schedules.py); `predq beat` checks
+    #: it every `schedule_interval` seconds and re-reads it each time. Empty: none.
+    schedules: str = ""
+    schedule_interval: float = 60.0
     #: Most jobs the API commits in one transaction and publishes in one message.
     submit_group_max: int = 256
     #: Seconds the API's committer waits for more jobs when the last group had company (never

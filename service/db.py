@@ -79,6 +79,17 @@ job_chunks = Table(
     Index("ix_job_chunks_status", "status", "published_at"),
 )
 
+schedule_runs = Table(
+    "schedule_runs",
+    metadata,
+    Column("schedule", String(100), primary_key=True),
+    Column("scheduled_for", DateTime(timezone=True), primary_key=True),
+    Column("job_id", String(36), nullable=False),
+    Column("input", Text, nullable=False),  # the file it read
+    Column("output", Text, nullable=True),  # where its result goes
+    Column("written_at", DateTime(timezone=True), nullable=True),
+)
+
 idempotency_keys = Table(
     "idempotency_keys",
     metadata,
@@ -97,6 +108,7 @@ tenant_limits = Table(
     Column("requests_per_second", Float, nullable=True),  # None: the settings' default
     Column("rows_per_minute", Integer, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("retention", Integer, nullable=True),  # seconds its finished jobs are kept
 )
 
 jobs = Table(
@@ -128,6 +140,7 @@ jobs = Table(
     Index("ix_jobs_tenant_created", "tenant", "created_at"),
     Index("ix_jobs_status_created", "status", "created_at"),
     Index("ix_jobs_status_queue_tenant", "status", "queue", "tenant", "created_at"),
+    Index("ix_jobs_status_finished", "status", "finished_at"),
 )
 
 webhook_endpoints = Table(

@@ -72,6 +72,7 @@ class NewJob:
     model: str = ""  # the model's name, for metrics labels
     request_id: str | None = None  # the HTTP request that submitted it
     idempotency: Claim | None = None  # the Idempotency-Key it takes, if any
+    retention: int | None = None  # seconds kept once final; None: the tenant's or default
 
     def with_id(self) -> NewJob:
         return self if self.id else replace(self, id=str(uuid.uuid4()))
@@ -149,6 +150,7 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[str]:
             "deadline": job.deadline,
             "webhook_url": job.webhook_url,
             "request_id": job.request_id,
+            "retention": job.retention,
         }
         for job in new_jobs
     ]

@@ -45,9 +45,10 @@ class Limits:
     rows_per_minute: int  # 0: unlimited
 
 
-def set_limits(conn: Connection, tenant: str, requests_per_second: float | None,
-               rows_per_minute: int | None) -> None:
-    """Give `tenant` its own limits (None: the settings' default; 0: unlimited)."""
+def set_limits(conn: Connection, tenant: str, requests_per_second: float | None = None,
+               rows_per_minute: int | None = None, retention: float | None = None) -> None:
+    """Give `tenant` its own limits: each value given replaces the tenant's (0: unlimited),
+    the others stay (a tenant without a row of its own has the settings' defaults)."""
     from service.jobs import utcnow
 
     if requests_per_second is not None and not (
@@ -55,19 +56,27 @@ def set_limits(conn: Connection, tenant: str, requests_per_second: float | None,
         raise InvalidInput("requests_per_second", "0 (unlimited) or 1 to 1,000,000")
     if rows_per_minute is not None and not 0 <= rows_per_minute <= 10**12:
         raise InvalidInput("rows_per_minute", "0 (unlimited) or a positive number")
+    if retention is not None and not 60 <= retention <= 10 * 365 * 86400:
+        raise InvalidInput("retention", "between a minute and 10 years")
+    row = conn.execute(select(tenant_limits).where(
+        tenant_limits.c.tenant == tenant)).mappings().first()
+    values = dict(row) if row else {"tenant": tenant, "requests_per_second": None,
+                                    "rows_per_minute": None, "retention": None}
+    given = {"requests_per_second": requests_per_second, "rows_per_minute": rows_per_minute,
+             "retention": None if retention is None else int(retention)}
+    values.update({k: v for k, v in given.items() if v is not None}, updated_at=utcnow())
     conn.execute(delete(tenant_limits).where(tenant_limits.c.tenant == tenant))
-    conn.execute(insert(tenant_limits), {
-        "tenant": tenant, "requests_per_second": requests_per_second,
-        "rows_per_minute": rows_per_minute, "updated_at": utcnow()})
+    conn.execute(insert(tenant_limits), values)
 
 
 def clear_limits(conn: Connection, tenant: str) -> int:
     return conn.execute(delete(tenant_limits).where(tenant_limits.c.tenant == tenant)).rowcount
 
 
-def all_limits(conn: Connection) -> dict[str, tuple[float | None, int | None]]:
+def all_limits(conn: Connection) -> dict[str, tuple[float | None, int | None, int | None]]:
     rows = conn.execute(select(tenant_limits).order_by(tenant_limits.c.tenant)).mappings()
-    return {r["tenant"]: (r["requests_per_second"], r["rows_per_minute"]) for r in rows}
+    return {r["tenant"]: (r["requests_per_second"], r["rows_per_minute"], r["retention"])
+            for r in rows}
 
 
 class TenantLimits:

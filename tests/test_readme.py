@@ -41,8 +41,9 @@ def test_readme_api_and_operator_examples_work_as_printed(tmp_path: Path) -> Non
         api = _blocks("## The API", "### Errors")
         hooks = _blocks("## Webhooks", "## Models, keys, operators")
         operator = _blocks("## Models, keys, operators", "### Production")
-        assert len(api) == 5 and len(hooks) == 1 and len(operator) == 1
-        script = "set -euo pipefail\n" + "\n".join(api + hooks + operator)
+        bulk = _blocks("## Bulk jobs", "## Webhooks")
+        assert len(api) == 5 and len(hooks) == 1 and len(operator) == 1 and len(bulk) == 2
+        script = "set -euo pipefail\n" + "\n".join(api + hooks + operator + bulk)
         script = script.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
         done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=120)
@@ -61,6 +62,9 @@ def test_readme_api_and_operator_examples_work_as_printed(tmp_path: Path) -> Non
         assert re.search(r"\}(200|409)\n", done.stdout), done.stdout  # the cancel's status
         assert re.search(r"registered flowers 2024-06 \(classifier, 4 features\)", done.stdout)
         assert "flowers\t2024-06" in done.stdout and "revoked 1 key(s)" in done.stdout
+        # The bulk examples: the CLI's file, then curl's CSV, each with its header first.
+        assert done.stdout.count("prediction,p_setosa,p_versicolor,p_virginica\n") == 2
+        assert " succeeded" in done.stderr  # predq submit --wait
     finally:
         descendants = psutil.Process(up.pid).children(recursive=True)
         os.killpg(up.pid, signal.SIGINT)

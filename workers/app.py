@@ -11,6 +11,7 @@ from service.priorities import NORMAL, PREDICT_QUEUES
 PREDICT_TASK = "predq.predict"
 CHUNK_TASK = "predq.predict_chunks"  # bulk jobs: `job-id/seq` of chunks, one per message
 RECONCILE_TASK = "predq.reconcile"
+SCHEDULE_TASK = "predq.schedules"
 DELIVER_TASK = "predq.deliver"
 WEBHOOK_QUEUE = "webhooks"
 QUEUES = (*PREDICT_QUEUES, WEBHOOK_QUEUE, "maintenance")
@@ -32,15 +33,23 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_default_exchange=NORMAL,
         task_default_routing_key=NORMAL,
         task_routes={PREDICT_TASK: {"queue": NORMAL}, DELIVER_TASK: {"queue": WEBHOOK_QUEUE},
-                     RECONCILE_TASK: {"queue": "maintenance"}},
+                     RECONCILE_TASK: {"queue": "maintenance"},
+                     SCHEDULE_TASK: {"queue": "maintenance"}},
         beat_schedule={
             "reconcile": {
                 "task": RECONCILE_TASK,
                 "schedule": settings.reconcile_interval,
                 "options": {"queue": "maintenance", "expires": settings.reconcile_interval},
             },
+            **({"schedules": {  # the beat's file: workers read it where the beat says
+                "task": SCHEDULE_TASK,
+                "args": (settings.schedules,),
+                "schedule": settings.schedule_interval,
+                "options": {"queue": "maintenance", "expires": settings.schedule_interval},
+            }} if settings.schedules else {}),
         },
         task_time_limit=settings.task_time_limit,
+        task_annotations={SCHEDULE_TASK: {"time_limit": 3600}},  # reads a whole input file
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout,
             "socket_connect_timeout": 2,

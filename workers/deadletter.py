@@ -22,7 +22,7 @@ from celery.exceptions import InvalidTaskError
 from celery.worker.consumer import Consumer
 from kombu.message import Message
 
-from workers.app import CHUNK_TASK, DELIVER_TASK, PREDICT_TASK, RECONCILE_TASK
+from workers.app import CHUNK_TASK, DELIVER_TASK, PREDICT_TASK, RECONCILE_TASK, SCHEDULE_TASK
 
 log = logging.getLogger(__name__)
 DEAD_LETTERS = "predq:dead-letters"
@@ -95,6 +95,8 @@ ACCEPTS: dict[str, Accepts] = {
     CHUNK_TASK: _ids_only,
     DELIVER_TASK: _ids_only,
     RECONCILE_TASK: lambda args, kwargs: not args and not kwargs,
+    SCHEDULE_TASK: lambda args, kwargs: (len(args) == 1 and isinstance(args[0], str)
+                                         and not kwargs),
 }
 
 

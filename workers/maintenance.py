@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import Engine
 
-from service import chunks, jobs, metrics
+from service import chunks, jobs, metrics, retention
 from service.config import Settings
 from service.webhooks import events as webhook_events
 from workers.app import CHUNK_TASK, WEBHOOK_QUEUE
@@ -45,6 +45,8 @@ def reconcile(engine: Engine, settings: Settings, publish: Publish,
             conn, now - timedelta(seconds=settings.republish_after), settings.bulk_window,
             settings.max_attempts, limit)
         new_events += webhook_events.record(conn, chunk_failed, settings.webhook_max_inline_bytes)
+    with engine.begin() as conn:  # finished jobs past their retention
+        swept = retention.sweep(conn, settings.retention_days * 86400, limit)
     with engine.begin() as conn:  # webhook events due: new ones whose message was lost, retries
         events = new_events + webhook_events.due(conn, settings.republish_after, limit)
     if events:
@@ -61,4 +63,4 @@ def reconcile(engine: Engine, settings: Settings, publish: Publish,
                     len(expired), len(promoted), len(due) - len(promoted))
     return {"failed": len(failed), "expired": len(expired), "promoted": len(promoted),
             "republished": len(due) - len(promoted), "webhooks": len(events),
-            "chunks": len(chunk_sends)}
+            "chunks": len(chunk_sends), "deleted": swept["deleted"]}

@@ -22,7 +22,14 @@ from service import logs, metrics, realtime
 from service.config import Settings
 from service.db import make_engine
 from service.webhooks import events as webhook_events
-from workers.app import CHUNK_TASK, DELIVER_TASK, PREDICT_TASK, RECONCILE_TASK, WEBHOOK_QUEUE
+from workers.app import (
+    CHUNK_TASK,
+    DELIVER_TASK,
+    PREDICT_TASK,
+    RECONCILE_TASK,
+    SCHEDULE_TASK,
+    WEBHOOK_QUEUE,
+)
 from workers.batching import Runner
 from workers.bulkrun import ChunkRunner
 from workers.maintenance import reconcile
@@ -213,6 +220,20 @@ def register(app: Celery) -> None:
                     send(WEBHOOK_QUEUE, [event_id], countdown=delay)
                     with deliverer(settings).engine.begin() as conn:
                         webhook_events.mark_published(conn, event_id)
+
+    @app.task(name=SCHEDULE_TASK, ignore_result=True)
+    def run_schedules(path: str) -> list[str]:
+        """Submit the scheduled bulk forecasts of the file `predq beat` names that are due
+        (each exactly once, by its idempotency key) and write the outputs of finished ones."""
+        from service import schedules
+
+        try:
+            declared = schedules.load(path)
+        except schedules.ScheduleError as exc:
+            log.error("schedules not run: %s", exc.message)
+            return []
+        return schedules.run_due(runner(settings, publisher(app)).engine, settings, declared,
+                                 publisher(app))
 
     @app.task(name=RECONCILE_TASK, ignore_result=True)
     def reconcile_jobs() -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""Bulk jobs: inputs and results in chunks, progress, retention.
+"""Bulk jobs: inputs and results in chunks, progress, retention, scheduled runs.
 
 Revision ID: 0008
 Revises: 0007
@@ -36,9 +36,25 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_job_chunks_status", "job_chunks", ["status", "published_at"])
+    with op.batch_alter_table("tenant_limits") as batch:
+        batch.add_column(sa.Column("retention", sa.Integer, nullable=True))
+    op.create_index("ix_jobs_status_finished", "jobs", ["status", "finished_at"])
+    op.create_table(
+        "schedule_runs",
+        sa.Column("schedule", sa.String(100), primary_key=True),
+        sa.Column("scheduled_for", sa.DateTime(timezone=True), primary_key=True),
+        sa.Column("job_id", sa.String(36), nullable=False),
+        sa.Column("input", sa.Text, nullable=False),
+        sa.Column("output", sa.Text, nullable=True),
+        sa.Column("written_at", sa.DateTime(timezone=True), nullable=True),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("schedule_runs")
+    op.drop_index("ix_jobs_status_finished", "jobs")
+    with op.batch_alter_table("tenant_limits") as batch:
+        batch.drop_column("retention")
     op.drop_index("ix_job_chunks_status", "job_chunks")
     op.drop_table("job_chunks")
     with op.batch_alter_table("jobs") as batch:

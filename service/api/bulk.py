@@ -5,20 +5,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import time
-import uuid
 from typing import IO, Any
 
 from flask import Response, request
 
-from service import bulk, chunks, idempotency, logs, priorities
-from service.api import Services, services
-from service.api.submission import check_webhook_url, parse_deadline
-from service.errors import InvalidInput
-from service.registry import ModelInfo
+from service import bulkjobs, chunks, idempotency, logs, priorities
+from service.api import services
+from service.api.submission import check_webhook_url, parse_deadline, parse_retention
+from service.errors import InvalidInput, TransientError
 from workers.app import CHUNK_TASK
 
-QUERY = {"model", "version", "priority", "deadline", "webhook_url", "keep_inputs"}
+QUERY = {"model", "version", "priority", "deadline", "webhook_url", "keep_inputs", "retention"}
 
 
 class HashingReader(io.RawIOBase):
@@ -74,43 +71,26 @@ def submit_bulk(tenant: str, fmt: str) -> tuple[dict[str, Any], int, dict[str, s
         if found is not None:  # a retry: compare what it asks, store nothing
             return idempotency.replay(found, key, _fingerprint(args, _drain(stream, raw)))
     svc.gauge.admit(queue, tenant)
-    job_id = str(uuid.uuid4())
-    try:
-        n_rows, n_chunks = _store(svc, job_id, stream, fmt, model)
-        svc.quotas.take_rows(tenant, n_rows)
-        claim = None if key is None else idempotency.Claim(
-            key, _fingerprint(args, raw.digest.hexdigest()))
-        with svc.engine.begin() as conn:
-            if not chunks.insert_job(conn, job_id, tenant, model.id, queue, n_rows, n_chunks,
-                                     deadline, webhook_url, logs.request_id.get(), keep, claim):
-                chunks.discard(conn, job_id)
-                return idempotency.replay(idempotency.find(conn, tenant, key or "") or ("", ""),
-                                          key or "", claim.fingerprint if claim else "")
-            first = chunks.next_unsent(conn, job_id, svc.settings.bulk_window)
-    except BaseException:
-        with svc.engine.begin() as conn:
-            chunks.discard(conn, job_id)
-        raise
+    wanted = lambda: _fingerprint(args, raw.digest.hexdigest())  # noqa: E731 - once read
+    created = bulkjobs.create(
+        svc.engine, svc.settings,
+        bulkjobs.BulkJob(tenant, model, fmt, queue, deadline, webhook_url,
+                         logs.request_id.get(), keep, parse_retention(args.get("retention"))),
+        stream, claim=lambda: None if key is None else idempotency.Claim(key, wanted()),
+        before_commit=lambda rows: svc.quotas.take_rows(tenant, rows))
+    if created is None:  # a concurrent request with the same key committed first
+        with svc.reads.connect() as conn:
+            found = idempotency.find(conn, tenant, key or "")
+        if found is None:
+            raise TransientError("a concurrent request with this Idempotency-Key failed; retry")
+        return idempotency.replay(found, key or "", wanted())
+    job_id, first = created
     with contextlib.suppress(Exception):  # committed: else the reconciler sends the chunks
         svc.publish(queue, [chunks.chunk_id(job_id, s) for s in first], task=CHUNK_TASK)
     links = {"self": f"/v1/jobs/{job_id}", "result": f"/v1/jobs/{job_id}/result"}
     payload = {"id": job_id, "status": "queued", "model": model.name, "version": model.version,
                "links": links}
     return payload, 202, {"Location": links["self"]}
-
-
-def _store(svc: Services, job_id: str, stream: IO[bytes], fmt: str, model: ModelInfo
-           ) -> tuple[int, int]:
-    n_rows = seq = 0
-    settings = svc.settings
-    for matrix in bulk.chunks(stream, fmt, model, settings.bulk_chunk_rows,
-                              settings.max_bulk_rows, settings.max_string_length):
-        with svc.engine.begin() as conn:
-            chunks.add_chunk(conn, job_id, seq, matrix)
-        seq += 1
-        n_rows += len(matrix)
-        time.sleep(0)  # parsing is CPU work: let the process's other requests (greenlets) in
-    return n_rows, seq
 
 
 def _fingerprint(args: Any, body_sha256: str) -> str:

@@ -21,6 +21,7 @@ from service.api.submission import (
     json_body,
     log_accepted,
     parse_deadline,
+    parse_retention,
     prepare,
     version_of,
 )
@@ -59,7 +60,10 @@ def submit() -> tuple[Response, int, dict[str, str]] | tuple[dict[str, Any], int
         outcome = submit_bulk(tenant, fmt)
         return _replayed(tenant, outcome) if isinstance(outcome, str) else outcome
     body = json_body()
-    check_fields(body, {"model", "version", "inputs", "priority", "deadline", "webhook_url"})
+    if request.args:  # not silently ignored: a JSON job's options are in its body
+        raise InvalidInput(sorted(request.args)[0], "a query parameter of bulk bodies only")
+    check_fields(body, {"model", "version", "inputs", "priority", "deadline", "webhook_url",
+                        "retention"})
     name = body.get("model")
     if not isinstance(name, str) or not name:
         raise InvalidInput("model", "required: the name of a registered model")
@@ -78,7 +82,8 @@ def submit() -> tuple[Response, int, dict[str, str]] | tuple[dict[str, Any], int
     model = svc.models.resolve(name, version_of(body))
     rows = parse_rows(body["inputs"], model, svc.settings.max_rows_per_job,
                       svc.settings.max_string_length)
-    job = prepare(svc, tenant, model, rows, queue, deadline, webhook_url)
+    job = prepare(svc, tenant, model, rows, queue, deadline, webhook_url,
+                  parse_retention(body.get("retention")))
     if key is not None:
         job = replace(job, idempotency=idempotency.Claim(key, wanted))
     try:

@@ -160,6 +160,7 @@ BULK_QUERY = [
     ("deadline", "string", "bulk bodies: seconds from now, or an ISO 8601 time"),
     ("webhook_url", "string", "bulk bodies: told when the job ends"),
     ("keep_inputs", "boolean", "bulk bodies: keep the input chunks once the job finishes"),
+    ("retention", "number", "bulk bodies: seconds the finished job is kept"),
 ]
 
 

@@ -68,6 +68,8 @@ class JobSubmit(Strict):
     webhook_url: Url | None = Field(
         None, description="a public http(s) URL, told when the job ends; needs the tenant's "
                           "job secret (POST /v1/webhooks/job-secret)")
+    retention: float | None = Field(None, ge=60, le=10 * 365 * 86400, description=(
+        "seconds the finished job is kept (default: the tenant's, else 30 days)"))
 
 
 class JobAccepted(Strict):

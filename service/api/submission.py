@@ -120,6 +120,22 @@ def parse_deadline(value: Any) -> datetime | None:
     return when
 
 
+def parse_retention(value: Any) -> int | None:
+    """`retention`: seconds a finished job is kept (default: the tenant's, else 30 days)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise InvalidInput("retention", "seconds, a number") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInput("retention", "seconds, a number")
+    if not 60 <= value <= 10 * 365 * 86400:
+        raise InvalidInput("retention", "between 60 seconds and 10 years")
+    return int(value)
+
+
 def check_webhook_url(svc: Services, tenant: str, value: Any) -> str | None:
     """A job's own webhook_url: a safe target, and a tenant secret to sign with."""
     if value is None:
@@ -135,7 +151,8 @@ def check_webhook_url(svc: Services, tenant: str, value: Any) -> str | None:
 
 
 def prepare(svc: Services, tenant: str, model: ModelInfo, rows: np.ndarray, queue: str,
-            deadline: datetime | None, webhook_url: str | None = None) -> jobs.NewJob:
+            deadline: datetime | None, webhook_url: str | None = None,
+            retention: int | None = None) -> jobs.NewJob:
     """The job to commit: served from the prediction cache if it can be (no worker, no queue
     slot, no rows quota), else admitted to its queue and counted against the tenant's rows
     per minute, or refused with 429 before anything is written."""
@@ -145,7 +162,8 @@ def prepare(svc: Services, tenant: str, model: ModelInfo, rows: np.ndarray, queu
         svc.quotas.take_rows(tenant, len(rows))
     return jobs.NewJob(tenant=tenant, model_id=model.id, inputs=rows, queue=queue,
                        deadline=deadline, cached_result=cached, webhook_url=webhook_url,
-                       model=model.name, request_id=logs.request_id.get()).with_id()
+                       model=model.name, request_id=logs.request_id.get(),
+                       retention=retention).with_id()
 
 
 def log_accepted(job: jobs.NewJob, model: ModelInfo) -> None:

@@ -38,6 +38,8 @@ def _error(response: requests.Response, status: int, code: str) -> dict[str, str
         ({"model": "iris", "inputs": [[1, 2, 3, 4]], "deadline": "tomorrow"}, "deadline",
          "ISO 8601"),
         ({"model": "iris", "inputs": [[1, 2, 3, 4]], "deadline": 1e9}, "deadline", "30 days"),
+        ({"model": "iris", "inputs": [[1, 2, 3, 4]], "retention": 5}, "retention",
+         "between 60 seconds and 10 years"),
     ],
 )
 def test_invalid_inputs_answer_400_naming_the_field(

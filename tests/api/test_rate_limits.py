@@ -107,10 +107,12 @@ def test_limits_are_set_shown_and_cleared_from_the_command_line(settings: Settin
                               capture_output=True, text=True, timeout=60)
 
     assert predq("set", "cli-limits", "--rps", "5", "--rows-per-minute", "0").stdout.strip() \
-        == "cli-limits: 5 requests/s, unlimited rows/minute"
+        == "cli-limits: 5 requests/s, unlimited rows/minute, default retention"
     shown = predq("show").stdout.splitlines()
-    assert shown[0] == "default: 100 requests/s, unlimited rows/minute"
-    assert "cli-limits: 5 requests/s, unlimited rows/minute" in shown
+    assert shown[0] == "default: 100 requests/s, unlimited rows/minute, jobs kept 30 days"
+    assert "cli-limits: 5 requests/s, unlimited rows/minute, default retention" in shown
+    kept = predq("set", "cli-limits", "--retention", "7d").stdout.strip()
+    assert kept == "cli-limits: 5 requests/s, unlimited rows/minute, jobs kept 7 days"
     bad = predq("set", "cli-limits", "--rps", "0.5")
     assert bad.returncode != 0 and "requests_per_second" in bad.stderr
     assert predq("clear", "cli-limits").stdout.strip() == "cli-limits: default limits"

@@ -1,0 +1,215 @@
+"""A small Python client for predq's HTTP API; `predq submit/status/result/cancel` use it.
+
+    from service.client import Client
+    client = Client("http://127.0.0.1:8000", key)
+    job_id = client.submit("iris", path="rows.csv")     # or inputs=[[5.1, 3.5, 1.4, 0.2]]
+    job = client.wait(job_id)
+    client.result(job_id, path="predictions.csv")       # or client.result(job_id) -> dict
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import requests
+
+#: Upload and download media types by file suffix.
+MEDIA = {".csv": "text/csv", ".ndjson": "application/x-ndjson", ".jsonl": "application/x-ndjson",
+         ".npy": "application/x-npy", ".json": "application/json"}
+FINAL = {"succeeded", "failed", "cancelled", "expired"}
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+class ApiError(Exception):
+    """An error answer of the API: its status and `{"code", "message", "field"}`."""
+
+    def __init__(self, status: int, error: dict[str, Any]) -> None:
+        self.status = status
+        self.code = str(error.get("code", "error"))
+        self.field = error.get("field")
+        super().__init__(f"{status} {self.code}: {error.get('message', '')}")
+
+
+class Client:
+    def __init__(self, url: str | None = None, key: str | None = None,
+                 timeout: float = 60.0) -> None:
+        self.url = (url or os.environ.get("PREDQ_URL") or "http://127.0.0.1:8000").rstrip("/")
+        self.key = key or os.environ.get("PREDQ_API_KEY") or _dev_key()
+        self.timeout = timeout
+        self.http = requests.Session()
+        if self.key:
+            self.http.headers["Authorization"] = f"Bearer {self.key}"
+
+    def submit(self, model: str, inputs: list[Any] | None = None, path: str | None = None,
+               *, version: str | None = None, priority: str | None = None,
+               idempotency_key: str | None = None, progress: Progress | None = None) -> str:
+        """Submit rows (`inputs`) or a file (`path`: .csv, .ndjson, .npy or .parquet, streamed
+        as a bulk job) and return the job id. `progress(bytes_sent, bytes_total)`."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        if (inputs is None) == (path is None):
+            raise ValueError("give inputs or path, not both")
+        if inputs is not None:
+            body = {"model": model, "inputs": inputs, "version": version, "priority": priority}
+            response = self.http.post(self.url + "/v1/jobs", timeout=self.timeout,
+                                      headers=headers,
+                                      json={k: v for k, v in body.items() if v is not None})
+        else:
+            assert path is not None
+            query = {k: v for k, v in {"model": model, "version": version,
+                                       "priority": priority}.items() if v is not None}
+            upload, mimetype = _upload(Path(path), progress)
+            headers["Content-Type"] = mimetype
+            response = self.http.post(self.url + "/v1/jobs", params=query, data=upload,
+                                      headers=headers, timeout=max(self.timeout, 3600))
+        return str(_ok(response)["id"])
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        return _ok(self.http.get(f"{self.url}/v1/jobs/{job_id}", timeout=self.timeout))
+
+    def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.5,
+             progress: Progress | None = None) -> dict[str, Any]:
+        """Poll until the job is final; `progress(rows_done, rows_total)` on each poll."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.status(job_id)
+            if progress is not None:
+                progress(int(job.get("rows_done", 0)), int(job.get("rows_total", 0)))
+            if job["status"] in FINAL:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} is still {job['status']}")
+            time.sleep(poll)
+
+    def result(self, job_id: str, path: str | None = None) -> dict[str, Any] | Path:
+        """The result as a dict, or streamed into `path` in the format its suffix names
+        (.json, .ndjson, .csv, .npy, .parquet)."""
+        if path is None:
+            return _ok(self.http.get(f"{self.url}/v1/jobs/{job_id}/result",
+                                     timeout=self.timeout))
+        target = Path(path)
+        if target.suffix == ".parquet":
+            return _write_parquet(self, job_id, target)
+        accept = MEDIA.get(target.suffix)
+        if accept is None:
+            raise ValueError(f"{target.suffix!r}: write .json, .ndjson, .csv, .npy or .parquet")
+        with self.http.get(f"{self.url}/v1/jobs/{job_id}/result", headers={"Accept": accept},
+                           stream=True, timeout=self.timeout) as response:
+            if response.status_code != 200:
+                _ok(response)
+            partial = target.with_name(target.name + ".part")
+            with open(partial, "wb") as out:
+                for block in response.iter_content(1 << 16):
+                    out.write(block)
+            partial.replace(target)  # a reader never sees half a file
+        return target
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return _ok(self.http.post(f"{self.url}/v1/jobs/{job_id}/cancel", timeout=self.timeout))
+
+
+def _ok(response: requests.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"error": {"code": "not_json", "message": response.text[:200]}}
+    if response.status_code >= 400:
+        raise ApiError(response.status_code, body.get("error", {}))
+    return body  # type: ignore[no-any-return]
+
+
+class _ProgressFile(io.RawIOBase):
+    """A file that reports how much of it was read; its length gives Content-Length."""
+
+    def __init__(self, fh: IO[bytes], total: int, progress: Progress | None) -> None:
+        super().__init__()
+        self._fh, self._total, self._progress, self._done = fh, total, progress, 0
+
+    def __len__(self) -> int:
+        return self._total
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        data = self._fh.read(size)
+        self._done += len(data)
+        if self._progress is not None:
+            self._progress(self._done, self._total)
+        return data
+
+
+def _upload(path: Path, progress: Progress | None) -> tuple[Any, str]:
+    if path.suffix == ".parquet":
+        return _parquet_as_csv(path, progress), "text/csv"
+    mimetype = MEDIA.get(path.suffix)
+    if mimetype is None or mimetype == "application/json":
+        raise ValueError(f"{path.name}: send .csv, .ndjson, .jsonl, .npy or .parquet")
+    fh = open(path, "rb")  # noqa: SIM115 - requests reads it to the end
+    return _ProgressFile(fh, path.stat().st_size, progress), mimetype
+
+
+def _parquet_as_csv(path: Path, progress: Progress | None) -> Iterator[bytes]:
+    """A Parquet file streamed as CSV, one record batch at a time (needs pyarrow)."""
+    try:
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ValueError("Parquet needs pyarrow: pip install 'predq[parquet]'") from None
+    source = pq.ParquetFile(path)
+    total, done = source.metadata.num_rows, 0
+    for i, batch in enumerate(source.iter_batches(batch_size=50_000)):
+        out = io.BytesIO()
+        pacsv.write_csv(batch, out, pacsv.WriteOptions(include_header=i == 0))
+        done += batch.num_rows
+        if progress is not None:
+            progress(done, total)
+        yield out.getvalue()
+
+
+def _write_parquet(client: Client, job_id: str, target: Path) -> Path:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ValueError("Parquet needs pyarrow: pip install 'predq[parquet]'") from None
+    writer = None
+    partial = target.with_name(target.name + ".part")
+    with client.http.get(f"{client.url}/v1/jobs/{job_id}/result", stream=True,
+                         headers={"Accept": "application/x-ndjson"},
+                         timeout=client.timeout) as response:
+        if response.status_code != 200:
+            _ok(response)
+        rows: list[dict[str, Any]] = []
+        for line in response.iter_lines():
+            if line:
+                rows.append(json.loads(line))
+            if len(rows) >= 50_000:
+                writer = _write_rows(pa, pq, writer, partial, rows)
+                rows = []
+        writer = _write_rows(pa, pq, writer, partial, rows)
+    if writer is not None:
+        writer.close()
+    partial.replace(target)
+    return target
+
+
+def _write_rows(pa: Any, pq: Any, writer: Any, path: Path, rows: list[dict[str, Any]]) -> Any:
+    if not rows:
+        return writer
+    table = pa.Table.from_pylist(rows)
+    if writer is None:
+        writer = pq.ParquetWriter(path, table.schema)
+    writer.write_table(table)
+    return writer
+
+
+def _dev_key() -> str | None:
+    """`predq up`'s development key, for a laptop."""
+    path = Path(os.environ.get("PREDQ_VAR_DIR", "var")) / "dev-api-key"
+    return path.read_text().strip() if path.exists() else None

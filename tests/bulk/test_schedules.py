@@ -1,0 +1,156 @@
+"""Scheduled bulk forecasts: declared in TOML, run by `predq beat`, each run exactly once."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import joblib
+import pytest
+from sqlalchemy import Engine, delete, func, select
+
+from service import schedules
+from service.config import Settings
+from service.db import jobs, schedule_runs
+from service.registry import ModelInfo
+from tests.bulk.test_bulk_api import as_csv, iris_rows
+from tests.conftest import ROOT, Tenant
+from workers.app import make_celery
+from workers.tasks import publisher
+
+
+@pytest.fixture
+def plan(tmp_path: Path, tenant: Tenant, models: dict[str, ModelInfo], engine: Engine
+         ) -> Iterator[tuple[Path, Path]]:
+    """A schedules file with one schedule for the tenant, and the input it reads."""
+    rows = iris_rows(500, seed=3)
+    (tmp_path / "in").mkdir()
+    old = tmp_path / "in" / "old.csv"
+    old.write_bytes(as_csv(rows[:10], models["iris"].feature_names))
+    newest = tmp_path / "in" / "today.csv"
+    newest.write_bytes(as_csv(rows, models["iris"].feature_names))
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    name = f"nightly-{tenant.name}"
+    path = tmp_path / "schedules.toml"
+    path.write_text(f'''
+[[schedule]]
+name = "{name}"
+cron = "*/5 * * * *"
+tenant = "{tenant.name}"
+model = "iris"
+input = "{tmp_path / 'in' / '*.csv'}"
+output = "{tmp_path / 'out' / '{name}-{time}.csv'}"
+''')
+    yield path, newest
+    with engine.begin() as conn:
+        conn.execute(delete(schedule_runs).where(schedule_runs.c.schedule == name))
+
+
+def count(engine: Engine, tenant: Tenant) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(jobs).where(
+            jobs.c.tenant == tenant.name)).scalar_one())
+
+
+def test_each_scheduled_time_runs_once_however_many_beats_ask(
+    plan: tuple[Path, Path], engine: Engine, settings: Settings, tenant: Tenant,
+    worker: object, models: dict[str, ModelInfo],
+) -> None:
+    path, newest = plan
+    declared = schedules.load(str(path))
+    celery = make_celery(settings)
+    publish = publisher(celery)
+    now = datetime(2026, 11, 29, 2, 3, tzinfo=UTC)
+    try:
+        with ThreadPoolExecutor(4) as pool:  # four beats at the same moment
+            submitted = list(pool.map(
+                lambda _: schedules.run_due(engine, settings, declared, publish, now), range(4)))
+        assert sum(len(s) for s in submitted) == 1 and count(engine, tenant) == 1
+        assert schedules.run_due(engine, settings, declared, publish, now) == []  # restart
+        later = schedules.run_due(engine, settings, declared, publish,
+                                  now + timedelta(minutes=5))
+        assert len(later) == 1 and count(engine, tenant) == 2
+        # A beat that was down past a run's catch-up window does not replay it late.
+        daily = [replace(declared[0], cron="0 2 * * *")]
+        assert schedules.run_due(engine, settings, daily, publish,
+                                 datetime(2026, 11, 30, 3, 0, 1, tzinfo=UTC)) == []
+        assert count(engine, tenant) == 2
+        job_id = later[0]
+        assert tenant.wait(job_id, timeout=60)["status"] == "succeeded"
+        assert schedules.write_outputs(engine, declared) >= 1
+    finally:
+        celery.close()
+    out = path.parent / "out" / f"{declared[0].name}-20261129T020500Z.csv"
+    with open(out, newline="") as fh:
+        table = list(csv.reader(fh))
+    model = joblib.load(models["iris"].artifact_path)
+    expected = model.predict(iris_rows(500, seed=3)).tolist()  # the newest file was read
+    assert [r[0] for r in table[1:]] == expected
+    with engine.connect() as conn:
+        run = conn.execute(select(schedule_runs).where(
+            schedule_runs.c.job_id == job_id)).mappings().one()
+    assert run["input"] == str(newest) and run["written_at"] is not None
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ('[[schedule]]\nname = "a"\ncron = "every day"\ntenant = "t"\nmodel = "m"\n'
+     'input = "x.csv"', "not a cron expression"),
+    ('[[schedule]]\nname = "a"\ncron = "0 2 * * *"\ntenant = "t"\nmodel = "m"\n',
+     "missing field 'input'"),
+    ('[[schedule]]\nname = "a"\ncron = "0 2 * * *"\ntenant = "t"\nmodel = "m"\n'
+     'input = "x.csv"\ncolour = "red"', "unknown field 'colour'"),
+    ('[[schedule]]\nname = "a"\ncron = "0 2 * * *"\ntenant = "t"\nmodel = "m"\n'
+     'input = "x.csv"\noutput = "y.xlsx"', "output must end in"),
+    ("[[schedule]\n", "schedules.toml"),
+])
+def test_a_bad_schedules_file_names_the_problem(tmp_path: Path, text: str, words: str) -> None:
+    path = tmp_path / "schedules.toml"
+    path.write_text(text)
+    with pytest.raises(schedules.ScheduleError) as error:
+        schedules.load(str(path))
+    assert words in error.value.message
+
+
+def test_predq_beat_submits_a_due_schedule_once_even_with_two_beats(
+    plan: tuple[Path, Path], engine: Engine, settings: Settings, tenant: Tenant,
+    worker: object, tmp_path: Path,
+) -> None:
+    path, _ = plan
+    path.write_text(path.read_text().replace("*/5 * * * *", "* * * * *"))
+    from service.cli import beat_command
+
+    beats = []
+    for i in range(2):
+        var = tmp_path / f"beat{i}"
+        var.mkdir()
+        env = {**os.environ, **settings.replace(var_dir=str(var), schedules=str(path),
+                                                 schedule_interval=1.0).env(),
+               "PYTHONPATH": str(ROOT)}
+        beats.append(subprocess.Popen([sys.executable, *beat_command(settings.replace(
+            var_dir=str(var)))], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True))
+    try:
+        deadline = time.monotonic() + 90
+        while not list((path.parent / "out").glob("*.csv")):
+            assert time.monotonic() < deadline, "no output written"
+            time.sleep(0.5)
+        time.sleep(3)  # more beat ticks: none may submit the same minute again
+        minute = datetime.now(UTC).replace(second=0, microsecond=0)
+        with engine.connect() as conn:
+            runs = conn.execute(select(schedule_runs.c.scheduled_for).where(
+                schedule_runs.c.schedule == f"nightly-{tenant.name}")).scalars().all()
+        assert len(runs) == count(engine, tenant) <= 2  # one per minute the test spanned
+        assert len(set(runs)) == len(runs) and minute - timedelta(minutes=2) <= max(
+            r if r.tzinfo else r.replace(tzinfo=UTC) for r in runs) <= minute
+    finally:
+        for beat in beats:
+            os.killpg(beat.pid, 15)
+            beat.wait(30)

@@ -1,0 +1,112 @@
+"""Retention: finished jobs go after their retention (job, tenant, default); inputs of
+finished bulk jobs go at once unless kept; live jobs never go."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from sqlalchemy import Engine, delete, insert, select, update
+
+from service import chunks, jobs, ratelimit, retention
+from service.db import idempotency_keys, job_chunks, tenant_limits
+from service.db import jobs as jobs_table
+from service.jobs import NewJob
+from service.registry import ModelInfo
+
+DAY = 86400.0
+
+
+@pytest.fixture
+def tenants(engine: Engine) -> Iterator[tuple[str, str]]:
+    pair = (f"keep-{uuid.uuid4().hex[:8]}", f"short-{uuid.uuid4().hex[:8]}")
+    yield pair
+    with engine.begin() as conn:
+        ids = select(jobs_table.c.id).where(jobs_table.c.tenant.in_(pair))
+        conn.execute(delete(job_chunks).where(job_chunks.c.job_id.in_(ids)))
+        conn.execute(delete(jobs_table).where(jobs_table.c.tenant.in_(pair)))
+        conn.execute(delete(tenant_limits).where(tenant_limits.c.tenant.in_(pair)))
+        conn.execute(delete(idempotency_keys).where(idempotency_keys.c.tenant.in_(pair)))
+
+
+def job(engine: Engine, model: ModelInfo, tenant: str, status: str, age: float,
+        own: int | None = None) -> str:
+    """A job finished `age` seconds ago (or still `status` if not final)."""
+    new = NewJob(tenant, model.id, np.array([[1.0, 2.0, 3.0, 4.0]]), retention=own).with_id()
+    with engine.begin() as conn:
+        jobs.insert_jobs(conn, [new])
+        final = status not in ("queued", "running")
+        conn.execute(update(jobs_table).where(jobs_table.c.id == new.id).values(
+            status=status,
+            finished_at=jobs.utcnow() - timedelta(seconds=age) if final else None,
+            created_at=jobs.utcnow() - timedelta(seconds=age + 1)))
+    return new.id
+
+
+def bulk_job(engine: Engine, model: ModelInfo, tenant: str, status: str, keep: bool) -> str:
+    job_id = str(uuid.uuid4())
+    with engine.begin() as conn:
+        chunks.add_chunk(conn, job_id, 0, np.ones((3, 4)))
+        chunks.insert_job(conn, job_id, tenant, model.id, "predict.bulk", 3, 1, None, None,
+                          None, keep)
+        conn.execute(update(jobs_table).where(jobs_table.c.id == job_id).values(
+            status=status, finished_at=jobs.utcnow()))
+    return job_id
+
+
+def exists(engine: Engine, job_id: str) -> bool:
+    with engine.connect() as conn:
+        return conn.execute(select(jobs_table.c.id).where(
+            jobs_table.c.id == job_id)).first() is not None
+
+
+def test_jobs_go_after_their_own_their_tenants_or_the_default_retention(
+    engine: Engine, models: dict[str, ModelInfo], tenants: tuple[str, str]
+) -> None:
+    iris = models["iris"]
+    default_tenant, short_tenant = tenants
+    with engine.begin() as conn:
+        ratelimit.set_limits(conn, short_tenant, retention=DAY)
+    old = job(engine, iris, default_tenant, "succeeded", 31 * DAY)
+    young = job(engine, iris, default_tenant, "failed", 29 * DAY)
+    waiting = job(engine, iris, default_tenant, "queued", 400 * DAY)
+    short_old = job(engine, iris, short_tenant, "cancelled", 2 * DAY)
+    short_young = job(engine, iris, short_tenant, "succeeded", DAY / 2)
+    own_old = job(engine, iris, default_tenant, "succeeded", 120, own=60)
+    own_young = job(engine, iris, default_tenant, "expired", 30, own=60)
+    own_long = job(engine, iris, short_tenant, "succeeded", 5 * DAY, own=int(10 * DAY))
+    with engine.begin() as conn:
+        conn.execute(insert(idempotency_keys), [
+            {"tenant": default_tenant, "key": "old", "fingerprint": "x", "job_id": young,
+             "created_at": jobs.utcnow() - timedelta(hours=25)},
+            {"tenant": default_tenant, "key": "new", "fingerprint": "x", "job_id": young,
+             "created_at": jobs.utcnow() - timedelta(hours=23)}])
+        swept = retention.sweep(conn, 30 * DAY)
+    assert swept["deleted"] >= 3
+    for gone in (old, short_old, own_old):
+        assert not exists(engine, gone)
+    for kept in (young, waiting, short_young, own_young, own_long):
+        assert exists(engine, kept)
+    with engine.connect() as conn:
+        keys = conn.execute(select(idempotency_keys.c.key).where(
+            idempotency_keys.c.tenant == default_tenant)).scalars().all()
+    assert keys == ["new"]  # kept at least 24 hours, then purged
+
+
+def test_finished_bulk_jobs_lose_their_inputs_unless_asked_to_keep_them(
+    engine: Engine, models: dict[str, ModelInfo], tenants: tuple[str, str]
+) -> None:
+    tenant = tenants[0]
+    dropped = bulk_job(engine, models["iris"], tenant, "cancelled", keep=False)
+    kept = bulk_job(engine, models["iris"], tenant, "failed", keep=True)
+    running = bulk_job(engine, models["iris"], tenant, "running", keep=False)
+    with engine.begin() as conn:
+        retention.sweep(conn, 30 * DAY)
+    with engine.connect() as conn:
+        inputs = dict(conn.execute(select(job_chunks.c.job_id, job_chunks.c.inputs).where(
+            job_chunks.c.job_id.in_([dropped, kept, running]))).all())
+    assert inputs[dropped] is None
+    assert inputs[kept] is not None and inputs[running] is not None
