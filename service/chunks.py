@@ -250,3 +250,27 @@ def insert_job(conn: Connection, job_id: str, tenant: str, model_id: int, queue:
         "rows_done": 0, "keep_inputs": keep_inputs, "from_cache": False,
         "retention": retention})
     return True
+
+
+def promote(conn: Connection, cutoff: datetime, limit: int) -> list[tuple[str, str, int]]:
+    """The starvation rule for bulk jobs: an active bulk job whose sent chunks have waited
+    since before `cutoff` moves up one priority level; its waiting chunks are returned
+    (job id, new queue, seq), stamped sent, to be sent again on the new queue (a copy left
+    on the old queue claims nothing)."""
+    from service.priorities import PREDICT_QUEUES, higher
+
+    moved: list[tuple[str, str, int]] = []
+    waiting = select(job_chunks.c.job_id).where(
+        job_chunks.c.status == PENDING, job_chunks.c.published_at < cutoff)
+    rows = conn.execute(select(jobs.c.id, jobs.c.queue).where(
+        jobs.c.status.in_(ACTIVE), jobs.c.n_chunks.is_not(None),
+        jobs.c.queue != PREDICT_QUEUES[0], jobs.c.id.in_(waiting)).limit(limit)).all()
+    for job_id, queue in rows:
+        new_queue = higher(queue) or queue
+        conn.execute(update(jobs).where(jobs.c.id == job_id).values(queue=new_queue))
+        seqs = list(conn.execute(select(job_chunks.c.seq).where(
+            job_chunks.c.job_id == job_id, job_chunks.c.status == PENDING,
+            job_chunks.c.published_at.is_not(None))).scalars())
+        mark_published(conn, job_id, seqs)
+        moved.extend((job_id, new_queue, seq) for seq in seqs)
+    return moved

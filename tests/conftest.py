@@ -265,14 +265,16 @@ def answers(url: str) -> bool:
 class WorkerProcess:
     """A real `celery worker` subprocess with the test settings."""
 
-    def __init__(self, settings: Settings, log_path: Path, deliverer: bool = False) -> None:
-        from service.cli import deliverer_command, worker_command
+    def __init__(self, settings: Settings, log_path: Path, deliverer: bool = False,
+                 queues: str | None = None) -> None:
+        from service.cli import DEFAULT_QUEUES, deliverer_command, worker_command
 
         env = {**os.environ, **settings.env(), "PYTHONPATH": str(ROOT)}
         self.log_path = log_path
         self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         command = (deliverer_command(settings) if deliverer
-                   else worker_command(settings.replace(worker_concurrency=2)))
+                   else worker_command(settings.replace(worker_concurrency=2),
+                                       queues or DEFAULT_QUEUES))
         self.proc = subprocess.Popen(
             [sys.executable, *command],
             env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,

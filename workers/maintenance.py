@@ -34,6 +34,8 @@ def reconcile(engine: Engine, settings: Settings, publish: Publish,
     now = jobs.utcnow()
     with engine.begin() as conn:
         promoted = jobs.promote(conn, now - timedelta(seconds=settings.promote_after), limit)
+        bulk_promoted = chunks.promote(conn, now - timedelta(seconds=settings.promote_after),
+                                       limit)
     with engine.begin() as conn:
         due = promoted + jobs.due_for_republish(
             conn, now - timedelta(seconds=settings.republish_after), limit)
@@ -54,7 +56,7 @@ def reconcile(engine: Engine, settings: Settings, publish: Publish,
     for queue, ids in by_queue.items():
         for start in range(0, len(ids), settings.submit_group_max):
             publish(queue, ids[start:start + settings.submit_group_max])
-    for job_id, queue, seq in chunk_sends:
+    for job_id, queue, seq in bulk_promoted + chunk_sends:
         publish(queue, [chunks.chunk_id(job_id, seq)], task=CHUNK_TASK)
     failed += chunk_failed
     if failed or due or expired:

@@ -36,9 +36,12 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_exc: RequestEntityTooLarge) -> Response:
+        from flask import request
+
+        allowed = request.max_content_length or limit  # bulk uploads have their own limit
         return error_response(
             413,
-            {"code": "payload_too_large", "message": f"request body exceeds {limit} bytes"},
+            {"code": "payload_too_large", "message": f"request body exceeds {allowed} bytes"},
         )
 
     @app.errorhandler(HTTPException)

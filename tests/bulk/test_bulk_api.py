@@ -163,3 +163,27 @@ def test_interactive_jobs_overtake_a_running_bulk_job(
     assert state["status"] == "running" and state["rows_done"] < 15000
     assert max(latencies) < 10  # generous: a chunk takes 0.2 s
     assert client.wait(str(bulk["id"]), timeout=120)["status"] == "succeeded"
+
+
+def test_an_upload_over_the_limit_answers_413_and_leaves_nothing(
+    settings: Settings, engine: Engine, live_server, models: dict[str, ModelInfo]  # type: ignore[no-untyped-def]
+) -> None:
+    small = live_server(settings.replace(max_upload_bytes=5000, bulk_chunk_rows=50))
+    gen = make_tenant(engine, small.url)
+    client = next(gen)
+    try:
+        with engine.connect() as conn:
+            before = conn.execute(select(func.count()).select_from(job_chunks)).scalar_one()
+        body = as_csv(iris_rows(1000), models["iris"].feature_names)  # ~20 kB
+        response = client.post("/v1/jobs?model=iris", data=body,
+                               headers={"Content-Type": "text/csv"})
+        assert response.status_code == 413, response.text
+        assert response.json()["error"]["message"] == "request body exceeds 5000 bytes"
+        with engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(job_chunks)).scalar_one() \
+                == before
+            assert conn.execute(select(func.count()).select_from(jobs).where(
+                jobs.c.tenant == client.name)).scalar_one() == 0
+    finally:
+        for _ in gen:
+            pass

@@ -24,12 +24,12 @@ class Stack:
         self.api = LiveServer(settings)
         self._tenants: list[Iterator[Tenant]] = []
 
-    def start_worker(self, **overrides: object) -> WorkerProcess:
+    def start_worker(self, queues: str | None = None, **overrides: object) -> WorkerProcess:
         if self.worker is not None:
             self.worker.stop()
         n = len(list(self.directory.glob("worker*.log")))
         self.worker = WorkerProcess(self.settings.replace(**overrides),
-                                    self.directory / f"worker{n}.log")
+                                    self.directory / f"worker{n}.log", queues=queues)
         return self.worker
 
     def start_deliverer(self) -> WorkerProcess:

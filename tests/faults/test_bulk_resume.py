@@ -66,3 +66,22 @@ def test_a_bulk_job_resumes_from_its_committed_chunks_after_sigkill(
     model = joblib.load(models["sleepy"].artifact_path)
     got = client.get(f"/v1/jobs/{job_id}/result").json()["predictions"]
     assert np.allclose(got, model.predict(rows))  # every row once, in input order
+
+
+def test_a_bulk_job_that_waits_too_long_moves_up_and_runs(
+    stack: Callable[..., Stack], models: dict[str, ModelInfo]
+) -> None:
+    """The starvation rule holds for bulk jobs: the only worker here never takes the bulk
+    queue (as if interactive work kept every worker busy), so the reconciler moves the job up
+    a level, where it runs."""
+    s = stack(bulk_chunk_rows=100, promote_after=0.5, republish_after=60)
+    s.start_worker(queues="maintenance,predict.interactive,predict.normal")
+    client = s.tenant()
+    body = io.BytesIO()
+    np.save(body, np.ones((300, 2)))
+    job_id = client.post("/v1/jobs?model=sleepy", data=body.getvalue(),
+                         headers={"Content-Type": "application/x-npy"}).json()["id"]
+    assert client.get(f"/v1/jobs/{job_id}").json()["priority"] == "bulk"
+    until(lambda: client.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded",
+          timeout=60, step=s.reconcile)
+    assert client.get(f"/v1/jobs/{job_id}").json()["priority"] in ("normal", "interactive")
