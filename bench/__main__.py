@@ -23,6 +23,7 @@ import psutil
 from bench.ceiling import blas_info, measure_ceiling
 from bench.models import make_demo_models, make_models
 from bench.run_baseline import bench_baseline
+from bench.run_bulk import bench_bulk
 from bench.run_predq import bench_predq
 from bench.run_sync import bench_sync
 
@@ -106,6 +107,8 @@ def run(quick: bool) -> dict[str, Any]:
         results[f"few_rows_{rows}"] = repeat(reps, partial(bench_predq, n, c, quick, "lr", rows))
     step("predq synchronous predict")
     results["sync_predict"] = bench_sync(quick)
+    step("predq bulk job")
+    results["bulk"] = bench_bulk(quick)
     return results
 
 
@@ -160,6 +163,14 @@ def table(results: dict[str, Any]) -> str:
         lines += [f"  {s['rate']:>6}/s offered: {s['answered_s']:>7.1f}/s answered, p50 "
                   f"{s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms, {s['not_200']} not 200"
                   for s in sync["steps"]]
+    bulk = results.get("bulk")
+    if bulk:
+        lines += ["", f"bulk job (lr, {bulk['rows']:,} rows of 20 features, one request):"]
+        lines += [f"  {r['format']:<18} {r['body_mb']:>6.0f} MB  upload {r['upload_s']:.1f} s "
+                  f"({r['upload_rows_s']:,} rows/s), done {r['total_s']:.1f} s "
+                  f"({r['rows_s']:,} rows/s), result .npy {r['result_download_s']:.1f} s, "
+                  f"cpu {r['cpu_s']:.0f} s, peak rss api/worker {r['peak_rss_mb_api']:.0f}/"
+                  f"{r['peak_rss_mb_worker']:.0f} MB" for r in bulk["runs"]]
     lines += ["", "ceiling: model.predict rows/s (one process | all cores)"]
     for name, m in results["ceiling"]["models"].items():
         one = m["single_process"]

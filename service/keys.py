@@ -4,6 +4,7 @@ scopes and may expire."""
 from __future__ import annotations
 
 import hashlib
+import re
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ from service.errors import InvalidInput, PredqError, Unauthorized
 from service.jobs import as_utc, iso, utcnow
 
 KEY_PREFIX = "pq_"
+#: Control characters and lone surrogates: never stored (PostgreSQL refuses NUL, and
+#: a surrogate cannot be encoded).
+NOT_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 #: Redis counter bumped after every revocation; API processes drop cached keys when it moves.
 REVOCATION_EPOCH = "predq:keys:revocation-epoch"
 #: read: GET anything of the tenant's; submit: jobs, predictions, cancels, webhook settings;
@@ -49,6 +53,12 @@ class Principal:
                             f"{', '.join(sorted(self.scopes))})")
 
 
+def is_prefix(text: str) -> bool:
+    """The shape of a key's shown prefix: `pq_` and 7 URL-safe characters."""
+    return len(text) == 10 and text.startswith(KEY_PREFIX) and all(
+        c.isascii() and (c.isalnum() or c in "-_") for c in text[3:])
+
+
 def hash_key(key: str) -> str:
     # Keys carry 256 random bits, so a fast hash is enough: there is nothing to brute-force.
     return hashlib.sha256(key.encode()).hexdigest()
@@ -72,8 +82,8 @@ def create_key(conn: Connection, tenant: str, scopes: tuple[str, ...] = DEFAULT_
     """Create a key for `tenant` and return it; only its hash is kept."""
     if not tenant or len(tenant) > 100 or not all(c.isalnum() or c in "-_." for c in tenant):
         raise InvalidInput("tenant", "use 1-100 letters, digits, '-', '_' or '.'")
-    if name is not None and len(name) > 100:
-        raise InvalidInput("name", "at most 100 characters")
+    if name is not None and (len(name) > 100 or NOT_TEXT.search(name)):
+        raise InvalidInput("name", "at most 100 characters, no control characters")
     if expires_at is not None and as_utc(expires_at) <= utcnow():
         raise InvalidInput("expires_at", "is in the past")
     key = KEY_PREFIX + secrets.token_urlsafe(32)

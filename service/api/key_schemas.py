@@ -13,9 +13,10 @@ Scope = Literal["submit", "read", "admin"]
 
 
 class KeyCreate(Strict):
-    name: str | None = Field(None, max_length=100, description="what the key is for")
+    name: str | None = Field(None, max_length=100, pattern="^[^\x00-\x1f\x7f-\x9f]*$",
+                             description="what the key is for (no control characters)")
     scopes: list[Scope] = Field(["submit", "read"], min_length=1)
-    expires_in: float | None = Field(None, gt=0, le=3 * 365 * 86400,
+    expires_in: float | None = Field(None, ge=1, le=3 * 365 * 86400,
                                      description="seconds from now until the key stops working")
 
 

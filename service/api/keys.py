@@ -56,6 +56,8 @@ def revoke(prefix: str) -> Response:
     """Revoke one of the tenant's keys; every API process stops accepting it at once."""
     tenant = current_tenant("admin")
     svc = services()
+    if not keys.is_prefix(prefix):
+        raise NotFound(f"no active key {prefix[:20]!r}")
     with svc.engine.begin() as conn:
         if not keys.revoke_key(conn, prefix, tenant):
             raise NotFound(f"no active key {prefix[:20]!r}")
@@ -75,6 +77,6 @@ def _scopes(value: Any) -> list[str]:
 def _seconds(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidInput("expires_in", "seconds from now, a number")
-    if not 0 < value <= 3 * 365 * 86400:
-        raise InvalidInput("expires_in", "more than 0 and at most 3 years")
+    if not 1 <= value <= 3 * 365 * 86400:
+        raise InvalidInput("expires_in", "at least 1 second and at most 3 years")
     return float(value)

@@ -68,6 +68,7 @@ def test_another_tenants_job_endpoint_and_key_look_missing_to_every_verb(
         assert theirs[0] == 404
     assert seen(intruder, "DELETE", "/v1/keys/{}", owner.key[:10]) == \
         seen(intruder, "DELETE", "/v1/keys/{}", "pq_absent0")
+    assert seen(intruder, "DELETE", "/v1/keys/{}", "pq_\u0000bsent")[:2] == (404, "not_found")
     # Nothing leaked into the intruder's lists either, and nothing of the owner's changed.
     assert job_id not in intruder.get("/v1/jobs?limit=500").text
     assert endpoint_id not in intruder.get("/v1/webhooks").text

@@ -91,6 +91,7 @@ def test_admins_list_create_and_revoke_their_tenants_keys_only(
     ({"scopes": ["root"]}, "scopes"), ({"scopes": []}, "scopes"), ({"scopes": "read"}, "scopes"),
     ({"expires_in": -5}, "expires_in"), ({"expires_in": "soon"}, "expires_in"),
     ({"expires_in": 1e12}, "expires_in"), ({"name": "x" * 101}, "name"), ({"name": 7}, "name"),
+    ({"name": "a\u0000b"}, "name"),
     ({"owner": "me"}, "owner"),
 ])
 def test_bad_key_requests_name_the_field(admin: Tenant, body: dict[str, object],

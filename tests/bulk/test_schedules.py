@@ -85,7 +85,7 @@ def test_each_scheduled_time_runs_once_however_many_beats_ask(
         assert count(engine, tenant) == 2
         job_id = later[0]
         assert tenant.wait(job_id, timeout=60)["status"] == "succeeded"
-        assert schedules.write_outputs(engine, declared) >= 1
+        schedules.write_outputs(engine, declared)  # (an earlier run_due may have written it)
     finally:
         celery.close()
     out = path.parent / "out" / f"{declared[0].name}-20261129T020500Z.csv"
