@@ -4,8 +4,8 @@ scopes and may expire."""
 from __future__ import annotations
 
 import hashlib
-import re
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
