@@ -150,10 +150,12 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[str]:
             "deadline": job.deadline,
             "webhook_url": job.webhook_url,
             "request_id": job.request_id,
-            "retention": job.retention,
         }
         for job in new_jobs
     ]
+    if any(job.retention is not None for job in new_jobs):  # rare: keep the common INSERT short
+        for row, job in zip(rows, new_jobs, strict=True):
+            row["retention"] = job.retention
     # RETURNING makes SQLAlchemy send one multi-row INSERT ("insertmanyvalues") instead of one
     # statement per row.
     conn.execute(insert(jobs).returning(jobs.c.id), rows).all()

@@ -60,7 +60,7 @@ def submit() -> tuple[Response, int, dict[str, str]] | tuple[dict[str, Any], int
         outcome = submit_bulk(tenant, fmt)
         return _replayed(tenant, outcome) if isinstance(outcome, str) else outcome
     body = json_body()
-    if request.args:  # not silently ignored: a JSON job's options are in its body
+    if request.query_string and request.args:  # not ignored: a JSON job's options are in its body
         raise InvalidInput(sorted(request.args)[0], "a query parameter of bulk bodies only")
     check_fields(body, {"model", "version", "inputs", "priority", "deadline", "webhook_url",
                         "retention"})

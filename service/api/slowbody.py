@@ -9,6 +9,8 @@ the WSGI environ; under other servers it does nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
+import io
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -36,7 +38,7 @@ class SlowBodyGuard:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
                  ) -> Iterable[bytes]:
         sock = environ.get("gunicorn.socket")
-        if sock is None or not _has_body(environ):
+        if sock is None or not _has_body(environ) or _arrived(environ["wsgi.input"]):
             return self.app(environ, start_response)
         deadline = time.monotonic() + self.body_timeout
         environ["wsgi.input"] = _TimedInput(environ["wsgi.input"], sock, self.read_timeout,
@@ -47,10 +49,30 @@ class SlowBodyGuard:
             sock.settimeout(None)  # the response is written without a read timeout
 
 
-def _overall(seconds: float, exc: BaseException) -> Any:
-    from gevent import Timeout, monkey
+def _arrived(body: Any) -> bool:
+    """The whole body came with the headers (most API requests): gunicorn holds it in its
+    buffer and reading it touches no socket, so there is nothing to time. Reads gunicorn's
+    reader state; anything unexpected counts as not arrived."""
+    reader = getattr(body, "reader", None)
+    length = getattr(reader, "length", None)
+    buffer = getattr(getattr(reader, "unreader", None), "buf", None)
+    if not isinstance(length, int) or not isinstance(buffer, io.BytesIO):
+        return False
+    with buffer.getbuffer() as view:
+        return view.nbytes >= length
 
-    if monkey.is_module_patched("socket"):
+
+@functools.cache
+def _gevent() -> bool:
+    from gevent import monkey
+
+    return bool(monkey.is_module_patched("socket"))
+
+
+def _overall(seconds: float, exc: BaseException) -> Any:
+    if _gevent():
+        from gevent import Timeout
+
         return Timeout(seconds, exc)
     return contextlib.nullcontext()
 
