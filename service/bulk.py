@@ -38,9 +38,12 @@ def bad_row(number: int, reason: str) -> InvalidInput:
 def chunks(stream: IO[bytes], fmt: str, model: ModelInfo, chunk_rows: int, max_rows: int,
            max_name: int = 1000) -> Iterator[np.ndarray]:
     """Matrices of at most `chunk_rows` rows in signature order, in input order."""
-    reader = {"csv": _csv_rows, "ndjson": _ndjson_rows}.get(fmt)
+    reader = {"ndjson": _ndjson_rows}.get(fmt)
     if fmt == "npy":
         yield from _npy_chunks(stream, model, chunk_rows, max_rows)
+        return
+    if fmt == "csv":
+        yield from _csv_chunks(stream, model, chunk_rows, max_rows, max_name)
         return
     if reader is None:
         raise ValueError(fmt)
@@ -60,7 +63,10 @@ def chunks(stream: IO[bytes], fmt: str, model: ModelInfo, chunk_rows: int, max_r
         raise InvalidInput("inputs", "the body has no rows")
 
 
-def _csv_rows(stream: IO[bytes], model: ModelInfo, max_name: int) -> Iterator[list[float]]:
+def _csv_chunks(stream: IO[bytes], model: ModelInfo, chunk_rows: int, max_rows: int,
+                max_name: int) -> Iterator[np.ndarray]:
+    """CSV rows converted a chunk at a time by numpy (in C); only a chunk that fails is
+    looked at row by row, to name its first bad row."""
     text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
     reader = csv.reader(text)
     try:
@@ -82,6 +88,8 @@ def _csv_rows(stream: IO[bytes], model: ModelInfo, max_name: int) -> Iterator[li
                            else "a column appears twice")
     order = [names.index(n) for n in model.feature_names]
     width = len(names)
+    batch: list[list[str]] = []
+    lines: list[int] = []
     number = 0
     try:
         for fields in reader:
@@ -91,11 +99,37 @@ def _csv_rows(stream: IO[bytes], model: ModelInfo, max_name: int) -> Iterator[li
             if len(fields) != width:
                 raise bad_row(number, f"line {reader.line_num}: {len(fields)} fields; the "
                                       f"header has {width}")
-            yield [_float(fields[i], number, names[i], reader.line_num) for i in order]
+            if number > max_rows:
+                raise InvalidInput("inputs", f"more than {max_rows} rows; at most {max_rows} "
+                                             "per job")
+            batch.append(fields)
+            lines.append(reader.line_num)
+            if len(batch) == chunk_rows:
+                yield _csv_matrix(batch, lines, number - len(batch) + 1, names, order)
+                batch, lines = [], []
     except UnicodeDecodeError as exc:
         raise bad_row(number + 1, f"not UTF-8: {exc.reason}") from None
     except csv.Error as exc:
         raise bad_row(number + 1, f"line {reader.line_num}: {exc}") from None
+    if batch:
+        yield _csv_matrix(batch, lines, number - len(batch) + 1, names, order)
+    if number == 0:
+        raise InvalidInput("inputs", "the body has no rows")
+
+
+def _csv_matrix(batch: list[list[str]], lines: list[int], first: int, names: list[str],
+                order: list[int]) -> np.ndarray:
+    try:
+        matrix = np.array(batch, dtype=np.float64)
+        if np.isfinite(matrix).all():
+            return matrix[:, order]
+    except ValueError:
+        pass
+    for i, fields in enumerate(batch):  # name the first bad value
+        for column, text in enumerate(fields):
+            _float(text, first + i, names[column], lines[i])
+    raise bad_row(first, f"rows {first}-{first + len(batch) - 1} hold a value that is not a "
+                         "number")  # numpy and float() agree, so this is not expected
 
 
 def _float(text: str, number: int, column: str, line: int) -> float:
