@@ -127,15 +127,6 @@ def drop_inputs(conn: Connection, job_id: str) -> None:
     conn.execute(update(job_chunks).where(job_chunks.c.job_id == job_id).values(inputs=None))
 
 
-def unfinished(conn: Connection, job_id: str) -> list[tuple[int, str, Any]]:
-    """(seq, status, published_at) of the chunks not done yet, in order."""
-    rows = conn.execute(select(job_chunks.c.seq, job_chunks.c.status,
-                               job_chunks.c.published_at)
-                        .where(job_chunks.c.job_id == job_id, job_chunks.c.status != DONE)
-                        .order_by(job_chunks.c.seq))
-    return [(r.seq, r.status, r.published_at) for r in rows]
-
-
 def sweep(conn: Connection, cutoff: datetime, window: int, max_attempts: int, limit: int
           ) -> tuple[list[tuple[str, str, int]], list[str]]:
     """For the reconciler: chunks to send again (job id, queue, seq), stamped published -

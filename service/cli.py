@@ -9,17 +9,14 @@ from pathlib import Path
 import click
 
 from service import metricsdir
+from service.cli_support import run as _run
+from service.cli_support import settings as _settings
 from service.config import Settings
 from service.db import make_engine
-from service.errors import PredqError
 from service.priorities import PREDICT_QUEUES
 
 # maintenance first: reconciler runs are rare and short, and must not wait behind a backlog.
 DEFAULT_QUEUES = ",".join(("maintenance", *PREDICT_QUEUES))
-
-
-def _settings() -> Settings:
-    return Settings.from_env()
 
 
 @click.group()
@@ -91,272 +88,6 @@ def models_demo() -> None:
     with make_engine(settings.database_url).begin() as conn:
         added = register_demo_models(conn, settings.model_dir, Path(settings.var_dir) / "demo")
     click.echo("registered: " + (", ".join(added) or "nothing new"))
-
-
-@main.group()
-def keys() -> None:
-    """API keys."""
-
-
-@keys.command("create")
-@click.option("--tenant", required=True)
-@click.option("--scopes", default="submit,read", show_default=True,
-              help="comma-separated: submit, read, admin")
-@click.option("--expires-in", help="lifetime, e.g. 90d, 12h, 30m or seconds")
-@click.option("--name", help="what the key is for (shown by `keys list`)")
-def keys_create(tenant: str, scopes: str, expires_in: str | None, name: str | None) -> None:
-    """Create a key for TENANT and print it once (only its hash is stored)."""
-    from datetime import timedelta
-
-    from service.jobs import utcnow
-    from service.keys import create_key, parse_scopes
-
-    expires_at = utcnow() + timedelta(seconds=_duration(expires_in)) if expires_in else None
-    with make_engine(_settings().database_url).begin() as conn:
-        click.echo(_run(lambda: create_key(conn, tenant, parse_scopes(scopes), expires_at,
-                                           name)))
-
-
-@keys.command("list")
-@click.option("--tenant", help="only this tenant's keys")
-@click.option("--all", "show_all", is_flag=True, help="also revoked and expired keys")
-def keys_list(tenant: str | None, show_all: bool) -> None:
-    """List keys (prefix, tenant, scopes, status, expiry, name); never the keys themselves."""
-    from service.keys import list_keys
-
-    with make_engine(_settings().database_url).connect() as conn:
-        rows = list_keys(conn, tenant)
-    click.echo("prefix\ttenant\tscopes\tstatus\tcreated\texpires\tname")
-    for k in rows:
-        if show_all or k["status"] == "active":
-            click.echo("\t".join([k["prefix"], k["tenant"], ",".join(k["scopes"]), k["status"],
-                                  k["created_at"][:19], (k["expires_at"] or "-")[:19],
-                                  k["name"] or "-"]))
-
-
-def _duration(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    try:
-        value = float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
-    except (ValueError, IndexError):
-        raise click.BadParameter(f"{text!r}: e.g. 90d, 12h, 30m or seconds") from None
-    if value <= 0:
-        raise click.BadParameter("must be positive")
-    return value
-
-
-@keys.command("revoke")
-@click.argument("prefix")
-def keys_revoke(prefix: str) -> None:
-    """Revoke the key that starts with PREFIX (its first 10 characters)."""
-    import redis
-
-    from service.keys import announce_revocation, revoke_key
-
-    settings = _settings()
-    with make_engine(settings.database_url).begin() as conn:
-        count = revoke_key(conn, prefix[:10])
-    try:
-        announce_revocation(redis.Redis.from_url(settings.redis_url, socket_timeout=5))
-    except redis.RedisError as exc:
-        click.echo(f"warning: Redis unreachable ({exc}); API processes may accept the key "
-                   "for up to 60 s more", err=True)
-    click.echo(f"revoked {count} key(s)")
-    if not count:
-        sys.exit(1)
-
-
-def _client(url: str | None, key: str | None):  # type: ignore[no-untyped-def]
-    from service.client import Client
-
-    return Client(url, key)
-
-
-_url = click.option("--url", envvar="PREDQ_URL", help="the API [PREDQ_URL, default "
-                    "http://127.0.0.1:8000]")
-_key = click.option("--key", envvar="PREDQ_API_KEY",
-                    help="API key [PREDQ_API_KEY; default: var/dev-api-key of `predq up`]")
-
-
-@main.command()
-@click.option("--model", required=True)
-@click.option("--input", "path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help=".csv (header: feature names), .ndjson, .npy or .parquet")
-@click.option("--version", "version", help="default: the latest")
-@click.option("--priority", help="interactive, normal, bulk (default for files) or 0-9")
-@click.option("--idempotency-key", help="retrying with the same key never makes a second job")
-@click.option("--wait", is_flag=True, help="wait for the job, showing its progress")
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="with --wait: write the result here (.csv, .ndjson, .json, .npy, .parquet)")
-@_url
-@_key
-def submit(model: str, path: str, version: str | None, priority: str | None,
-           idempotency_key: str | None, wait: bool, output: str | None, url: str | None,
-           key: str | None) -> None:
-    """Upload FILE as a bulk job and print its id (with --wait: its final status too)."""
-    client = _client(url, key)
-    size = os.path.getsize(path)
-    with click.progressbar(length=size, label="upload", file=sys.stderr) as bar:
-        job_id = _call(lambda: client.submit(model, path=path, version=version,
-                                             priority=priority, idempotency_key=idempotency_key,
-                                             progress=_advance(bar)))
-    click.echo(job_id)
-    if not wait:
-        return
-    job = _watch(client, job_id)
-    click.echo(f"{job_id} {job['status']}" + (f": {job['error']}" if job.get("error") else ""),
-               err=True)
-    if job["status"] != "succeeded":
-        sys.exit(1)
-    if output:
-        click.echo(f"result: {_call(lambda: client.result(job_id, output))}", err=True)
-
-
-@main.command()
-@click.argument("job_id")
-@click.option("--wait", is_flag=True, help="wait until it is final, showing its progress")
-@_url
-@_key
-def status(job_id: str, wait: bool, url: str | None, key: str | None) -> None:
-    """Print the job as JSON."""
-    import json
-
-    client = _client(url, key)
-    job = _watch(client, job_id) if wait else _call(lambda: client.status(job_id))
-    click.echo(json.dumps(job, indent=2))
-
-
-@main.command()
-@click.argument("job_id")
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="write here, in the format its suffix names (default: JSON to stdout)")
-@_url
-@_key
-def result(job_id: str, output: str | None, url: str | None, key: str | None) -> None:
-    """Fetch a succeeded job's result."""
-    import json
-
-    client = _client(url, key)
-    got = _call(lambda: client.result(job_id, output))
-    click.echo(got if output else json.dumps(got))
-
-
-@main.command()
-@click.argument("job_id")
-@_url
-@_key
-def cancel(job_id: str, url: str | None, key: str | None) -> None:
-    """Cancel a queued or running job."""
-    client = _client(url, key)
-    click.echo(_call(lambda: client.cancel(job_id))["status"])
-
-
-def _advance(bar):  # type: ignore[no-untyped-def]
-    def progress(done: int, total: int) -> None:
-        bar.length = max(total, 1)
-        bar.update(done - bar.pos)
-    return progress
-
-
-def _watch(client, job_id: str) -> dict:  # type: ignore[no-untyped-def, type-arg]
-    with click.progressbar(length=1, label="rows", file=sys.stderr) as bar:
-        return _call(lambda: client.wait(job_id, progress=_advance(bar)))  # type: ignore[no-any-return]
-
-
-def _call(fn):  # type: ignore[no-untyped-def]
-    from service.client import ApiError
-
-    try:
-        return fn()
-    except ApiError as exc:
-        raise click.ClickException(str(exc)) from exc
-    except (ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-@main.group()
-def schedules() -> None:
-    """Periodic bulk forecasts (PREDQ_SCHEDULES, run by `predq beat`)."""
-
-
-@schedules.command("check")
-@click.argument("path", required=False)
-def schedules_check(path: str | None) -> None:
-    """Check the schedules file (default: PREDQ_SCHEDULES) and show each one's next runs."""
-    from datetime import datetime
-
-    from croniter import croniter
-
-    from service import jobs
-    from service import schedules as sched
-
-    path = path or _settings().schedules
-    if not path:
-        raise click.ClickException("no schedules file: set PREDQ_SCHEDULES or name one")
-    declared = _run(lambda: sched.load(path))
-    now = jobs.utcnow()
-    for s in declared:
-        upcoming = croniter(s.cron, now).get_next(datetime)
-        click.echo(f"{s.name}\t{s.cron}\t{s.tenant}\t{s.model}\t{s.input}\t"
-                   f"{s.output or '-'}\tnext {upcoming.isoformat()}")
-    click.echo(f"{len(declared)} schedule(s) OK", err=True)
-
-
-@main.group()
-def limits() -> None:
-    """Per-tenant rate limits (requests per second, rows per minute)."""
-
-
-@limits.command("set")
-@click.argument("tenant")
-@click.option("--rps", type=float, help="requests per second (0: unlimited)")
-@click.option("--rows-per-minute", type=int, help="rows of accepted jobs per minute (0: unlimited)")
-@click.option("--retention", help="how long finished jobs are kept, e.g. 7d, 12h")
-def limits_set(tenant: str, rps: float | None, rows_per_minute: int | None,
-               retention: str | None) -> None:
-    """Give TENANT its own limits (the ones named; the others stay); every API process applies
-    them within 2 seconds."""
-    from service.ratelimit import all_limits, set_limits
-
-    seconds = _duration(retention) if retention else None
-    with make_engine(_settings().database_url).begin() as conn:
-        _run(lambda: set_limits(conn, tenant, rps, rows_per_minute, seconds))
-        click.echo(f"{tenant}: {_describe(*all_limits(conn)[tenant])}")
-
-
-@limits.command("clear")
-@click.argument("tenant")
-def limits_clear(tenant: str) -> None:
-    """Put TENANT back on the default limits (PREDQ_RATE_LIMIT_*)."""
-    from service.ratelimit import clear_limits
-
-    with make_engine(_settings().database_url).begin() as conn:
-        count = clear_limits(conn, tenant)
-    click.echo(f"{tenant}: default limits" if count else f"{tenant} had no limits of its own")
-
-
-@limits.command("show")
-def limits_show() -> None:
-    """The default limits and every tenant's own."""
-    from service.ratelimit import all_limits
-
-    settings = _settings()
-    default = _describe(settings.rate_limit_rps, settings.rate_limit_rows_per_minute,
-                        settings.retention_days * 86400)
-    click.echo(f"default: {default}")
-    with make_engine(settings.database_url).connect() as conn:
-        for tenant, values in all_limits(conn).items():
-            click.echo(f"{tenant}: {_describe(*values)}")
-
-
-def _describe(rps: float | None, rows: int | None, retention: float | None = None) -> str:
-    def one(value: float | None, unit: str) -> str:
-        if value is None:
-            return f"default {unit}"
-        return f"unlimited {unit}" if value == 0 else f"{value:g} {unit}"
-
-    kept = "default retention" if retention is None else f"jobs kept {retention / 86400:g} days"
-    return f"{one(rps, 'requests/s')}, {one(rows, 'rows/minute')}, {kept}"
 
 
 @main.command()
@@ -437,7 +168,7 @@ def deliverer() -> None:
 
 @main.command()
 def beat() -> None:
-    """Run the scheduler of periodic tasks (the reconciler). Run exactly one."""
+    """Run the scheduler of periodic tasks (the reconciler, the schedules). Run exactly one."""
     os.execvp(sys.executable, [sys.executable, *beat_command(_settings())])
 
 
@@ -495,15 +226,15 @@ def up() -> None:
     sys.exit(run_all(_settings(), "REDIS_URL" not in os.environ))
 
 
-def _run(fn):  # type: ignore[no-untyped-def]
-    try:
-        return fn()
-    except PredqError as exc:
-        raise click.ClickException(exc.message) from exc
+def _register() -> None:
+    from service.cli_jobs import cancel, result, status, submit
+    from service.cli_tenants import keys, limits, schedules
+
+    for command in (keys, limits, schedules, submit, status, result, cancel):
+        main.add_command(command)
 
 
-
-
+_register()
 
 if __name__ == "__main__":
     main()

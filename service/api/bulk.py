@@ -7,7 +7,7 @@ import hashlib
 import io
 from typing import IO, Any
 
-from flask import Response, request
+from flask import request
 
 from service import bulkjobs, chunks, idempotency, logs, priorities
 from service.api import services
@@ -119,15 +119,3 @@ def _flag(value: str | None, field: str) -> bool:
     if value.lower() in ("0", "false", "no"):
         return False
     raise InvalidInput(field, "true or false")
-
-
-def response(result: tuple[dict[str, Any], int, dict[str, str]]) -> Response:
-    from flask import jsonify
-
-    payload, status, headers = result
-    out = jsonify(payload)
-    out.status_code = status
-    out.headers.update(headers)
-    return out
-
-
