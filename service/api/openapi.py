@@ -131,7 +131,11 @@ _JOB_LINKS = [
 #: fetch the result, cancel) and let stateful clients and fuzzers follow it.
 LINKS: dict[tuple[str, str, str], list[tuple[str, str, str, dict[str, str]]]] = {
     ("post", "/v1/jobs", "202"): _JOB_LINKS,
+    ("post", "/v1/jobs", "200"): _JOB_LINKS,  # an Idempotency-Key replay: the same job
     ("post", "/v1/models/{name}/predict", "202"): _JOB_LINKS,
+    ("post", "/v1/keys", "201"): [
+        ("RevokeKey", "delete", "/v1/keys/{prefix}", {"prefix": "$response.body#/prefix"}),
+    ],
     ("post", "/v1/webhooks", "201"): [
         ("GetEndpoint", "get", "/v1/webhooks/{endpoint_id}", _ENDPOINT),
         ("RotateEndpoint", "post", "/v1/webhooks/{endpoint_id}/rotate", _ENDPOINT),
