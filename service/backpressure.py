@@ -20,23 +20,15 @@ from sqlalchemy import Engine, func, select
 
 from service import metrics, realtime
 from service.db import jobs
-from service.errors import PredqError
+from service.errors import TooManyRequests
 from service.jobs import JobStatus, as_utc, utcnow
 from service.priorities import PREDICT_QUEUES
 
 NO_DRAIN_RETRY_AFTER = 30  # seconds, when no worker has taken a job lately
 
 
-class QueueFull(PredqError):
-    status = 429
+class QueueFull(TooManyRequests):
     code = "queue_full"
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-    def to_dict(self) -> dict[str, object]:
-        return {**super().to_dict(), "retry_after": self.retry_after}
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import math
+import os
 from collections.abc import Iterator
 from typing import IO
 
@@ -26,8 +27,16 @@ FORMATS = {
 }
 
 
+SUFFIXES = {".csv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson", ".npy": "npy"}
+
+
 def format_of(mimetype: str) -> str | None:
     return FORMATS.get(mimetype)
+
+
+def format_of_path(path: str) -> str | None:
+    """A file's format by its suffix (schedules' inputs)."""
+    return SUFFIXES.get(os.path.splitext(path)[1])
 
 
 def bad_row(number: int, reason: str) -> InvalidInput:

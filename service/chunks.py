@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,7 +19,7 @@ import numpy as np
 from sqlalchemy import Connection, and_, case, delete, insert, or_, select, update
 
 from service.db import job_chunks, jobs
-from service.jobs import JobStatus, encode_inputs, utcnow
+from service.jobs import JobStatus, as_utc, encode_inputs, utcnow
 
 PENDING, RUNNING, DONE = "pending", "running", "done"
 ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
@@ -164,12 +164,12 @@ def _due(conn: Connection, cutoff: datetime, window: int, max_attempts: int, lim
         in_flight = 0
         for row in rows:
             expired = row["status"] == RUNNING and row["lease_until"] is not None and \
-                _utc(row["lease_until"]) < now
+                as_utc(row["lease_until"]) < now
             if expired and row["attempts"] >= max_attempts:
                 exhausted.append(job_id)
                 break
             sent = row["published_at"] is not None
-            lost = sent and row["status"] == PENDING and _utc(row["published_at"]) < cutoff
+            lost = sent and row["status"] == PENDING and as_utc(row["published_at"]) < cutoff
             if expired or lost:
                 send.append((job_id, queue, row["seq"]))
                 in_flight += 1
@@ -181,10 +181,14 @@ def _due(conn: Connection, cutoff: datetime, window: int, max_attempts: int, lim
     return send, exhausted
 
 
-def _utc(value: datetime) -> datetime:
-    from service.jobs import as_utc
-
-    return as_utc(value)
+def result_chunks(engine: Any, job_id: str, stored: str | None
+                  ) -> Callable[[], Iterable[dict[str, Any]]]:
+    """Any succeeded job's result as chunks, re-iterable: a small job's stored JSON is one
+    chunk; a bulk job's are read from SQL one at a time, on a connection of their own."""
+    if stored is not None:
+        whole = json.loads(stored)
+        return lambda: [whole]
+    return lambda: stream_results(engine, job_id)
 
 
 def stream_results(engine: Any, job_id: str) -> Iterator[dict[str, Any]]:

@@ -83,6 +83,19 @@ class PayloadTooLarge(PredqError):
     code = "payload_too_large"
 
 
+class TooManyRequests(PredqError):
+    """Refused for now (a full queue, a tenant's limit): answered 429 with Retry-After."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, object]:
+        return {**super().to_dict(), "retry_after": self.retry_after}
+
+
 class Conflict(PredqError):
     status = 409
     code = "conflict"

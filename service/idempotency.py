@@ -15,7 +15,7 @@ from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from service.db import idempotency_keys
-from service.errors import InvalidInput, PredqError
+from service.errors import InvalidInput, PredqError, TransientError
 
 HEADER = "Idempotency-Key"
 #: Keys are kept at least this long (the retention sweep deletes older ones).
@@ -84,6 +84,15 @@ def replay(found: tuple[str, str], key: str, wanted: str) -> str:
     if recorded != wanted:
         raise KeyReused(key, job_id)
     return job_id
+
+
+def after_race(conn: Connection, tenant: str, key: str, wanted: str) -> str:
+    """The job of the concurrent request that took `key` first (this one's insert found it
+    taken), or KeyReused; if that request rolled back after all, the client retries."""
+    found = find(conn, tenant, key)
+    if found is None:
+        raise TransientError("a concurrent request with this Idempotency-Key failed; retry")
+    return replay(found, key, wanted)
 
 
 def purge(conn: Connection, older_than: Any) -> int:

@@ -23,23 +23,15 @@ from limits.strategies import SlidingWindowCounterRateLimiter
 from sqlalchemy import Connection, Engine, delete, insert, select
 
 from service.db import tenant_limits
-from service.errors import InvalidInput, PredqError
+from service.errors import InvalidInput, TooManyRequests
 
 log = logging.getLogger(__name__)
 
 
-class RateLimited(PredqError):
+class RateLimited(TooManyRequests):
     """Over the tenant's quota: retry after `retry_after` seconds."""
 
-    status = 429
     code = "rate_limited"
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-    def to_dict(self) -> dict[str, object]:
-        return {**super().to_dict(), "retry_after": self.retry_after}
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ def load(path: str) -> list[Schedule]:
             raise ScheduleError(f"{where}: cron {schedule.cron!r} is not a cron expression")
         if schedule.output and Path(schedule.output).suffix not in OUTPUTS:
             raise ScheduleError(f"{where}: output must end in {', '.join(OUTPUTS)}")
-        if bulk.format_of(_media(schedule.input)) is None:
+        if bulk.format_of_path(schedule.input) is None:
             raise ScheduleError(f"{where}: input must end in .csv, .ndjson, .jsonl or .npy")
         priorities.queue_for(schedule.priority)
         out.append(schedule)
@@ -123,7 +123,7 @@ def _submit(engine: Engine, settings: Settings, schedule: Schedule, when: dateti
             return None  # this run was submitted already (by this beat or another)
         model = registry.resolve(conn, schedule.model, schedule.version)
     path = newest(schedule.input)
-    fmt = bulk.format_of(_media(path))
+    fmt = bulk.format_of_path(path)
     assert fmt is not None
     wanted = idempotency.fingerprint("schedule", schedule.name, key)
     with open(path, "rb") as stream:
@@ -191,13 +191,7 @@ def write_result(engine: Engine, job_id: str, target: Path) -> None:
         meta = conn.execute(select(job_rows.c.tenant).where(
             job_rows.c.id == job_id)).scalar_one()
         source_meta = jobs.result_source(conn, meta, job_id)
-    if source_meta["n_chunks"] is None:
-        import json
-
-        stored = json.loads(source_meta["result"])
-        source: results.Chunks = lambda: [stored]  # noqa: E731
-    else:
-        source = lambda: chunks.stream_results(engine, job_id)  # noqa: E731
+    source = chunks.result_chunks(engine, job_id, source_meta["result"])
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     if target.suffix == ".parquet":
@@ -235,10 +229,5 @@ def _output_path(schedule: Schedule, when: datetime) -> str | None:
     return schedule.output.format(name=schedule.name, time=when.strftime("%Y%m%dT%H%M%SZ"),
                                   date=when.strftime("%Y-%m-%d"))
 
-
-def _media(path: str) -> str:
-    suffix = Path(path).suffix
-    return {".csv": "text/csv", ".ndjson": "application/x-ndjson", ".jsonl":
-            "application/x-ndjson", ".npy": "application/x-npy"}.get(suffix, "")
 
 

@@ -12,7 +12,7 @@ from flask import request
 from service import bulkjobs, chunks, idempotency, logs, priorities
 from service.api import services
 from service.api.submission import check_webhook_url, parse_deadline, parse_retention
-from service.errors import InvalidInput, TransientError
+from service.errors import InvalidInput
 from workers.app import CHUNK_TASK
 
 QUERY = {"model", "version", "priority", "deadline", "webhook_url", "keep_inputs", "retention"}
@@ -80,10 +80,7 @@ def submit_bulk(tenant: str, fmt: str) -> tuple[dict[str, Any], int, dict[str, s
         before_commit=lambda rows: svc.quotas.take_rows(tenant, rows))
     if created is None:  # a concurrent request with the same key committed first
         with svc.reads.connect() as conn:
-            found = idempotency.find(conn, tenant, key or "")
-        if found is None:
-            raise TransientError("a concurrent request with this Idempotency-Key failed; retry")
-        return idempotency.replay(found, key or "", wanted())
+            return idempotency.after_race(conn, tenant, key or "", wanted())
     job_id, first = created
     with contextlib.suppress(Exception):  # committed: else the reconciler sends the chunks
         svc.publish(queue, [chunks.chunk_id(job_id, s) for s in first], task=CHUNK_TASK)

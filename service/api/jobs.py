@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from typing import Any
@@ -25,7 +24,7 @@ from service.api.submission import (
     prepare,
     version_of,
 )
-from service.errors import InvalidInput, JobNotFound, PredqError, TransientError
+from service.errors import InvalidInput, JobNotFound, PredqError
 from service.inputs import parse_rows
 from service.webhooks import events as webhook_events
 
@@ -105,10 +104,8 @@ def _idempotency(tenant: str, body: dict[str, Any]) -> tuple[str | None, str]:
 def _replay(tenant: str, key: str, wanted: str) -> tuple[Response, int, dict[str, str]]:
     """200 with the job the key's first request created (the same body), or 422."""
     with services().reads.connect() as conn:
-        found = idempotency.find(conn, tenant, key)
-    if found is None:  # the winner's transaction rolled back after all: let the client retry
-        raise TransientError("a concurrent request with this Idempotency-Key failed; retry")
-    return _replayed(tenant, idempotency.replay(found, key, wanted))
+        job_id = idempotency.after_race(conn, tenant, key, wanted)
+    return _replayed(tenant, job_id)
 
 
 def _replayed(tenant: str, job_id: str) -> tuple[Response, int, dict[str, str]]:
@@ -227,11 +224,7 @@ def get_result(job_id: str) -> Response:
             if stored is not None:  # None: a bulk job, its result is in chunks
                 return Response(stored, mimetype=media)
         meta = jobs.result_source(conn, tenant, job_id)
-    if meta["n_chunks"] is None:
-        stored = json.loads(meta["result"])
-        source: results.Chunks = lambda: [stored]  # noqa: E731
-    else:
-        source = lambda: chunks.stream_results(svc.reads, job_id)  # noqa: E731
+    source = chunks.result_chunks(svc.reads, job_id, meta["result"])
     labels = meta["labels"]
     if media == "application/json":
         body = results.json_body(source, {"model": meta["name"], "version": meta["version"],

@@ -13,7 +13,7 @@ import numpy as np
 from flask import request
 
 from service import jobs, logs, realtime
-from service.api import Services
+from service.api import Services, services
 from service.errors import InvalidInput, MalformedJSON, PredqError
 from service.registry import ModelInfo
 from service.webhooks import endpoints
@@ -30,8 +30,6 @@ class UnsupportedMediaType(PredqError):
 
 def json_body() -> dict[str, Any]:
     """The request body as a JSON object, or an error that says what is wrong with it."""
-    from service.api import services
-
     max_depth = services().settings.max_json_depth
     mimetype = request.mimetype
     # curl -d sends application/x-www-form-urlencoded unless told otherwise; read it as JSON.
@@ -79,8 +77,6 @@ def json_depth(raw: bytes, limit: int = 0) -> int:
 def check_fields(body: dict[str, Any], allowed: set[str]) -> None:
     """Only the `allowed` fields, and no string longer than the settings' max_string_length
     among them (URLs have their own limit)."""
-    from service.api import services
-
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise InvalidInput(unknown[0][:100], "unknown field")
