@@ -24,9 +24,10 @@ run: install ## Start Redis, API, worker on http://127.0.0.1:8000 (SQLite under 
 test: install ## Run the tests (T=tests/path narrows; TEST_DATABASE_URL=postgresql+psycopg://... for PostgreSQL)
 	$(PY) -m pytest $(T)
 
-lint: install ## ruff and mypy
+lint: install ## ruff, mypy and the import contracts (pyproject.toml: tool.importlinter)
 	$(VENV)/bin/ruff check service workers migrations tests bench
 	$(VENV)/bin/mypy service workers bench
+	$(VENV)/bin/lint-imports
 
 bench: install ## Benchmark predq against a hand-written Celery service (QUICK=1: under 2 minutes)
 	$(PY) -m bench $(if $(QUICK),--quick)

@@ -30,7 +30,7 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 def fresh_database() -> str:
     """Drop and create the benchmark database; return its URL (migrated to head)."""
-    from service.migrate import upgrade
+    from service.store.migrate import upgrade
 
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -44,9 +44,9 @@ def fresh_database() -> str:
 
 def setup(url: str, model_path: str, model_dir: str) -> str:
     """Register the model as `bench` version 1 and return a new API key."""
-    from service.db import make_engine
-    from service.keys import create_key
-    from service.registry import add_model
+    from service.models.registry import add_model
+    from service.store.db import make_engine
+    from service.tenants.keys import create_key
 
     engine = make_engine(url)
     with engine.begin() as conn:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from service.config import Settings
-from service.db import make_engine, metadata
+from service.core.settings import Settings
+from service.store.db import make_engine, metadata
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or Settings.from_env().database_url

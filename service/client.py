@@ -10,18 +10,16 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import requests
 
-#: Upload and download media types by file suffix.
-MEDIA = {".csv": "text/csv", ".ndjson": "application/x-ndjson", ".jsonl": "application/x-ndjson",
-         ".npy": "application/x-npy", ".json": "application/json"}
+from service.bulk import formats
+
 FINAL = {"succeeded", "failed", "cancelled", "expired"}
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -93,12 +91,11 @@ class Client:
             return _ok(self.http.get(f"{self.url}/v1/jobs/{job_id}/result",
                                      timeout=self.timeout))
         target = Path(path)
-        if target.suffix == ".parquet":
-            return _write_parquet(self, job_id, target)
-        accept = MEDIA.get(target.suffix)
-        if accept is None:
-            raise ValueError(f"{target.suffix!r}: write .json, .ndjson, .csv, .npy or .parquet")
-        with self.http.get(f"{self.url}/v1/jobs/{job_id}/result", headers={"Accept": accept},
+        fmt = formats.by_suffix(target)
+        if fmt is None or fmt.write is None:
+            raise ValueError(f"{target.suffix!r}: write {formats.names(formats.WRITABLE)}")
+        with self.http.get(f"{self.url}/v1/jobs/{job_id}/result",
+                           headers={"Accept": fmt.media_type},
                            stream=True, timeout=self.timeout) as response:
             if response.status_code != 200:
                 _ok(response)
@@ -145,68 +142,11 @@ class _ProgressFile(io.RawIOBase):
 
 
 def _upload(path: Path, progress: Progress | None) -> tuple[Any, str]:
-    if path.suffix == ".parquet":
-        return _parquet_as_csv(path, progress), "text/csv"
-    mimetype = MEDIA.get(path.suffix)
-    if mimetype is None or mimetype == "application/json":
-        raise ValueError(f"{path.name}: send .csv, .ndjson, .jsonl, .npy or .parquet")
+    fmt = formats.by_suffix(path)
+    if fmt is None or fmt.read is None:
+        raise ValueError(f"{path.name}: send {formats.names(formats.READABLE)}")
     fh = open(path, "rb")  # noqa: SIM115 - requests reads it to the end
-    return _ProgressFile(fh, path.stat().st_size, progress), mimetype
-
-
-def _parquet_as_csv(path: Path, progress: Progress | None) -> Iterator[bytes]:
-    """A Parquet file streamed as CSV, one record batch at a time (needs pyarrow)."""
-    try:
-        import pyarrow.csv as pacsv
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ValueError("Parquet needs pyarrow: pip install 'predq[parquet]'") from None
-    source = pq.ParquetFile(path)
-    total, done = source.metadata.num_rows, 0
-    for i, batch in enumerate(source.iter_batches(batch_size=50_000)):
-        out = io.BytesIO()
-        pacsv.write_csv(batch, out, pacsv.WriteOptions(include_header=i == 0))
-        done += batch.num_rows
-        if progress is not None:
-            progress(done, total)
-        yield out.getvalue()
-
-
-def _write_parquet(client: Client, job_id: str, target: Path) -> Path:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ValueError("Parquet needs pyarrow: pip install 'predq[parquet]'") from None
-    writer = None
-    partial = target.with_name(target.name + ".part")
-    with client.http.get(f"{client.url}/v1/jobs/{job_id}/result", stream=True,
-                         headers={"Accept": "application/x-ndjson"},
-                         timeout=client.timeout) as response:
-        if response.status_code != 200:
-            _ok(response)
-        rows: list[dict[str, Any]] = []
-        for line in response.iter_lines():
-            if line:
-                rows.append(json.loads(line))
-            if len(rows) >= 50_000:
-                writer = _write_rows(pa, pq, writer, partial, rows)
-                rows = []
-        writer = _write_rows(pa, pq, writer, partial, rows)
-    if writer is not None:
-        writer.close()
-    partial.replace(target)
-    return target
-
-
-def _write_rows(pa: Any, pq: Any, writer: Any, path: Path, rows: list[dict[str, Any]]) -> Any:
-    if not rows:
-        return writer
-    table = pa.Table.from_pylist(rows)
-    if writer is None:
-        writer = pq.ParquetWriter(path, table.schema)
-    writer.write_table(table)
-    return writer
+    return _ProgressFile(fh, path.stat().st_size, progress), fmt.media_type
 
 
 def _dev_key() -> str | None:

@@ -30,12 +30,13 @@ import requests
 from sqlalchemy import select
 
 from bench.procs import Proc, ProcSet, stop, wait_http, wait_log
-from service import embedded, keys
-from service.config import Settings
-from service.db import jobs as jobs_table
-from service.db import make_engine
-from service.demo import register_demo_models
-from service.migrate import upgrade
+from service.cli import embedded
+from service.cli.demo import register_demo_models
+from service.core.settings import Settings
+from service.store.db import jobs as jobs_table
+from service.store.db import make_engine
+from service.store.migrate import upgrade
+from service.tenants import keys
 from tests import pgserver
 from tests.conftest import free_port
 

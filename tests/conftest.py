@@ -24,10 +24,12 @@ from sqlalchemy import Engine, delete, select, text
 from sqlalchemy.engine import make_url
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from service import embedded, keys
 from service.api import create_app
-from service.config import Settings
-from service.db import (
+from service.cli import embedded
+from service.cli.demo import register_demo_models
+from service.core.settings import Settings
+from service.models.registry import ModelInfo, add_model, list_models
+from service.store.db import (
     api_keys,
     jobs,
     make_engine,
@@ -35,9 +37,8 @@ from service.db import (
     webhook_endpoints,
     webhook_events,
 )
-from service.demo import register_demo_models
-from service.migrate import upgrade
-from service.registry import ModelInfo, add_model, list_models
+from service.store.migrate import upgrade
+from service.tenants import keys
 from tests.openapi_check import check_response
 from tests.sleepy import train_sleepy
 
@@ -233,7 +234,7 @@ class ApiProcess:
     `self.url` once constructed; its output goes to `log_path`."""
 
     def __init__(self, settings: Settings, log_path: Path, timeout: float = 60) -> None:
-        from service.cli import api_command
+        from service.cli.processes import api_command
 
         env = {**os.environ, **settings.env(), "PYTHONPATH": str(ROOT)}
         self.log_path = log_path
@@ -267,7 +268,7 @@ class WorkerProcess:
 
     def __init__(self, settings: Settings, log_path: Path, deliverer: bool = False,
                  queues: str | None = None) -> None:
-        from service.cli import DEFAULT_QUEUES, deliverer_command, worker_command
+        from service.cli.main import DEFAULT_QUEUES, deliverer_command, worker_command
 
         env = {**os.environ, **settings.env(), "PYTHONPATH": str(ROOT)}
         self.log_path = log_path

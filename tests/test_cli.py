@@ -17,8 +17,9 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from service.config import Settings
-from service.db import api_keys, make_engine
+from service.core.settings import Settings
+from service.ops import heartbeats
+from service.store.db import api_keys, make_engine
 from tests.conftest import ROOT, free_port
 
 PREDQ = [sys.executable, "-m", "service.cli"]
@@ -133,21 +134,20 @@ def test_worker_health_check_reads_this_hosts_heartbeat(settings: Settings) -> N
     import redis
     from click.testing import CliRunner
 
-    from service import realtime
-    from service.cli import main
+    from service.cli.main import main
 
     client = redis.Redis.from_url(settings.redis_url)
     name = f"{socket.gethostname()}:424242"
     env = settings.env()
-    client.zrem(realtime.WORKERS, name)
+    client.zrem(heartbeats.WORKERS, name)
     try:
         if not any(m.startswith(f"{socket.gethostname()}:".encode())
-                   for m in client.zrange(realtime.WORKERS, 0, -1)):
+                   for m in client.zrange(heartbeats.WORKERS, 0, -1)):
             dead = CliRunner().invoke(main, ["health", "worker"], env=env)
             assert dead.exit_code == 1 and "no worker heartbeat" in dead.output
-        realtime.heartbeat(client, name)
+        heartbeats.heartbeat(client, name)
         alive = CliRunner().invoke(main, ["health", "worker"], env=env)
         assert alive.exit_code == 0 and "worker alive" in alive.output
     finally:
-        client.zrem(realtime.WORKERS, name)
+        client.zrem(heartbeats.WORKERS, name)
         client.close()

@@ -1,6 +1,6 @@
 import pytest
 
-from service.config import Settings
+from service.core.settings import Settings
 
 
 def test_settings_read_typed_values_from_environment_variables() -> None:

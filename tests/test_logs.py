@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from service import logs
+from service.ops import logs
 from tests.conftest import ApiProcess, Tenant, WorkerProcess, free_port
 from tests.faults.conftest import Stack, stack  # noqa: F401 - the fixture
 

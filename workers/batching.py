@@ -14,11 +14,15 @@ import redis
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from service import jobs, metrics, realtime, registry
-from service.errors import ModelLoadError
-from service.jobs import Claimed, Outcome
+from service.core import times
+from service.core.errors import ModelLoadError
+from service.core.messaging import DELIVER_TASK, WEBHOOK_QUEUE, Publisher, publish_or_defer
+from service.jobs import cache, wakeups
+from service.jobs import lifecycle as jobs
+from service.jobs.lifecycle import Claimed, Outcome
+from service.models import registry
+from service.ops import metrics
 from service.webhooks import events as webhook_events
-from workers.app import WEBHOOK_QUEUE
 from workers.modelcore import ModelCache, predict
 
 log = logging.getLogger(__name__)
@@ -31,7 +35,7 @@ class Runner:
 
     def __init__(self, engine: Engine, cache_size: int = 8, lease_seconds: float = 90.0,
                  max_attempts: int = 3, announcer: redis.Redis | None = None,
-                 publish: Callable[[str, list[str]], None] | None = None,
+                 publish: Publisher | None = None,
                  webhook_max_inline: int = 256 * 1024) -> None:
         self.engine = engine
         self.announcer = announcer  # wake-ups, prediction cache and counters; None: none
@@ -118,12 +122,7 @@ class Runner:
         """Publish the webhook events the last transactions wrote; if this fails (or the
         process dies first), the reconciler's sweep of the outbox sends them."""
         events, self._events = self._events, []
-        if events and self.publish is not None:
-            try:
-                self.publish(WEBHOOK_QUEUE, events)
-            except Exception as exc:  # noqa: BLE001 - the events are committed
-                log.warning("could not publish %d webhook events (%s); the reconciler will",
-                            len(events), exc)
+        publish_or_defer(self.publish, DELIVER_TASK, WEBHOOK_QUEUE, events)
 
     def _announce(self, claimed: Sequence[Claimed], outcomes: Sequence[Outcome],
                   expired: Sequence[str]) -> None:
@@ -136,25 +135,26 @@ class Runner:
         for job in claimed:
             drained[job.queue] += 1
         by_id = {job.id: job for job in claimed}
-        cache = []
+        entries: list[tuple[str, str, int]] = []
         for outcome in outcomes:
             job = by_id[outcome.id]
             ttl = self._infos[job.model_id].cache_ttl if job.model_id in self._infos else None
             if ttl and outcome.error is None and len(job.inputs) == 1:
-                key = realtime.cache_key(self._infos[job.model_id], job.inputs[0])
-                cache.append((key, json.dumps(outcome.result), ttl))
+                key = cache.cache_key(self._infos[job.model_id], job.inputs[0])
+                entries.append((key, json.dumps(outcome.result), ttl))
         done = [o.id for o in outcomes] + list(expired)
-        realtime.after_batch(self.announcer, done, drained, cache)
+        wakeups.after_batch(self.announcer, done, drained, entries)
 
     def _count(self, claimed: Sequence[Claimed], outcomes: Sequence[Outcome]) -> None:
         """Metrics of committed outcomes: jobs finished, and their submit-to-result time."""
         by_id = {job.id: job for job in claimed}
-        now = jobs.utcnow()
+        now = times.utcnow()
         for outcome in outcomes:
             job = by_id[outcome.id]
             info = self._infos.get(job.model_id)
             name = info.name if info else str(job.model_id)
-            metrics.job_finished(name, job.tenant, outcome.error is not None, job.created_at, now)
+            metrics.job_finished(name, job.tenant, outcome.error is not None, job.created_at, now,
+                                 len(job.inputs))
             # A failure is worth a warning; a success is a DEBUG line (one per job is costly).
             log.log(logging.WARNING if outcome.error else logging.DEBUG, "job finished", extra={
                 "job_id": job.id, "tenant": job.tenant, "request_id": job.request_id,
@@ -175,8 +175,8 @@ class Runner:
         self._events += events  # committed
         return changed
 
-    def _info(self, model_id: int) -> registry.ModelInfo:
-        # A model version is immutable once registered, so its metadata is cached for good.
+    def info(self, model_id: int) -> registry.ModelInfo:
+        """A model version's metadata, cached for good: a version is immutable once registered."""
         if model_id not in self._infos:
             with self.engine.connect() as conn:
                 self._infos[model_id] = registry.by_id(conn, model_id)
@@ -184,7 +184,7 @@ class Runner:
 
     def _predict_group(self, model_id: int, group: list[Claimed]) -> list[Outcome]:
         try:
-            info = self._info(model_id)
+            info = self.info(model_id)
             model = self.models.get(info)
         except ModelLoadError as exc:
             log.error("model %s cannot be loaded: %s", model_id, exc)

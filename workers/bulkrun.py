@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
-from service import chunks, metrics, realtime
-from service.errors import ModelLoadError
-from service.jobs import JobStatus
+from service.core import times
+from service.core.errors import ModelLoadError
+from service.core.messaging import (
+    CHUNK_TASK,
+    DELIVER_TASK,
+    WEBHOOK_QUEUE,
+    Publisher,
+    publish_or_defer,
+)
+from service.core.states import JobStatus
+from service.jobs import chunks, wakeups
+from service.ops import metrics
 from service.webhooks import events as webhook_events
-from workers.app import CHUNK_TASK, WEBHOOK_QUEUE
 from workers.batching import Runner
 from workers.modelcore import predict
 
@@ -22,7 +30,7 @@ class ChunkRunner:
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
 
-    def run(self, chunk_ids: Iterable[str], publish: Callable[..., None] | None) -> int:
+    def run(self, chunk_ids: Iterable[str], publish: Publisher | None) -> int:
         done = 0
         for text in chunk_ids:
             parsed = chunks.parse_chunk_id(text)
@@ -32,14 +40,16 @@ class ChunkRunner:
             done += self._run_one(*parsed, publish)
         return done
 
-    def _run_one(self, job_id: str, seq: int, publish: Callable[..., None] | None) -> int:
+    def _run_one(self, job_id: str, seq: int, publish: Publisher | None) -> int:
         engine, runner = self.runner.engine, self.runner
         with engine.begin() as conn:
             claimed = chunks.claim(conn, job_id, seq, runner.lease_seconds)
         if claimed is None:
             return 0  # done already, held by a live worker, or its job ended
+        name = str(claimed.model_id)
         try:
-            info = runner._info(claimed.model_id)  # noqa: SLF001 - shared per-process cache
+            info = runner.info(claimed.model_id)
+            name = info.name
             model = runner.models.get(info)
             with metrics.PREDICT_DURATION.labels(info.name).time():
                 out = predict(model, info, claimed.inputs)
@@ -50,6 +60,8 @@ class ChunkRunner:
                 failed = chunks.fail(conn, job_id, f"prediction failed in chunk {seq}: {reason}")
                 events = webhook_events.record(conn, [job_id] if failed else [],
                                                runner.webhook_max_inline)
+            if failed:
+                self._count(claimed, name, failed=True)
             self._ended(job_id, events, publish)
             return 0
         result = {k: v.tolist() for k, v in out.items()}
@@ -59,26 +71,23 @@ class ChunkRunner:
             events = webhook_events.record(conn, [job_id], runner.webhook_max_inline) \
                 if status == JobStatus.SUCCEEDED.value else []
             queue = chunks.queue_of(conn, job_id)
-        if following and publish is not None:
-            try:
-                publish(queue, [chunks.chunk_id(job_id, s) for s in following], task=CHUNK_TASK)
-            except Exception as exc:  # noqa: BLE001 - the reconciler sends it
-                log.warning("could not send the next chunk of %s (%s); the reconciler will",
-                            job_id, exc)
+        publish_or_defer(publish, CHUNK_TASK, queue,
+                         [chunks.chunk_id(job_id, s) for s in following])
         if status == JobStatus.SUCCEEDED.value:
+            self._count(claimed, name, failed=False)
             self._ended(job_id, events, publish)
         return len(claimed.inputs) if status else 0
 
-    def _ended(self, job_id: str, events: list[str], publish: Callable[..., None] | None
+    @staticmethod
+    def _count(chunk: chunks.ClaimedChunk, model: str, failed: bool) -> None:
+        metrics.job_finished(model, chunk.tenant, failed, chunk.created_at, times.utcnow(),
+                             chunk.job_rows)
+
+    def _ended(self, job_id: str, events: list[str], publish: Publisher | None
                ) -> None:
         if self.runner.announcer is not None:
             try:
-                realtime.announce_done(self.runner.announcer, [job_id])
+                wakeups.announce_done(self.runner.announcer, [job_id])
             except Exception as exc:  # noqa: BLE001 - pollers still see it
                 log.warning("could not announce %s: %s", job_id, exc)
-        if events and publish is not None:
-            try:
-                publish(WEBHOOK_QUEUE, events)
-            except Exception:  # noqa: BLE001 - the outbox sweep sends them
-                log.warning("could not publish %d webhook events; the reconciler will",
-                            len(events))
+        publish_or_defer(publish, DELIVER_TASK, WEBHOOK_QUEUE, events)

@@ -22,7 +22,13 @@ from celery.exceptions import InvalidTaskError
 from celery.worker.consumer import Consumer
 from kombu.message import Message
 
-from workers.app import CHUNK_TASK, DELIVER_TASK, PREDICT_TASK, RECONCILE_TASK, SCHEDULE_TASK
+from service.core.messaging import (
+    CHUNK_TASK,
+    DELIVER_TASK,
+    PREDICT_TASK,
+    RECONCILE_TASK,
+    SCHEDULE_TASK,
+)
 
 log = logging.getLogger(__name__)
 DEAD_LETTERS = "predq:dead-letters"

@@ -6,8 +6,8 @@ Celery says before its own logging starts (the superuser warning, say) is in pre
 
 from __future__ import annotations
 
-from service import logs
-from service.config import Settings
+from service.core.settings import Settings
+from service.ops import logs
 from workers.app import make_celery
 from workers.tasks import register
 

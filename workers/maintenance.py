@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import Engine
 
-from service import chunks, jobs, metrics, retention
-from service.config import Settings
+from service.core import times
+from service.core.messaging import (
+    CHUNK_TASK,
+    DELIVER_TASK,
+    PREDICT_TASK,
+    WEBHOOK_QUEUE,
+    Publisher,
+    publish_or_defer,
+)
+from service.core.settings import Settings
+from service.jobs import chunks, idempotency
+from service.jobs import lifecycle as jobs
+from service.ops import metrics
+from service.tenants import retention
 from service.webhooks import events as webhook_events
-from workers.app import CHUNK_TASK, WEBHOOK_QUEUE
 
 log = logging.getLogger(__name__)
-Publish = Callable[..., None]  # (queue, ids, task=...)
 
 
-def reconcile(engine: Engine, settings: Settings, publish: Publish,
+def reconcile(engine: Engine, settings: Settings, publish: Publisher,
               limit: int = 10_000) -> dict[str, int]:
     """Fail jobs that exhausted their attempts, expire queued jobs past their deadline, move
     long-waiting jobs up a priority level, then send again every queued job whose message was
@@ -31,7 +40,7 @@ def reconcile(engine: Engine, settings: Settings, publish: Publish,
                                            settings.webhook_max_inline_bytes)
         ended = jobs.labels_of(conn, failed + expired)
     metrics.jobs_ended(ended)
-    now = jobs.utcnow()
+    now = times.utcnow()
     with engine.begin() as conn:
         promoted = jobs.promote(conn, now - timedelta(seconds=settings.promote_after), limit)
         bulk_promoted = chunks.promote(conn, now - timedelta(seconds=settings.promote_after),
@@ -47,17 +56,20 @@ def reconcile(engine: Engine, settings: Settings, publish: Publish,
             conn, now - timedelta(seconds=settings.republish_after), settings.bulk_window,
             settings.max_attempts, limit)
         new_events += webhook_events.record(conn, chunk_failed, settings.webhook_max_inline_bytes)
+        ended = jobs.labels_of(conn, chunk_failed)
+    metrics.jobs_ended(ended)
     with engine.begin() as conn:  # finished jobs past their retention
         swept = retention.sweep(conn, settings.retention_days * 86400, limit)
+        idempotency.purge(conn, now - idempotency.KEEP)
     with engine.begin() as conn:  # webhook events due: new ones whose message was lost, retries
         events = new_events + webhook_events.due(conn, settings.republish_after, limit)
-    if events:
-        by_queue[WEBHOOK_QUEUE] = events
-    for queue, ids in by_queue.items():
+    sends = [(PREDICT_TASK, queue, ids) for queue, ids in by_queue.items()]
+    sends.append((DELIVER_TASK, WEBHOOK_QUEUE, events))
+    for task, queue, ids in sends:
         for start in range(0, len(ids), settings.submit_group_max):
-            publish(queue, ids[start:start + settings.submit_group_max])
+            publish_or_defer(publish, task, queue, ids[start:start + settings.submit_group_max])
     for job_id, queue, seq in bulk_promoted + chunk_sends:
-        publish(queue, [chunks.chunk_id(job_id, seq)], task=CHUNK_TASK)
+        publish_or_defer(publish, CHUNK_TASK, queue, [chunks.chunk_id(job_id, seq)])
     failed += chunk_failed
     if failed or due or expired:
         log.warning("reconciler: %d jobs failed after %d attempts, %d expired, %d moved up a "

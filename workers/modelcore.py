@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from service.errors import ArtifactMismatch, ArtifactVersionMismatch, ModelLoadError
-from service.registry import ModelInfo, load_artifact
+from service.core.errors import ArtifactMismatch, ArtifactVersionMismatch, ModelLoadError
+from service.models.registry import ModelInfo, load_artifact
 
 
 def load_verified(info: ModelInfo) -> Any:

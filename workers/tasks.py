@@ -8,7 +8,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from typing import Any
 
 import redis
@@ -18,18 +18,22 @@ from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
 from sqlalchemy.exc import OperationalError
 
-from service import logs, metrics, realtime
-from service.config import Settings
-from service.db import make_engine
-from service.webhooks import events as webhook_events
-from workers.app import (
+from service.core.broker import celery_publisher
+from service.core.messaging import (
     CHUNK_TASK,
     DELIVER_TASK,
     PREDICT_TASK,
     RECONCILE_TASK,
     SCHEDULE_TASK,
     WEBHOOK_QUEUE,
+    Publisher,
+    publish_or_defer,
 )
+from service.core.settings import Settings
+from service.jobs.submit import Submitter, make_submitter
+from service.ops import heartbeats, logs, metrics
+from service.store.db import make_engine
+from service.webhooks import events as webhook_events
 from workers.batching import Runner
 from workers.bulkrun import ChunkRunner
 from workers.maintenance import reconcile
@@ -38,6 +42,7 @@ from workers.webhooks import Deliverer
 log = logging.getLogger(__name__)
 _runner: tuple[int, Runner] | None = None
 _deliverer: tuple[int, Deliverer] | None = None
+_submitter: tuple[int, Submitter] | None = None
 
 
 def deliverer(settings: Settings) -> Deliverer:
@@ -48,7 +53,7 @@ def deliverer(settings: Settings) -> Deliverer:
     return _deliverer[1]
 
 
-def runner(settings: Settings, publish: Callable[[str, list[str]], None] | None = None,
+def runner(settings: Settings, publish: Publisher | None = None,
            ) -> Runner:
     """One Runner per process, made after fork: engines and sockets must not cross a fork."""
     global _runner
@@ -65,6 +70,17 @@ def runner(settings: Settings, publish: Callable[[str, list[str]], None] | None 
     if publish is not None:  # the warm-up made it before the app's publisher was at hand
         _runner[1].publish = publish
     return _runner[1]
+
+
+def submitter(settings: Settings, publish: Publisher) -> Submitter:
+    """The process's Submitter, for schedules: admitted and charged like any upload."""
+    global _submitter
+    if _submitter is None or _submitter[0] != os.getpid():
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=2,
+                                      socket_connect_timeout=2)
+        engine = runner(settings, publish).engine
+        _submitter = (os.getpid(), make_submitter(settings, engine, client, publish))
+    return _submitter[1]
 
 
 def warm_up(settings: Settings) -> None:
@@ -159,7 +175,7 @@ def start_heartbeat(settings: Settings, interval: float = 10.0) -> None:
     def beat() -> None:
         while True:
             try:
-                realtime.heartbeat(client, name)
+                heartbeats.heartbeat(client, name)
             except redis.RedisError as exc:
                 log.warning("worker heartbeat failed: %s", exc)
             time.sleep(interval)
@@ -168,7 +184,7 @@ def start_heartbeat(settings: Settings, interval: float = 10.0) -> None:
 
     def gone(**_: Any) -> None:
         with contextlib.suppress(redis.RedisError):
-            client.zrem(realtime.WORKERS, name)
+            client.zrem(heartbeats.WORKERS, name)
 
     signals.worker_shutdown.connect(gone, weak=False)
 
@@ -194,7 +210,7 @@ def register(app: Celery) -> None:
         """Each message carries the ids of one submit group; a batch is many messages."""
         ids = [job_id for request in requests for job_id in _ids(request.args)]
         try:
-            return len(runner(settings, publisher(app)).run(ids))
+            return len(runner(settings, celery_publisher(app)).run(ids))
         except OperationalError as exc:  # still down after the runner's retries with back-off
             log.error("result store unreachable (%s); handing %d messages back to the queue",
                       exc.orig, len(requests))
@@ -205,35 +221,34 @@ def register(app: Celery) -> None:
     def predict_chunks(chunk_ids: list[str]) -> int:
         """Bulk jobs: each message names one chunk (`job-id/seq`); its result is committed
         alone, and the job's next chunk is sent, so a bulk job holds only a few messages."""
-        run = runner(settings, publisher(app))
-        return ChunkRunner(run).run(_ids([chunk_ids]), publisher(app))
+        run = runner(settings, celery_publisher(app))
+        return ChunkRunner(run).run(_ids([chunk_ids]), celery_publisher(app))
 
     @app.task(name=DELIVER_TASK, acks_late=True, ignore_result=True)
     def deliver_events(event_ids: list[str]) -> None:
         """One attempt per due event; a retry due within a minute comes back as a delayed
         message, later ones from the reconciler's sweep of the outbox."""
-        send = publisher(app)
+        send = celery_publisher(app)
         for event_id in _ids([event_ids]):
             delay = deliverer(settings).deliver(event_id)
-            if delay is not None and delay <= 60:
-                with contextlib.suppress(Exception):  # the sweep sends it otherwise
-                    send(WEBHOOK_QUEUE, [event_id], countdown=delay)
-                    with deliverer(settings).engine.begin() as conn:
+            if delay is not None and delay <= 60 and publish_or_defer(
+                    send, DELIVER_TASK, WEBHOOK_QUEUE, [event_id], delay):
+                with deliverer(settings).engine.begin() as conn:
                         webhook_events.mark_published(conn, event_id)
 
     @app.task(name=SCHEDULE_TASK, ignore_result=True)
     def run_schedules(path: str) -> list[str]:
         """Submit the scheduled bulk forecasts of the file `predq beat` names that are due
         (each exactly once, by its idempotency key) and write the outputs of finished ones."""
-        from service import schedules
+        from service.bulk import schedules
 
         try:
             declared = schedules.load(path)
         except schedules.ScheduleError as exc:
             log.error("schedules not run: %s", exc.message)
             return []
-        return schedules.run_due(runner(settings, publisher(app)).engine, settings, declared,
-                                 publisher(app))
+        publish = celery_publisher(app)
+        return schedules.run_due(submitter(settings, publish), settings, declared)
 
     @app.task(name=RECONCILE_TASK, ignore_result=True)
     def reconcile_jobs() -> dict[str, int]:
@@ -244,22 +259,11 @@ def register(app: Celery) -> None:
             log.info("reconciler already running elsewhere; skipped")
             return {}
         try:
-            return reconcile(runner(settings, publisher(app)).engine, settings, publisher(app))
+            publish = celery_publisher(app)
+            return reconcile(runner(settings, publish).engine, settings, publish)
         finally:
             with contextlib.suppress(redis.exceptions.LockError):
                 lock.release()
-
-
-def publisher(app: Celery) -> Callable[..., None]:
-    """Send one message carrying `ids` to `queue` (job ids to a predict queue, event ids to
-    the webhooks queue); a dead broker fails within ~1 s."""
-    def publish(queue: str, ids: list[str], countdown: float | None = None,
-                task: str | None = None) -> None:
-        task = task or (DELIVER_TASK if queue == WEBHOOK_QUEUE else PREDICT_TASK)
-        app.send_task(task, args=[ids], queue=queue, countdown=countdown, retry=True,
-                      retry_policy={"max_retries": 2, "interval_start": 0,
-                                    "interval_step": 0.3, "interval_max": 0.5})
-    return publish
 
 
 def _ids(args: Any) -> list[str]:

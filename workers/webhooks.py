@@ -9,10 +9,10 @@ from email.utils import parsedate_to_datetime
 from sqlalchemy import Engine
 from standardwebhooks import Webhook
 
-from service import metrics
-from service.config import Settings
-from service.errors import PredqError
-from service.jobs import utcnow
+from service.core.errors import PredqError
+from service.core.settings import Settings
+from service.core.times import utcnow
+from service.ops import metrics
 from service.webhooks import endpoints, events
 from service.webhooks.safety import AllowList
 from service.webhooks.sender import SafeSender

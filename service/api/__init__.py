@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import redis
-from celery import Celery
 from flask import Flask, current_app
 from sqlalchemy import Engine
 
 from service.api.lookups import KeyLookup, ModelLookup
 from service.api.slowbody import SlowBodyGuard
-from service.backpressure import QueueGauge
-from service.config import Settings
-from service.db import make_engine, reader
-from service.ratelimit import Limits, Quotas, TenantLimits
-from service.realtime import ResultWaiter
-from service.submitter import GroupCommitter
+from service.core.broker import celery_publisher, make_producer
+from service.core.messaging import Publisher
+from service.core.settings import Settings
+from service.jobs.admission import QueueGauge
+from service.jobs.committer import GroupCommitter
+from service.jobs.submit import Submitter, make_submitter
+from service.jobs.wakeups import ResultWaiter
+from service.store.db import make_engine, reader
+from service.tenants.limits import Limits, Quotas, TenantLimits
 from service.webhooks.endpoints import Sealer
 from service.webhooks.safety import AllowList
 
@@ -31,8 +33,7 @@ class Services:
     settings: Settings
     engine: Engine
     reads: Engine  # the same pool in autocommit, for single-statement reads
-    celery: Celery
-    committer: GroupCommitter
+    submitter: Submitter  # the one way jobs come in
     models: ModelLookup
     keys: KeyLookup
     redis: redis.Redis
@@ -40,15 +41,23 @@ class Services:
     waiter: ResultWaiter  # wake-ups for synchronous predict
     sealer: Sealer  # webhook signing secrets at rest
     webhook_allow: AllowList  # non-public webhook targets the operator allows
-    publish: Callable[..., None]  # ids to a queue; fails fast when Redis is down
-    quotas: Quotas  # per-tenant request rate and rows per minute
+    publish: Publisher  # ids to a queue; fails fast when Redis is down
 
 
 def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     """Build the app from environment settings, overridden by `config` (used by tests)."""
-    from service.api import errors, health, jobs, keys, models, openapi, webhooks
-    from workers.app import make_celery
-    from workers.tasks import publisher
+    from service.api import (
+        dashboard,
+        errors,
+        health,
+        jobs,
+        keys,
+        metrics,
+        models,
+        openapi,
+        webhooks,
+    )
+    from service.api import quotas as rate_hooks
 
     settings = config if isinstance(config, Settings) else Settings.from_env(**dict(config or {}))
     app = Flask(__name__)
@@ -57,23 +66,22 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
         app.wsgi_app, settings.api_read_timeout, settings.api_body_timeout)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     engine = make_engine(settings.database_url)
-    celery = make_celery(settings)
-
-    publish = publisher(celery)  # fails fast when Redis is down: the reconciler re-sends
+    # Publishing fails fast when Redis is down: the rows are committed, the reconciler re-sends.
+    publish = celery_publisher(make_producer(settings))
     committer = GroupCommitter(engine, publish, settings.submit_group_max, settings.submit_linger)
     reads = reader(engine)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     errors.register(app)
-    _request_ids(app)  # before the limiter's hook: a 429 carries its request id too
+    _request_ids(app)  # before the rate limit's hook: a 429 carries its request id too
     default_limits = Limits(settings.rate_limit_rps, settings.rate_limit_rows_per_minute)
-    quotas = Quotas(app, settings.redis_url, TenantLimits(reads, default_limits))
-    gauge = QueueGauge(reads, client, settings.queue_limits(), settings.tenant_queue_share,
-                       settings.depth_refresh_interval)
+    quotas = Quotas(settings.redis_url, TenantLimits(reads, default_limits))
+    rate_hooks.register(app, quotas)
+    submitter = make_submitter(settings, reads, client, publish, committer, quotas)
     app.extensions["predq"] = Services(
-        settings, engine, reads, celery, committer, ModelLookup(reads),
-        KeyLookup(reads, client, settings.key_epoch_check_interval), client, gauge,
+        settings, engine, reads, submitter, ModelLookup(reads),
+        KeyLookup(reads, client, settings.key_epoch_check_interval), client, submitter.gauge,
         ResultWaiter(settings.redis_url), Sealer(settings.secret_key),
-        AllowList.parse(settings.webhook_allow_hosts), publish, quotas,
+        AllowList.parse(settings.webhook_allow_hosts), publish,
     )
     logging.getLogger("service").setLevel(settings.log_level)
     app.register_blueprint(health.bp)
@@ -81,10 +89,8 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     app.register_blueprint(models.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(keys.bp)
-    from service.api import dashboard
     app.register_blueprint(dashboard.bp)
     openapi.register(app)
-    from service.api import metrics
     metrics.register(app)  # GET /metrics and the HTTP request metrics
     return app
 
@@ -94,7 +100,7 @@ def _request_ids(app: Flask) -> None:
     same header and attached to every log line and job it produces."""
     from flask import Response, g, request
 
-    from service import logs
+    from service.ops import logs
 
     @app.before_request
     def assign() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import g, request
 
 from service.api import services
-from service.errors import Unauthorized
-from service.keys import Principal
+from service.core.errors import Unauthorized
+from service.tenants.keys import Principal
 
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 

@@ -1,19 +1,21 @@
-"""POST /v1/jobs with a CSV, NDJSON or .npy body: a bulk job, streamed into chunks."""
+"""POST /v1/jobs with a CSV, NDJSON, .npy or Parquet body: a bulk job, options in the query."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 from typing import IO, Any
 
 from flask import request
 
-from service import bulkjobs, chunks, idempotency, logs, priorities
 from service.api import services
-from service.api.submission import check_webhook_url, parse_deadline, parse_retention
-from service.errors import InvalidInput
-from workers.app import CHUNK_TASK
+from service.bulk import upload
+from service.bulk.formats import Format
+from service.core.errors import InvalidInput
+from service.jobs import idempotency, options, priorities
+from service.jobs.lifecycle import JobRequest
+from service.jobs.submit import Accepted
+from service.ops import logs
 
 QUERY = {"model", "version", "priority", "deadline", "webhook_url", "keep_inputs", "retention"}
 
@@ -37,16 +39,8 @@ class HashingReader(io.RawIOBase):
         return len(data)
 
 
-def _drain(stream: IO[bytes], raw: HashingReader) -> str:
-    while stream.read(1 << 16):
-        pass
-    return raw.digest.hexdigest()
-
-
-def submit_bulk(tenant: str, fmt: str) -> tuple[dict[str, Any], int, dict[str, str]] | str:
-    """Validate the query, stream the body into chunks, then commit the job and send its
-    first chunks. Returns (payload, status, headers), or the id of the job an earlier
-    request with the same Idempotency-Key created."""
+def submit_bulk(tenant: str, fmt: Format) -> Accepted:
+    """Check the query, then stream the body through the one submit."""
     svc = services()
     args = request.args
     unknown = sorted(set(args) - QUERY)
@@ -56,43 +50,27 @@ def submit_bulk(tenant: str, fmt: str) -> tuple[dict[str, Any], int, dict[str, s
     if not name:
         raise InvalidInput("model", "required: ?model=NAME (the body holds only the rows)")
     model = svc.models.resolve(name, args.get("version"))
-    queue = priorities.queue_for(_priority(args.get("priority", "bulk")))
-    deadline = parse_deadline(_deadline(args.get("deadline")))
-    webhook_url = check_webhook_url(svc, tenant, args.get("webhook_url"))
-    keep = _flag(args.get("keep_inputs"), "keep_inputs")
+    key = request.headers.get(idempotency.HEADER)
+    req = JobRequest(
+        tenant, model, priorities.queue_for(_priority(args.get("priority", "bulk"))),
+        deadline=options.parse_deadline(_deadline(args.get("deadline"))),
+        webhook_url=options.check_webhook_url(svc.reads, svc.webhook_allow, tenant,
+                                              args.get("webhook_url")),
+        retention=options.parse_retention(args.get("retention")),
+        keep_inputs=_flag(args.get("keep_inputs"), "keep_inputs"),
+        request_id=logs.request_id.get(),
+        key=None if key is None else idempotency.check_key(key))
     request.max_content_length = svc.settings.max_upload_bytes
     raw = HashingReader(request.stream)
     stream = io.BufferedReader(raw, 1 << 16)
-    key = request.headers.get(idempotency.HEADER)
-    if key is not None:
-        key = idempotency.check_key(key)
-        with svc.reads.connect() as conn:
-            found = idempotency.find(conn, tenant, key)
-        if found is not None:  # a retry: compare what it asks, store nothing
-            return idempotency.replay(found, key, _fingerprint(args, _drain(stream, raw)))
-    svc.gauge.admit(queue, tenant)
-    wanted = lambda: _fingerprint(args, raw.digest.hexdigest())  # noqa: E731 - once read
-    created = bulkjobs.create(
-        svc.engine, svc.settings,
-        bulkjobs.BulkJob(tenant, model, fmt, queue, deadline, webhook_url,
-                         logs.request_id.get(), keep, parse_retention(args.get("retention"))),
-        stream, claim=lambda: None if key is None else idempotency.Claim(key, wanted()),
-        before_commit=lambda rows: svc.quotas.take_rows(tenant, rows))
-    if created is None:  # a concurrent request with the same key committed first
-        with svc.reads.connect() as conn:
-            return idempotency.after_race(conn, tenant, key or "", wanted())
-    job_id, first = created
-    with contextlib.suppress(Exception):  # committed: else the reconciler sends the chunks
-        svc.publish(queue, [chunks.chunk_id(job_id, s) for s in first], task=CHUNK_TASK)
-    links = {"self": f"/v1/jobs/{job_id}", "result": f"/v1/jobs/{job_id}/result"}
-    payload = {"id": job_id, "status": "queued", "model": model.name, "version": model.version,
-               "links": links}
-    return payload, 202, {"Location": links["self"]}
 
+    def fingerprint() -> str:
+        while not stream.closed and stream.read(1 << 16):  # a replay: hash its whole body
+            pass  # (after parsing, the reader has read it to the end, and may have closed it)
+        return idempotency.fingerprint("POST /v1/jobs bulk", sorted(args.items(multi=True)),
+                                       raw.digest.hexdigest())
 
-def _fingerprint(args: Any, body_sha256: str) -> str:
-    return idempotency.fingerprint("POST /v1/jobs bulk", sorted(args.items(multi=True)),
-                                   body_sha256)
+    return upload.submit_stream(svc.submitter, svc.settings, req, fmt, stream, fingerprint)
 
 
 def _priority(value: str) -> str | int:

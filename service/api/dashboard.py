@@ -8,13 +8,15 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from service import job_list, priorities, stats
 from service.api import dashboard_schemas as D
 from service.api import services
 from service.api.auth import current_tenant
 from service.api.openapi import documented
-from service.errors import InvalidInput
-from service.jobs import JobStatus, iso
+from service.core.errors import InvalidInput
+from service.core.states import JobStatus
+from service.core.times import iso
+from service.jobs import view
+from service.ops import stats
 from service.webhooks import failures
 
 bp = Blueprint("dashboard", __name__)
@@ -36,8 +38,7 @@ def list_jobs() -> Response:
     limit = _int_arg("limit", 50, 1, 500)
     status = _status_arg()
     with services().reads.connect() as conn:
-        found = job_list.recent(conn, tenant, limit, status)
-    return jsonify({"jobs": [_job(job) for job in found]})
+        return jsonify({"jobs": view.recent(conn, tenant, limit, status)})
 
 
 @bp.get("/v1/stats")
@@ -65,16 +66,6 @@ def webhook_failures() -> Response:
     with services().reads.connect() as conn:
         found = failures.recent(conn, tenant, limit)
     return jsonify({"events": [_event(event) for event in found]})
-
-
-def _job(job: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": job["id"], "status": job["status"], "model": job["model"],
-        "version": job["version"], "rows": job["n_rows"],
-        "priority": priorities.name_of(job["queue"]), "progress": job["progress"],
-        "created_at": iso(job["created_at"]), "started_at": iso(job["started_at"]),
-        "finished_at": iso(job["finished_at"]),
-    }
 
 
 def _event(event: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from service.api.schemas import EventType, JobStatus, Priority, Strict
+from service.api.schemas import EventType, Job, JobStatus, Strict
 
 
 class JobListQuery(Strict):
@@ -16,21 +16,8 @@ class JobListQuery(Strict):
     status: JobStatus | None = Field(None, description="only jobs in this status")
 
 
-class JobSummary(Strict):
-    id: str
-    status: JobStatus
-    model: str
-    version: str
-    rows: int
-    priority: Priority
-    progress: float = Field(ge=0, le=1, description="share of the work done (1 once final)")
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-
-
 class JobList(Strict):
-    jobs: list[JobSummary] = Field(description="newest first")
+    jobs: list[Job] = Field(description="newest first, each as GET /v1/jobs/{id} shows it")
 
 
 class StatsQuery(Strict):

@@ -8,7 +8,7 @@ from flask import Flask, Response, jsonify
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from service.errors import PredqError
+from service.core.errors import PredqError
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
-from service import realtime
 from service.api import schemas as S
 from service.api import services
 from service.api.openapi import documented
+from service.ops import heartbeats
 
 bp = Blueprint("health", __name__)
 
@@ -47,5 +47,5 @@ def readyz() -> tuple[Response, int]:
                    "drain_per_second": q.drain_per_second}
             for name, q in svc.gauge.stats().items()
         }
-        body["workers"] = realtime.live_workers(svc.redis)
+        body["workers"] = heartbeats.live_workers(svc.redis)
     return jsonify(body), 200 if ready else 503

@@ -10,13 +10,13 @@ from typing import Any
 import redis
 from flask import Blueprint, Response, jsonify
 
-from service import keys
 from service.api import key_schemas as K
 from service.api import services
 from service.api.auth import current_tenant
 from service.api.openapi import documented
 from service.api.submission import check_fields, json_body
-from service.errors import InvalidInput, NotFound
+from service.core.errors import InvalidInput, NotFound
+from service.tenants import keys
 
 bp = Blueprint("keys", __name__, url_prefix="/v1/keys")
 

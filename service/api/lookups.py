@@ -9,8 +9,9 @@ from collections import OrderedDict
 import redis
 from sqlalchemy import Engine
 
-from service import keys, registry
-from service.registry import ModelInfo
+from service.models import registry
+from service.models.registry import ModelInfo
+from service.tenants import keys
 
 
 class ModelLookup:

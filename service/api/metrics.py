@@ -16,8 +16,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from service import metrics
-from service.backpressure import QueueGauge
+from service.jobs.admission import QueueGauge
+from service.ops import metrics
 
 log = logging.getLogger(__name__)
 TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes

@@ -8,15 +8,20 @@ from datetime import timedelta
 
 from flask import Blueprint, Response, jsonify, request
 
-from service import jobs, priorities, registry
 from service.api import schemas as S
 from service.api import services
 from service.api.auth import current_tenant
-from service.api.jobs import accepted
+from service.api.jobs import answer
 from service.api.openapi import documented
-from service.api.submission import check_fields, json_body, log_accepted, prepare, version_of
-from service.errors import InvalidInput, JobNotFinished, ModelNotFound, PredqError
-from service.inputs import parse_rows
+from service.api.submission import check_fields, json_body, version_of
+from service.core import states, times
+from service.core.errors import InvalidInput, JobNotFinished, ModelNotFound, PredqError
+from service.core.messaging import INTERACTIVE
+from service.jobs import lifecycle as jobs
+from service.jobs.inputs import parse_rows
+from service.jobs.lifecycle import JobRequest
+from service.models import registry
+from service.ops import logs
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
 
@@ -87,21 +92,28 @@ def predict(name: str) -> Response | tuple[Response, int, dict[str, str]]:
     rows = parse_rows(body["inputs"], model, svc.settings.max_rows_per_job,
                       svc.settings.max_string_length)
     until = time.monotonic() + timeout
-    job = prepare(svc, tenant, model, rows, priorities.INTERACTIVE,
-                  jobs.utcnow() + timedelta(seconds=timeout))
-    svc.waiter.expect(job.id)
+    req = JobRequest(tenant, model, INTERACTIVE,
+                     deadline=times.utcnow() + timedelta(seconds=timeout),
+                     request_id=logs.request_id.get())
+    job_id = ""
+
+    def expect(new_id: str) -> None:  # before the commit: no wake-up can be missed
+        nonlocal job_id
+        job_id = new_id
+        svc.waiter.expect(new_id)
+
     try:
-        svc.committer.submit(job)
-        log_accepted(job, model)
+        accepted = svc.submitter.rows(req, rows, on_id=expect)
         while True:
-            woken = not job.needs_worker or svc.waiter.wait(job.id, until - time.monotonic())
-            answer = _final_result(tenant, job.id)
-            if answer is not None:
-                return answer
+            woken = accepted.status.is_final or svc.waiter.wait(job_id, until - time.monotonic())
+            result = _final_result(tenant, job_id)
+            if result is not None:
+                return result
             if not woken:
-                return accepted(job, model.name, model.version)
+                return answer(tenant, accepted)
     finally:
-        svc.waiter.forget(job.id)
+        if job_id:
+            svc.waiter.forget(job_id)
 
 
 def _final_result(tenant: str, job_id: str) -> Response | None:
@@ -110,9 +122,9 @@ def _final_result(tenant: str, job_id: str) -> Response | None:
         with services().reads.connect() as conn:
             body = jobs.get_result(conn, tenant, job_id)
     except JobNotFinished as exc:
-        if exc.job_status == jobs.JobStatus.FAILED:
+        if exc.job_status == states.JobStatus.FAILED:
             raise PredictionFailed(job_id, exc.error) from exc
-        if exc.job_status in (jobs.JobStatus.QUEUED, jobs.JobStatus.RUNNING):
+        if exc.job_status in (states.JobStatus.QUEUED, states.JobStatus.RUNNING):
             return None
         raise
     response = Response(body, mimetype="application/json")

@@ -17,6 +17,7 @@ from spectree.models import SecureType
 import service
 from service.api import ids
 from service.api.schemas import Error
+from service.bulk import formats
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -156,7 +157,7 @@ def add_links(doc: dict[str, Any]) -> None:
 
 
 _TEXT: dict[str, Any] = {"schema": {}}  # any body: lines of JSON, CSV text
-_BINARY: dict[str, Any] = {"schema": {}}  # a .npy file (OpenAPI 3.1: no schema)
+_BINARY: dict[str, Any] = {"schema": {}}  # .npy, Parquet (OpenAPI 3.1: no schema)
 BULK_QUERY = [
     ("model", "string", "bulk bodies: the model's name (required)"),
     ("version", "string", "bulk bodies: the version (default: the latest)"),
@@ -169,21 +170,21 @@ BULK_QUERY = [
 
 
 def _bulk_media(doc: dict[str, Any]) -> None:
-    """POST /v1/jobs also takes CSV, NDJSON and .npy bodies (options in the query); a result
-    comes in any of JSON, NDJSON, CSV and .npy, as Accept asks."""
+    """POST /v1/jobs also takes every bulk format's body (options in the query); a result
+    comes in any written format, as Accept asks (service/bulk/formats.py, the one registry)."""
     submit = doc["paths"].get("/v1/jobs", {}).get("post")
     if submit is not None:
         content = submit["requestBody"]["content"]
-        content.update({"text/csv": _TEXT, "application/x-ndjson": _TEXT,
-                        "application/x-npy": _BINARY})
+        content.update({media: _BINARY if fmt.binary else _TEXT
+                        for fmt in formats.READABLE for media in fmt.media_types})
         submit.setdefault("parameters", []).extend(
             {"name": name, "in": "query", "required": False, "description": text,
              "schema": {"type": kind}} for name, kind, text in BULK_QUERY)
     for path, operations in doc["paths"].items():
         if path.endswith("/result") and "get" in operations:
             content = operations["get"]["responses"]["200"]["content"]
-            content.update({"application/x-ndjson": _TEXT, "text/csv": _TEXT,
-                            "application/x-npy": _BINARY})
+            content.update({fmt.media_type: _BINARY if fmt.binary else _TEXT
+                            for fmt in formats.WRITABLE if fmt is not formats.JSON})
 
 
 def render(doc: dict[str, Any]) -> str:

@@ -11,8 +11,8 @@ from service.api import schemas as S
 from service.api.auth import current_tenant
 from service.api.openapi import documented
 from service.api.submission import check_fields, json_body
-from service.errors import InvalidInput
-from service.jobs import iso
+from service.core.errors import InvalidInput
+from service.core.times import iso
 from service.webhooks import endpoints
 from service.webhooks.safety import UnsafeTarget, check_url
 

@@ -17,9 +17,9 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Connection, delete, insert, select, update
 
-from service.db import webhook_endpoints
-from service.errors import InvalidInput, NotFound, PredqError
-from service.jobs import as_utc, iso, utcnow
+from service.core.errors import InvalidInput, NotFound, PredqError
+from service.core.times import as_utc, iso, utcnow
+from service.store.db import webhook_endpoints
 
 EVENT_TYPES = ("job.succeeded", "job.failed", "job.cancelled", "job.expired")
 #: What `create` names an endpoint: `we_` and a uuid4 in hex.

@@ -17,9 +17,10 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, insert, or_, select, update
 
-from service.db import jobs, models, webhook_attempts, webhook_endpoints, webhook_events
-from service.errors import JobNotFound
-from service.jobs import FINAL_STATES, iso, utcnow
+from service.core.errors import JobNotFound
+from service.core.states import FINAL_STATES
+from service.core.times import iso, utcnow
+from service.store.db import jobs, models, webhook_attempts, webhook_endpoints, webhook_events
 from service.webhooks import endpoints
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, or_, select
 
-from service.db import webhook_events
+from service.store.db import webhook_events
 
 
 def recent(conn: Connection, tenant: str, limit: int) -> list[dict[str, Any]]:

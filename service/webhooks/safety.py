@@ -27,7 +27,7 @@ from typing import Any, TypeAlias
 from urllib3 import exceptions as u3
 from urllib3.util import parse_url
 
-from service.errors import InvalidInput, PredqError
+from service.core.errors import InvalidInput, PredqError
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -33,7 +33,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.response import BaseHTTPResponse
 from urllib3.util import Timeout
 
-from service.errors import PredqError
+from service.core.errors import PredqError
 from service.webhooks.safety import AllowList, Resolver, check_address, parse_target, resolve
 
 

@@ -9,8 +9,8 @@ import pytest
 import requests
 from sqlalchemy import delete
 
-from service.config import Settings
-from service.db import api_keys
+from service.core.settings import Settings
+from service.store.db import api_keys
 from tests.conftest import ROOT, Tenant
 
 
@@ -57,7 +57,7 @@ def test_revoked_key_stops_working_at_once_though_the_api_caches_keys(
 
 def test_without_redis_keys_are_checked_in_sql(settings: Settings, engine, live_server,
                                               tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from service.keys import create_key, revoke_key
+    from service.tenants.keys import create_key, revoke_key
 
     server = live_server(settings.replace(redis_url=f"unix://{tmp_path}/no-redis.sock"))
     with engine.begin() as conn:

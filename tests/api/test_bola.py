@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine
 
-from service.config import Settings
-from service.registry import ModelInfo
+from service.core.settings import Settings
+from service.models.registry import ModelInfo
 from tests.conftest import Tenant, make_tenant
 
 JOB_PROBES = [("GET", "/v1/jobs/{}"), ("GET", "/v1/jobs/{}/result"),

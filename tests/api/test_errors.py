@@ -3,7 +3,7 @@
 import pytest
 import requests
 
-from service.config import Settings
+from service.core.settings import Settings
 from tests.conftest import Tenant
 
 

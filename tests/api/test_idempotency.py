@@ -10,8 +10,8 @@ import pytest
 import requests
 from sqlalchemy import Engine, func, select
 
-from service.config import Settings
-from service.db import idempotency_keys, jobs
+from service.core.settings import Settings
+from service.store.db import idempotency_keys, jobs
 from tests.conftest import ApiProcess, Tenant, free_port
 
 BODY = {"model": "iris", "inputs": [[5.1, 3.5, 1.4, 0.2]]}

@@ -7,7 +7,7 @@ import joblib
 import numpy as np
 import pytest
 
-from service.registry import ModelInfo
+from service.models.registry import ModelInfo
 from tests.conftest import Tenant, WorkerProcess
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -82,7 +82,8 @@ def test_a_failing_row_fails_its_job_with_a_clear_error(tenant: Tenant) -> None:
 def test_redelivered_message_through_the_worker_leaves_one_result(
     tenant: Tenant, worker: WorkerProcess, settings
 ) -> None:  # type: ignore[no-untyped-def]
-    from workers.app import PREDICT_TASK, make_celery
+    from service.core.messaging import PREDICT_TASK
+    from workers.app import make_celery
 
     job_id = tenant.submit("iris", [[5.1, 3.5, 1.4, 0.2]])
     before = tenant.wait(job_id)

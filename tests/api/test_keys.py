@@ -14,8 +14,8 @@ import pytest
 import requests
 from sqlalchemy import Engine
 
-from service.config import Settings
-from service.registry import ModelInfo
+from service.core.settings import Settings
+from service.models.registry import ModelInfo
 from tests.conftest import ROOT, ApiProcess, Tenant, free_port, make_tenant
 
 ROW = [5.1, 3.5, 1.4, 0.2]

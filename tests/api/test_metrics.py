@@ -17,10 +17,10 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
-from service import embedded
-from service.cli import api_command, worker_command
-from service.config import Settings
-from service.registry import ModelInfo, add_model
+from service.cli import embedded
+from service.cli.processes import api_command, worker_command
+from service.core.settings import Settings
+from service.models.registry import ModelInfo, add_model
 from tests.conftest import ROOT, Tenant, answers, free_port, make_tenant
 from tests.faults.conftest import Stack, stack  # noqa: F401 - the fixture, shared
 
@@ -30,6 +30,7 @@ FAMILIES = {  # counters without their _total, as the parser names the family
     "predq_queue_depth_jobs", "predq_queue_oldest_job_age_seconds", "predq_batch_size_jobs",
     "predq_predict_duration_seconds", "predq_job_duration_seconds", "predq_http_requests",
     "predq_http_request_duration_seconds", "predq_webhook_attempts", "predq_cache_requests",
+    "predq_rows_submitted", "predq_rows_finished",
 }
 
 
@@ -178,6 +179,12 @@ def test_api_metrics_add_up_the_gunicorn_and_worker_processes(
             tenant.wait(tenant.submit("iris", [SETOSA]))
         answer = tenant.post("/v1/models/iris/predict?timeout=10", json={"inputs": [SETOSA]})
         assert answer.status_code == 200, answer.text
+        # A bulk job is a job like any other in the counters, and its rows count as rows.
+        csv = "sepal_length,sepal_width,petal_length,petal_width\n" + "5.1,3.5,1.4,0.2\n" * 250
+        bulk = tenant.post("/v1/jobs?model=iris", data=csv,
+                           headers={"Content-Type": "text/csv"})
+        assert bulk.status_code == 202, bulk.text
+        assert tenant.wait(bulk.json()["id"])["status"] == "succeeded"
         after = scrape(url)
     finally:
         for _ in tenants:  # the tenant's cleanup
@@ -185,16 +192,19 @@ def test_api_metrics_add_up_the_gunicorn_and_worker_processes(
     # A family appears once some process has a sample of it (no cache, 429 or webhook here).
     untouched = {"predq_cache_requests", "predq_rejected_jobs", "predq_webhook_attempts"}
     assert after.families >= FAMILIES - untouched
-    assert after.value("predq_jobs_submitted_total", model="iris", tenant=tenant.name) == 4
+    assert after.value("predq_jobs_submitted_total", model="iris", tenant=tenant.name) == 5
+    assert after.value("predq_rows_submitted_total", model="iris", tenant=tenant.name) == 254
     # Written by the worker's pool process, read by whichever gunicorn process answered.
     assert after.value("predq_jobs_finished_total", model="iris", status="succeeded",
-                       tenant=tenant.name) == 4
+                       tenant=tenant.name) == 5
+    assert after.value("predq_rows_finished_total", model="iris", status="succeeded",
+                       tenant=tenant.name) == 254
     assert after.value("predq_batch_size_jobs_sum") == 4  # this worker saw only these jobs
     assert after.value("predq_batch_size_jobs_count") >= 1
     assert after.value("predq_predict_duration_seconds_count", model="iris") >= 1
-    assert after.value("predq_job_duration_seconds_count", model="iris") == 4
+    assert after.value("predq_job_duration_seconds_count", model="iris") == 5
     assert after.value("predq_http_requests_total", method="POST", route="/v1/jobs",
-                       status="202") == 3  # both gunicorn processes' requests, added up
+                       status="202") == 4  # both gunicorn processes' requests, added up
     assert list(metrics_dir.glob("*.db"))
 
 

@@ -1,7 +1,7 @@
 import requests
 
-from service.config import Settings
-from service.registry import ModelInfo
+from service.core.settings import Settings
+from service.models.registry import ModelInfo
 from tests.conftest import Tenant
 
 

@@ -22,7 +22,7 @@ def test_the_document_is_valid_openapi_3_1(api_url: str) -> None:
 
 def test_every_route_is_described(api_url: str) -> None:
     from service.api import create_app
-    from service.config import Settings
+    from service.core.settings import Settings
 
     document = requests.get(api_url + "/openapi.json", timeout=10).json()
     app = create_app(Settings.from_env({}, database_url="sqlite://",

@@ -12,8 +12,8 @@ from pathlib import Path
 import requests
 from sqlalchemy import Engine
 
-from service import ratelimit
-from service.config import Settings
+from service.core.settings import Settings
+from service.tenants import limits as ratelimit
 from tests.conftest import ROOT, ApiProcess, Tenant, free_port
 
 ROW = [5.1, 3.5, 1.4, 0.2]

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine, func, select
 
-from service.config import Settings
-from service.db import job_chunks, jobs
-from service.registry import ModelInfo
+from service.core.settings import Settings
+from service.models.registry import ModelInfo
+from service.store.db import job_chunks, jobs
 from tests.conftest import LiveServer, Tenant, make_tenant
 
 
@@ -43,6 +43,14 @@ def as_csv(rows: np.ndarray, names: list[str]) -> bytes:
     writer.writerow(names)
     writer.writerows(rows.tolist())
     return out.getvalue().encode()
+
+
+def npy_header(shape: tuple[int, ...]) -> bytes:
+    """A .npy header as a client could write it, whatever shape it claims."""
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(out, {"descr": "<f8", "fortran_order": False,
+                                               "shape": shape})
+    return out.getvalue()
 
 
 def upload(client: Tenant, body: bytes, mimetype: str, query: str = "model=iris"
@@ -103,6 +111,32 @@ def test_ndjson_and_npy_uploads(client: Tenant, models: dict[str, ModelInfo],
         assert np.allclose(got, model.predict(expected))
 
 
+def test_parquet_in_and_out(client: Tenant, models: dict[str, ModelInfo], worker: object
+                            ) -> None:
+    """A Parquet body (columns in any order, extra ones ignored) becomes a bulk job, and its
+    result comes back as Parquet: prediction and p_<label> columns, one row group a chunk."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    iris = models["iris"]
+    rows = iris_rows(1000, seed=11)
+    columns = {name: rows[:, i] for i, name in enumerate(iris.feature_names)}
+    table = pa.table({"row_id": np.arange(1000), **dict(reversed(list(columns.items())))})
+    body = io.BytesIO()
+    pq.write_table(table, body, row_group_size=400)
+    job = upload(client, body.getvalue(), "application/vnd.apache.parquet")
+    assert client.wait(str(job["id"]), timeout=120)["status"] == "succeeded"
+    answer = client.get(f"/v1/jobs/{job['id']}/result",
+                        headers={"Accept": "application/vnd.apache.parquet"})
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == \
+        "application/vnd.apache.parquet"
+    result = pq.read_table(io.BytesIO(answer.content))
+    model = joblib.load(iris.artifact_path)
+    assert result.column("prediction").to_pylist() == model.predict(rows).tolist()
+    assert result.column_names == ["prediction", "p_setosa", "p_versicolor", "p_virginica"]
+    assert np.allclose(result.column("p_virginica").to_numpy(), model.predict_proba(rows)[:, 2])
+
+
 @pytest.mark.parametrize(("body", "mimetype", "field", "words"), [
     (b"sepal_length,sepal_width,petal_length,petal_width\n1,2,3,4\n1,2,x,4\n", "text/csv",
      "row 2", "line 3: column 'petal_length' is 'x', not a number"),
@@ -115,6 +149,11 @@ def test_ndjson_and_npy_uploads(client: Tenant, models: dict[str, ModelInfo],
     (b"[1,2,3,4]\n[1,2\n", "application/x-ndjson", "row 2", "not a JSON value"),
     (b"not numpy", "application/x-npy", "inputs", "not a .npy array"),
     (b"", "text/csv", "inputs", "empty"),
+    # A header that promises no rows, or a negative number of them, is not an empty job.
+    (npy_header((-1, 4)), "application/x-npy", "inputs", "shape (-1, 4)"),
+    (npy_header((0, 4)), "application/x-npy", "inputs", "shape (0, 4)"),
+    (npy_header((2, 3)) + bytes(48), "application/x-npy", "inputs", "shape (2, 3)"),
+    (b"PAR1 not really", "application/vnd.apache.parquet", "inputs", "not a Parquet file"),
 ])
 def test_the_first_bad_row_is_named_and_no_job_is_created(
     client: Tenant, engine: Engine, body: bytes, mimetype: str, field: str, words: str

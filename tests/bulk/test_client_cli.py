@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from service.client import ApiError, Client
-from service.registry import ModelInfo
+from service.models.registry import ModelInfo
 from tests.bulk.test_bulk_api import as_csv, iris_rows
 from tests.conftest import ROOT, Tenant
 

@@ -15,16 +15,19 @@ from pathlib import Path
 
 import joblib
 import pytest
+import redis
 from sqlalchemy import Engine, delete, func, select
 
-from service import schedules
-from service.config import Settings
-from service.db import jobs, schedule_runs
-from service.registry import ModelInfo
+from service.bulk import schedules
+from service.core.broker import celery_publisher
+from service.core.settings import Settings
+from service.jobs.submit import make_submitter
+from service.models.registry import ModelInfo
+from service.store.db import jobs, schedule_runs
+from service.tenants import limits
 from tests.bulk.test_bulk_api import as_csv, iris_rows
 from tests.conftest import ROOT, Tenant
 from workers.app import make_celery
-from workers.tasks import publisher
 
 
 @pytest.fixture
@@ -60,6 +63,43 @@ def count(engine: Engine, tenant: Tenant) -> int:
             jobs.c.tenant == tenant.name)).scalar_one())
 
 
+def test_a_schedule_is_admitted_and_charged_like_any_submit(
+    plan: tuple[Path, Path], engine: Engine, settings: Settings, tenant: Tenant,
+) -> None:
+    """A scheduled run goes through the one submit: a tenant's rows per minute and its share of
+    the queue bind it as they bind an upload, and the rows it takes count for the tenant."""
+    path, _ = plan
+    declared = schedules.load(str(path))  # 500 rows every 5 minutes, on the bulk queue
+    client = redis.Redis.from_url(settings.redis_url)
+    # A share of one job of the bulk queue for any tenant; nothing is published (no worker).
+    narrow = settings.replace(max_depth_bulk=1000, tenant_queue_share=0.001)
+    submitter = make_submitter(narrow, engine, client, None)
+    now = datetime(2026, 11, 29, 2, 3, tzinfo=UTC)
+    try:
+        with engine.begin() as conn:
+            limits.set_limits(conn, tenant.name, rows_per_minute=400)
+        assert schedules.run_due(submitter, narrow, declared, now) == []  # 500 rows never fit
+        assert count(engine, tenant) == 0
+        with engine.begin() as conn:
+            limits.set_limits(conn, tenant.name, rows_per_minute=600)
+        time.sleep(2.1)  # the limits are re-read from SQL every 2 s
+        assert len(schedules.run_due(submitter, narrow, declared, now)) == 1
+        # The run took 500 of the tenant's 600 rows this minute: an upload of 150 more waits.
+        over = tenant.post("/v1/jobs", json={"model": "iris",
+                                             "inputs": [[5.1, 3.5, 1.4, 0.2]] * 150})
+        assert over.status_code == 429 and over.json()["error"]["code"] == "rate_limited"
+        with engine.begin() as conn:
+            limits.set_limits(conn, tenant.name, rows_per_minute=0)
+        time.sleep(2.1)
+        # The next run finds the tenant's share of the bulk queue full: refused, not queued.
+        assert schedules.run_due(submitter, narrow, declared, now + timedelta(minutes=5)) == []
+        assert count(engine, tenant) == 1
+    finally:
+        with engine.begin() as conn:
+            limits.clear_limits(conn, tenant.name)
+        client.close()
+
+
 def test_each_scheduled_time_runs_once_however_many_beats_ask(
     plan: tuple[Path, Path], engine: Engine, settings: Settings, tenant: Tenant,
     worker: object, models: dict[str, ModelInfo],
@@ -67,20 +107,20 @@ def test_each_scheduled_time_runs_once_however_many_beats_ask(
     path, newest = plan
     declared = schedules.load(str(path))
     celery = make_celery(settings)
-    publish = publisher(celery)
+    submitter = make_submitter(settings, engine, redis.Redis.from_url(settings.redis_url),
+                               celery_publisher(celery))
     now = datetime(2026, 11, 29, 2, 3, tzinfo=UTC)
     try:
         with ThreadPoolExecutor(4) as pool:  # four beats at the same moment
             submitted = list(pool.map(
-                lambda _: schedules.run_due(engine, settings, declared, publish, now), range(4)))
+                lambda _: schedules.run_due(submitter, settings, declared, now), range(4)))
         assert sum(len(s) for s in submitted) == 1 and count(engine, tenant) == 1
-        assert schedules.run_due(engine, settings, declared, publish, now) == []  # restart
-        later = schedules.run_due(engine, settings, declared, publish,
-                                  now + timedelta(minutes=5))
+        assert schedules.run_due(submitter, settings, declared, now) == []  # restart
+        later = schedules.run_due(submitter, settings, declared, now + timedelta(minutes=5))
         assert len(later) == 1 and count(engine, tenant) == 2
         # A beat that was down past a run's catch-up window does not replay it late.
         daily = [replace(declared[0], cron="0 2 * * *")]
-        assert schedules.run_due(engine, settings, daily, publish,
+        assert schedules.run_due(submitter, settings, daily,
                                  datetime(2026, 11, 30, 3, 0, 1, tzinfo=UTC)) == []
         assert count(engine, tenant) == 2
         job_id = later[0]
@@ -125,7 +165,7 @@ def test_predq_beat_submits_a_due_schedule_once_even_with_two_beats(
 ) -> None:
     path, _ = plan
     path.write_text(path.read_text().replace("*/5 * * * *", "* * * * *"))
-    from service.cli import beat_command
+    from service.cli.processes import beat_command
 
     beats = []
     for i in range(2):

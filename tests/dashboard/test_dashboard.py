@@ -14,10 +14,11 @@ import pytest
 import requests
 from sqlalchemy import Engine, insert
 
-from service import jobs
-from service.db import webhook_events
-from service.jobs import NewJob, utcnow
-from service.registry import ModelInfo
+from service.core.times import utcnow
+from service.jobs import lifecycle as jobs
+from service.jobs.lifecycle import NewJob
+from service.models.registry import ModelInfo
+from service.store.db import webhook_events
 from tests.conftest import ROOT, Tenant, WorkerProcess
 
 CHROMIUM = "/usr/bin/chromium"
@@ -45,7 +46,9 @@ def test_recent_jobs_are_listed_newest_first_with_limit_and_status(
     listed = tenant.get("/v1/jobs").json()["jobs"]
     assert [j["id"] for j in listed] == ids[::-1]
     newest = listed[0]
-    assert newest["status"] == "succeeded" and newest["progress"] == 1.0
+    assert newest["status"] == "succeeded" and newest["percent"] == 100.0
+    # One presentation: the list shows each job exactly as GET /v1/jobs/{id} does.
+    assert newest == tenant.get(f"/v1/jobs/{newest['id']}").json()
     assert (newest["model"], newest["version"], newest["rows"], newest["priority"]) == \
         ("iris", "1", 1, "normal")
     assert all(newest[k] for k in ("created_at", "started_at", "finished_at"))
@@ -63,7 +66,8 @@ def test_a_queued_job_is_listed_with_no_progress(
     with engine.begin() as conn:
         [job_id] = jobs.insert_jobs(conn, [new])
     listed = tenant.get("/v1/jobs?status=queued").json()["jobs"]
-    assert [(j["id"], j["progress"], j["finished_at"]) for j in listed] == [(job_id, 0.0, None)]
+    assert [(j["id"], j["percent"], j["rows_done"], j["finished_at"]) for j in listed] == \
+        [(job_id, 0.0, 0, None)]
 
 
 def test_stats_count_the_finished_job_with_its_latency(

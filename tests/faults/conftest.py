@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from service import embedded
-from service.config import Settings
-from service.registry import ModelInfo
+from service.cli import embedded
+from service.core.settings import Settings
+from service.models.registry import ModelInfo
 from tests.conftest import LiveServer, Tenant, WorkerProcess, make_tenant
 
 
@@ -69,13 +69,13 @@ class Stack:
         return self._redis_count("HLEN", "unacked")
 
     def reconcile(self) -> dict[str, int]:
+        from service.core.broker import celery_publisher
         from workers.app import make_celery
         from workers.maintenance import reconcile
-        from workers.tasks import publisher
 
         celery = make_celery(self.settings)
         try:
-            return reconcile(self.engine, self.settings, publisher(celery))
+            return reconcile(self.engine, self.settings, celery_publisher(celery))
         finally:
             celery.close()
 

@@ -11,8 +11,8 @@ import joblib
 import numpy as np
 from sqlalchemy import select
 
-from service.db import job_chunks
-from service.registry import ModelInfo
+from service.models.registry import ModelInfo
+from service.store.db import job_chunks
 from tests.faults.conftest import Stack
 
 

@@ -8,11 +8,12 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from service import embedded, keys
-from service.config import Settings
-from service.db import make_engine
-from service.demo import register_demo_models
-from service.migrate import upgrade
+from service.cli import embedded
+from service.cli.demo import register_demo_models
+from service.core.settings import Settings
+from service.store.db import make_engine
+from service.store.migrate import upgrade
+from service.tenants import keys
 from tests import pgserver
 from tests.conftest import LiveServer, WorkerProcess
 

@@ -11,10 +11,10 @@ import joblib
 import pytest
 from sqlalchemy import Engine, delete
 
-from service.config import Settings
-from service.db import jobs as jobs_table
-from service.db import models as models_table
-from service.registry import ModelInfo, add_model
+from service.core.settings import Settings
+from service.models.registry import ModelInfo, add_model
+from service.store.db import jobs as jobs_table
+from service.store.db import models as models_table
 from tests.faults.conftest import Stack
 from tests.faults.crashing import MARKER, CrashOnMarker
 
@@ -119,8 +119,8 @@ def test_a_job_that_kills_its_worker_fails_after_max_attempts_and_its_neighbours
 def test_reconciling_twice_beside_a_late_redelivery_runs_a_job_once(
     stack: Callable[..., Stack],
 ) -> None:
+    from service.core.broker import celery_publisher
     from workers.app import make_celery
-    from workers.tasks import publisher
 
     s = stack(republish_after=0.3)
     tenant = s.tenant()
@@ -129,7 +129,8 @@ def test_reconciling_twice_beside_a_late_redelivery_runs_a_job_once(
     assert s.reconcile()["republished"] == 1
     assert s.reconcile()["republished"] == 0  # just sent: not due again yet
     celery = make_celery(s.settings)
-    publisher(celery)("predict.normal", [job_id])  # and a late redelivery on top
+    # and a late redelivery on top
+    celery_publisher(celery)("predq.predict", "predict.normal", [job_id])
     celery.close()
     assert s.redis_queue_length("predict.normal") == 3  # the original and two more
     s.start_worker()

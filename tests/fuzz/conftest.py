@@ -13,8 +13,8 @@ import pytest
 from hypothesis.configuration import set_hypothesis_home_dir
 from sqlalchemy import Engine
 
-from service.keys import SCOPES
-from service.registry import ModelInfo
+from service.models.registry import ModelInfo
+from service.tenants.keys import SCOPES
 from tests.conftest import Tenant, WorkerProcess, make_tenant
 
 #: Examples per operation and stateful scenarios per run: small in CI, large for `make fuzz`.

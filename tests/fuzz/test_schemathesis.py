@@ -17,7 +17,7 @@ from schemathesis.errors import FailureGroup
 
 from service.api import create_app
 from service.api.openapi import document
-from service.config import Settings
+from service.core.settings import Settings
 from tests.conftest import Tenant
 from tests.fuzz.conftest import EXAMPLES, SENT
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from service.config import Settings
+from service.core.settings import Settings
 from tests.conftest import ApiProcess, Tenant, free_port
 
 pytestmark = pytest.mark.usefixtures("worker")

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine
 
-from service.config import Settings
-from service.registry import ModelInfo, add_model
+from service.core.settings import Settings
+from service.models.registry import ModelInfo, add_model
 from tests.realtime.conftest import SETOSA, Stack
 
 OTHER = [6.7, 3.0, 5.2, 2.3]

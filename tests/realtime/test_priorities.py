@@ -10,11 +10,12 @@ import numpy as np
 import redis
 from sqlalchemy import Engine, func, select
 
-from service import jobs, realtime
-from service.backpressure import QueueFull, QueueGauge
-from service.db import jobs as jobs_table
-from service.priorities import BULK, NORMAL
-from service.registry import ModelInfo
+from service.core.messaging import BULK, NORMAL
+from service.jobs import admission
+from service.jobs import lifecycle as jobs
+from service.jobs.admission import QueueFull, QueueGauge
+from service.models.registry import ModelInfo
+from service.store.db import jobs as jobs_table
 from tests.realtime.conftest import SETOSA, Stack, until
 
 
@@ -91,7 +92,7 @@ def test_retry_after_is_the_excess_divided_by_the_drain_rate(
 ) -> None:
     client = redis.Redis.from_url(redis_url)
     tenant = "t-drain-rate"
-    client.delete(realtime.DRAINED)
+    client.delete(admission.DRAINED)
     gauge = QueueGauge(engine, client, {BULK: 50}, tenant_share=1.0, refresh=0)
     with engine.begin() as conn:
         jobs.insert_jobs(conn, [
@@ -99,10 +100,10 @@ def test_retry_after_is_the_excess_divided_by_the_drain_rate(
             for _ in range(300)
         ])
     try:
-        client.hset(realtime.DRAINED, BULK, 0)
+        client.hset(admission.DRAINED, BULK, 0)
         gauge.stats()  # the first reading of the workers' counter
         time.sleep(1.0)
-        client.hincrby(realtime.DRAINED, BULK, 100)  # workers took 100 jobs in that second
+        client.hincrby(admission.DRAINED, BULK, 100)  # workers took 100 jobs in that second
         try:
             gauge.admit(BULK, tenant)
             raise AssertionError("admitted past the limit")
@@ -113,7 +114,7 @@ def test_retry_after_is_the_excess_divided_by_the_drain_rate(
     finally:
         with engine.begin() as conn:
             conn.execute(jobs_table.delete().where(jobs_table.c.tenant == tenant))
-        client.delete(realtime.DRAINED)
+        client.delete(admission.DRAINED)
         client.close()
 
 

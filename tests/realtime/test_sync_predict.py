@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import requests
 
-from service.registry import ModelInfo
+from service.models.registry import ModelInfo
 from tests.conftest import Tenant
 
 pytestmark = pytest.mark.usefixtures("worker")

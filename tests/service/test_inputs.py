@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from service.errors import InvalidInput
-from service.inputs import parse_rows
-from service.registry import ModelInfo
+from service.core.errors import InvalidInput
+from service.jobs.inputs import parse_rows
+from service.models.registry import ModelInfo
 
 IRIS = ModelInfo(
     id=1, name="iris", version="1", kind="classifier", n_features=4,

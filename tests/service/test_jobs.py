@@ -7,11 +7,14 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine, delete, select, update
 
-from service import jobs
-from service.db import jobs as jobs_table
-from service.errors import JobNotFinished, JobNotFound
-from service.jobs import JobStatus, NewJob, Outcome
-from service.registry import ModelInfo
+from service.core import times
+from service.core.errors import JobNotFinished, JobNotFound
+from service.core.states import JobStatus
+from service.jobs import lifecycle as jobs
+from service.jobs import view
+from service.jobs.lifecycle import NewJob, Outcome
+from service.models.registry import ModelInfo
+from service.store.db import jobs as jobs_table
 
 TENANT = "jobs-domain"
 LEASE = 60.0
@@ -63,7 +66,7 @@ def test_redelivered_message_does_not_write_a_second_result(engine: Engine, job_
 
 def _expire(engine: Engine, job_id: str, attempts: int | None = None) -> None:
     """What time does to a dead worker's job: its lease runs out."""
-    values: dict[str, object] = {"lease_until": jobs.utcnow() - timedelta(seconds=1)}
+    values: dict[str, object] = {"lease_until": times.utcnow() - timedelta(seconds=1)}
     if attempts is not None:
         values["attempts"] = attempts
     with engine.begin() as conn:
@@ -102,12 +105,12 @@ def test_a_job_that_keeps_killing_workers_fails_after_max_attempts(
 def test_republish_takes_lost_queued_jobs_and_expired_leases_once_per_interval(
     engine: Engine, job_id: str, models: dict[str, ModelInfo]
 ) -> None:
-    later = jobs.utcnow() + timedelta(seconds=5)
+    later = times.utcnow() + timedelta(seconds=5)
     with engine.begin() as conn:
-        assert jobs.due_for_republish(conn, jobs.utcnow() - timedelta(seconds=60), 100) == []
+        assert jobs.due_for_republish(conn, times.utcnow() - timedelta(seconds=60), 100) == []
         assert (job_id, "predict.normal") in jobs.due_for_republish(conn, later, 1000)
         # stamped: not due again until another interval has passed
-        recent = jobs.utcnow() - timedelta(seconds=1)
+        recent = times.utcnow() - timedelta(seconds=1)
         assert job_id not in dict(jobs.due_for_republish(conn, recent, 1000))
     with engine.begin() as conn:
         jobs.claim(conn, [job_id], LEASE)
@@ -134,9 +137,9 @@ def test_result_of_an_unfinished_job_is_a_conflict_naming_its_status(
 
 def test_another_tenants_job_is_not_found(engine: Engine, job_id: str) -> None:
     with engine.connect() as conn:
-        assert jobs.get_job(conn, TENANT, job_id)["status"] == "queued"
+        assert view.get(conn, TENANT, job_id)["status"] == "queued"
         with pytest.raises(JobNotFound):
-            jobs.get_job(conn, "someone-else", job_id)
+            view.get(conn, "someone-else", job_id)
         with pytest.raises(JobNotFound):
             jobs.get_result(conn, "someone-else", job_id)
 
@@ -155,9 +158,9 @@ def test_promotion_moves_a_waiting_job_up_one_level_per_interval(
     with engine.begin() as conn:
         jobs.insert_jobs(conn, [job])
     try:
-        later = jobs.utcnow() + timedelta(seconds=1)
+        later = times.utcnow() + timedelta(seconds=1)
         with engine.begin() as conn:
-            assert jobs.promote(conn, jobs.utcnow() - timedelta(seconds=30), 100) == []
+            assert jobs.promote(conn, times.utcnow() - timedelta(seconds=30), 100) == []
             assert jobs.promote(conn, later, 100) == [(job.id, "predict.normal")]
             assert jobs.promote(conn, later - timedelta(seconds=1), 100) == []  # just moved
             assert jobs.promote(conn, later + timedelta(seconds=1), 100) == [
@@ -172,7 +175,7 @@ def test_promotion_moves_a_waiting_job_up_one_level_per_interval(
 def test_a_job_past_its_deadline_is_expired_not_claimed(engine: Engine, job_id: str) -> None:
     with engine.begin() as conn:
         conn.execute(update(jobs_table).where(jobs_table.c.id == job_id)
-                     .values(deadline=jobs.utcnow() - timedelta(seconds=1)))
+                     .values(deadline=times.utcnow() - timedelta(seconds=1)))
         assert jobs.claim(conn, [job_id], LEASE) == []
         assert jobs.expire(conn, [job_id]) == [job_id]
         assert jobs.expire(conn) == []  # once
@@ -181,7 +184,7 @@ def test_a_job_past_its_deadline_is_expired_not_claimed(engine: Engine, job_id: 
 
 
 def test_cancel_is_conditional_and_scoped_to_the_tenant(engine: Engine, job_id: str) -> None:
-    from service.errors import Conflict
+    from service.core.errors import Conflict
 
     with engine.begin() as conn, pytest.raises(JobNotFound):
         jobs.cancel(conn, "another-tenant", job_id)

@@ -1,9 +1,9 @@
 import pytest
 from sqlalchemy import Engine, delete, select
 
-from service import keys
-from service.db import api_keys
-from service.errors import Unauthorized
+from service.core.errors import Unauthorized
+from service.store.db import api_keys
+from service.tenants import keys
 
 
 def test_only_a_hash_of_the_key_is_stored_and_it_authenticates(engine: Engine) -> None:
@@ -27,7 +27,7 @@ def test_only_a_hash_of_the_key_is_stored_and_it_authenticates(engine: Engine) -
 
 
 def test_tenant_names_are_checked(engine: Engine) -> None:
-    from service.errors import InvalidInput
+    from service.core.errors import InvalidInput
 
     with engine.begin() as conn, pytest.raises(InvalidInput):
         keys.create_key(conn, "bad tenant/name")

@@ -9,10 +9,10 @@ import pytest
 import sklearn
 from sqlalchemy import Engine, delete
 
-from service import registry
-from service.db import models as models_table
-from service.errors import Conflict, InvalidInput
-from service.registry import ModelInfo
+from service.core.errors import Conflict, InvalidInput
+from service.models import registry
+from service.models.registry import ModelInfo
+from service.store.db import models as models_table
 from tests.conftest import ROOT
 
 
@@ -70,6 +70,6 @@ def test_trusted_types_are_only_for_skops_artifacts(engine: Engine, settings, mo
 
 
 def test_skops_stays_an_optional_import() -> None:
-    code = ("import sys, service.api, service.registry, workers.modelcore, workers.main; "
+    code = ("import sys, service.api, service.models.registry, workers.modelcore, workers.main; "
             "sys.exit('skops' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=120).returncode == 0

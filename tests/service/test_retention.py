@@ -11,11 +11,15 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine, delete, insert, select, update
 
-from service import chunks, jobs, ratelimit, retention
-from service.db import idempotency_keys, job_chunks, tenant_limits
-from service.db import jobs as jobs_table
-from service.jobs import NewJob
-from service.registry import ModelInfo
+from service.core import times
+from service.jobs import chunks, idempotency
+from service.jobs import lifecycle as jobs
+from service.jobs.lifecycle import JobRequest, NewJob
+from service.models.registry import ModelInfo
+from service.store.db import idempotency_keys, job_chunks, tenant_limits
+from service.store.db import jobs as jobs_table
+from service.tenants import limits as ratelimit
+from service.tenants import retention
 
 DAY = 86400.0
 
@@ -41,8 +45,8 @@ def job(engine: Engine, model: ModelInfo, tenant: str, status: str, age: float,
         final = status not in ("queued", "running")
         conn.execute(update(jobs_table).where(jobs_table.c.id == new.id).values(
             status=status,
-            finished_at=jobs.utcnow() - timedelta(seconds=age) if final else None,
-            created_at=jobs.utcnow() - timedelta(seconds=age + 1)))
+            finished_at=times.utcnow() - timedelta(seconds=age) if final else None,
+            created_at=times.utcnow() - timedelta(seconds=age + 1)))
     return new.id
 
 
@@ -50,10 +54,10 @@ def bulk_job(engine: Engine, model: ModelInfo, tenant: str, status: str, keep: b
     job_id = str(uuid.uuid4())
     with engine.begin() as conn:
         chunks.add_chunk(conn, job_id, 0, np.ones((3, 4)))
-        chunks.insert_job(conn, job_id, tenant, model.id, "predict.bulk", 3, 1, None, None,
-                          None, keep)
+        chunks.insert_job(conn, job_id, JobRequest(tenant, model, "predict.bulk",
+                                                   keep_inputs=keep), 3, 1)
         conn.execute(update(jobs_table).where(jobs_table.c.id == job_id).values(
-            status=status, finished_at=jobs.utcnow()))
+            status=status, finished_at=times.utcnow()))
     return job_id
 
 
@@ -81,10 +85,11 @@ def test_jobs_go_after_their_own_their_tenants_or_the_default_retention(
     with engine.begin() as conn:
         conn.execute(insert(idempotency_keys), [
             {"tenant": default_tenant, "key": "old", "fingerprint": "x", "job_id": young,
-             "created_at": jobs.utcnow() - timedelta(hours=25)},
+             "created_at": times.utcnow() - timedelta(hours=25)},
             {"tenant": default_tenant, "key": "new", "fingerprint": "x", "job_id": young,
-             "created_at": jobs.utcnow() - timedelta(hours=23)}])
+             "created_at": times.utcnow() - timedelta(hours=23)}])
         swept = retention.sweep(conn, 30 * DAY)
+        idempotency.purge(conn, times.utcnow() - idempotency.KEEP)  # as the reconciler does
     assert swept["deleted"] >= 3
     for gone in (old, short_old, own_old):
         assert not exists(engine, gone)

@@ -1,19 +1,19 @@
 """Group commit on a real database: a returned submit is committed; concurrent ones share."""
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sqlalchemy import Engine, delete, select
 
-from service.db import jobs as jobs_table
-from service.db import make_engine
-from service.errors import TransientError
-from service.jobs import NewJob
-from service.registry import ModelInfo
-from service.submitter import GroupCommitter
+from service.core.errors import TransientError
+from service.jobs.committer import GroupCommitter
+from service.jobs.lifecycle import NewJob
+from service.models.registry import ModelInfo
+from service.store.db import jobs as jobs_table
+from service.store.db import make_engine
 
 TENANT = "submitter"
 
@@ -23,9 +23,10 @@ class Published:
         self.groups: list[tuple[str, list[str]]] = []
         self.lock = threading.Lock()
 
-    def __call__(self, queue: str, ids: list[str]) -> None:
+    def __call__(self, task: str, queue: str, ids: Sequence[str],
+                 countdown: float | None = None) -> None:
         with self.lock:
-            self.groups.append((queue, ids))
+            self.groups.append((queue, list(ids)))
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlalchemy import Engine
 
-from service.config import Settings
-from service.registry import ModelInfo
+from service.core.settings import Settings
+from service.models.registry import ModelInfo
 from tests.conftest import Tenant, free_port
 from tests.faults.conftest import Stack
 

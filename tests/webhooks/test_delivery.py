@@ -8,9 +8,10 @@ import numpy as np
 from sqlalchemy import Engine, select
 from standardwebhooks import Webhook
 
-from service import jobs
-from service.db import webhook_events
-from service.registry import ModelInfo
+from service.core import times
+from service.jobs import lifecycle as jobs
+from service.models.registry import ModelInfo
+from service.store.db import webhook_events
 from service.webhooks import events as webhook_domain
 from tests.conftest import Tenant
 from tests.faults.conftest import Stack
@@ -140,8 +141,8 @@ def test_an_event_committed_but_never_sent_is_delivered_once_by_the_reconciler(
     models: dict[str, ModelInfo],
 ) -> None:
     """The worker commits a job's outcome with its event, then dies before publishing."""
+    from service.core.broker import celery_publisher
     from workers.app import make_celery
-    from workers.tasks import publisher
 
     _endpoint(tenant, receiver.url(f"ok/crash-{tenant.name}"))
     event_id = _finish_as_a_worker_does(engine, tenant, models)
@@ -150,7 +151,7 @@ def test_an_event_committed_but_never_sent_is_delivered_once_by_the_reconciler(
     until(lambda: len(receiver.at(f"ok/crash-{tenant.name}")) == 1, what="the delivery")
     # A late second message for the same event (a redelivery) sends nothing more.
     celery = make_celery(hooks.settings)
-    publisher(celery)("webhooks", [event_id, event_id])
+    celery_publisher(celery)("predq.deliver", "webhooks", [event_id, event_id])
     celery.close()
     with engine.connect() as conn:
         until(lambda: conn.execute(select(webhook_events.c.status).where(
@@ -222,7 +223,7 @@ def test_a_job_that_expires_unrun_is_an_event(
 ) -> None:
     _endpoint(tenant, receiver.url(f"ok/expired-{tenant.name}"))
     job = jobs.NewJob(tenant.name, models["iris"].id, np.array([SETOSA]),
-                      deadline=jobs.utcnow()).with_id()
+                      deadline=times.utcnow()).with_id()
     with engine.begin() as conn:  # its message was lost; its deadline has passed
         jobs.insert_jobs(conn, [job])
     assert hooks.reconcile()["expired"] >= 1
@@ -250,4 +251,4 @@ def test_a_retry_waits_at_least_what_retry_after_asks(
         from datetime import UTC
 
         due = due.replace(tzinfo=UTC)
-    assert (due - jobs.utcnow()).total_seconds() > 110
+    assert (due - times.utcnow()).total_seconds() > 110

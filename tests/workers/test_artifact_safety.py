@@ -21,11 +21,11 @@ import sklearn
 import skops.io as skops_io
 from sqlalchemy import Engine, select, update
 
-from service import registry
-from service.config import Settings
-from service.db import models as models_table
-from service.errors import ArtifactVersionMismatch, UntrustedTypes
-from service.registry import ModelInfo
+from service.core.errors import ArtifactVersionMismatch, UntrustedTypes
+from service.core.settings import Settings
+from service.models import registry
+from service.models.registry import ModelInfo
+from service.store.db import models as models_table
 from tests.conftest import ROOT, Tenant, WorkerProcess
 from workers.modelcore import load_verified
 

@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine, delete, insert, select
 
-from service import jobs, registry
-from service.db import jobs as jobs_table
-from service.db import models as models_table
-from service.jobs import NewJob
-from service.registry import ModelInfo
+from service.core import times
+from service.jobs import lifecycle as jobs
+from service.jobs.lifecycle import NewJob
+from service.models import registry
+from service.models.registry import ModelInfo
+from service.store.db import jobs as jobs_table
+from service.store.db import models as models_table
 from workers.batching import Runner
 
 TENANT = "batching"
@@ -105,7 +107,7 @@ def test_artifact_with_wrong_sha256_fails_jobs_with_a_clear_error(
     row = {k: v for k, v in dataclasses.asdict(info).items() if k != "id"}
     with engine.begin() as conn:
         model_id = conn.execute(insert(models_table).returning(models_table.c.id),
-                                {**row, "created_at": jobs.utcnow()}).scalar_one()
+                                {**row, "created_at": times.utcnow()}).scalar_one()
     try:
         (job_id,) = _insert(engine, dataclasses.replace(info, id=model_id), [[1, 2, 3, 4]])
         runner.run([job_id])

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import redis
 
-from service.config import Settings
+from service.core.settings import Settings
 from tests.conftest import ROOT, Tenant, WorkerProcess
 from workers.deadletter import CLIP, DEAD_LETTERS, KEEP, record
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import sklearn
 
-from service.errors import ArtifactMismatch, ArtifactVersionMismatch
-from service.registry import ModelInfo
+from service.core.errors import ArtifactMismatch, ArtifactVersionMismatch
+from service.models.registry import ModelInfo
 from workers.modelcore import ModelCache, load_verified
 
 

@@ -138,11 +138,11 @@ function renderHealth(health) {
 
 function renderJobs(body) {
   fill("jobs", body.jobs.map((job) => {
-    const done = job.progress >= 1;
+    const done = job.percent >= 100;
     const bar = el("div", { className: "bar" + (done ? " done" : ""),
-                            title: Math.round(job.progress * 100) + "%" },
+                            title: `${job.rows_done} of ${job.rows_total} rows (${job.percent}%)` },
                    el("span"));
-    bar.firstChild.style.width = Math.round(job.progress * 100) + "%";
+    bar.firstChild.style.width = job.percent + "%";
     const latency = job.finished_at
       ? Date.parse(job.finished_at) - Date.parse(job.created_at) : null;
     const row = el("tr", {},

@@ -1,0 +1,37 @@
+"""A succeeded job's result in any written format: for the result endpoint (streamed) and
+for schedules' output files (through a temporary file, renamed when complete)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from service.bulk.formats import Format
+from service.bulk.results import ResultInfo
+from service.jobs import chunks
+from service.jobs import lifecycle as jobs
+
+
+def render(engine: Engine, tenant: str, job_id: str, fmt: Format) -> Iterator[bytes]:
+    """The job's result in `fmt`, chunk by chunk (a bulk job's chunks are read from SQL as
+    the body is written, on a connection of their own). JobNotFound or JobNotFinished are
+    raised here, before the first byte."""
+    with engine.connect() as conn:
+        meta = jobs.result_source(conn, tenant, job_id)
+    source = chunks.result_chunks(engine, job_id, meta["result"])
+    info = ResultInfo(meta["n_rows"], meta["labels"], {
+        "model": meta["name"], "version": meta["version"], "sha256": meta["sha256"]})
+    return fmt.writer()(source, info)  # type: ignore[no-any-return]
+
+
+def write_file(engine: Engine, tenant: str, job_id: str, fmt: Format, target: Path) -> None:
+    """Write the result to `target`; a reader never sees half a file."""
+    body = render(engine, tenant, job_id, fmt)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    with open(partial, "wb") as out:
+        for block in body:
+            out.write(block)
+    partial.replace(target)

@@ -1,0 +1,88 @@
+"""The one registry of row formats: media types, file suffixes, and the functions that read a
+body of that format into chunks of rows and write a result in it.
+
+Importing this module loads no reader or writer (they import numpy, SQL and perhaps pyarrow):
+the Python client and the OpenAPI description read the table; the API, the workers and
+schedules call `Format.reader()` / `Format.writer()`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    media_types: tuple[str, ...]  # the first is the one predq sends
+    suffixes: tuple[str, ...]  # the first is the one predq writes
+    read: str | None  # function in service.bulk.parsing: body -> chunks of rows; None: not read
+    write: str | None  # function in service.bulk.results: chunks -> bytes; None: not written
+    binary: bool = False
+    needs: str | None = None  # an optional package the format needs
+
+    @property
+    def media_type(self) -> str:
+        return self.media_types[0]
+
+    @property
+    def suffix(self) -> str:
+        return self.suffixes[0]
+
+    @property
+    def available(self) -> bool:
+        """Whether this process can read and write it (an optional package may be missing)."""
+        return self.needs is None or importlib.util.find_spec(self.needs) is not None
+
+    def reader(self) -> Callable[..., Any]:
+        assert self.read is not None, f"{self.name} bodies are not read"
+        return getattr(importlib.import_module("service.bulk.parsing"), self.read)  # type: ignore[no-any-return]
+
+    def writer(self) -> Callable[..., Any]:
+        assert self.write is not None, f"{self.name} results are not written"
+        return getattr(importlib.import_module("service.bulk.results"), self.write)  # type: ignore[no-any-return]
+
+
+JSON = Format("json", ("application/json",), (".json",), None, "json_body")
+CSV = Format("csv", ("text/csv",), (".csv",), "csv_chunks", "csv_body")
+NDJSON = Format("ndjson", ("application/x-ndjson", "application/jsonl"), (".ndjson", ".jsonl"),
+                "ndjson_chunks", "ndjson_body")
+NPY = Format("npy", ("application/x-npy", "application/vnd.numpy"), (".npy",), "npy_chunks",
+             "npy_body", binary=True)
+PARQUET = Format("parquet", ("application/vnd.apache.parquet", "application/x-parquet"),
+                 (".parquet",), "parquet_chunks", "parquet_body", binary=True, needs="pyarrow")
+#: Every format, JSON (the default answer) first.
+FORMATS = (JSON, CSV, NDJSON, NPY, PARQUET)
+#: Formats a bulk body may come in, and those a result may be asked for.
+READABLE = tuple(f for f in FORMATS if f.read is not None)
+WRITABLE = tuple(f for f in FORMATS if f.write is not None)
+
+
+def by_media_type(media_type: str) -> Format | None:
+    return next((f for f in FORMATS if media_type in f.media_types), None)
+
+
+def by_suffix(path: str | os.PathLike[str]) -> Format | None:
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    return next((f for f in FORMATS if suffix in f.suffixes), None)
+
+
+def names(formats: tuple[Format, ...]) -> str:
+    """`.csv, .ndjson, .npy or .parquet`: for messages."""
+    suffixes = [s for f in formats for s in f.suffixes]
+    return ", ".join(suffixes[:-1]) + " or " + suffixes[-1]
+
+
+def choose(accept: Any) -> Format | None:
+    """The written format that best matches a werkzeug Accept header (JSON when the client
+    names none), or None: answer 406."""
+    if not accept:
+        return JSON
+    offered = [m for f in WRITABLE if f.available for m in f.media_types]
+    best = accept.best_match(offered)
+    return by_media_type(str(best)) if best else None

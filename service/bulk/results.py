@@ -1,0 +1,149 @@
+"""Results written in the format a client asks for (JSON, NDJSON, CSV, .npy, Parquet), chunk
+by chunk in input order, so a result of millions of rows is never held whole. Every writer
+takes the same arguments; `formats` says which serves which media type and suffix."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Chunks = Callable[[], Iterable[dict[str, Any]]]  # each call iterates the chunks from the start
+
+
+@dataclass(frozen=True)
+class ResultInfo:
+    """What a writer needs besides the predictions."""
+
+    n_rows: int
+    labels: list[Any] | None  # a classifier's labels, in probability order; None: a regressor
+    provenance: dict[str, Any]  # model, version and sha256 that produced the result
+
+
+Writer = Callable[[Chunks, ResultInfo], Iterator[bytes]]
+
+
+def json_body(chunks: Chunks, info: ResultInfo) -> Iterator[bytes]:
+    """The same document as a small job's result: {"predictions": [...], "probabilities":
+    [...], "model", "version", "sha256"}; one pass over the chunks per list."""
+    keys = ["predictions"] + (["probabilities"] if info.labels is not None else [])
+    yield b"{"
+    for i, key in enumerate(keys):
+        yield (b", " if i else b"") + json.dumps(key).encode() + b": ["
+        first = True
+        for chunk in chunks():
+            values = chunk.get(key, [])
+            if values:
+                text = json.dumps(values)[1:-1]
+                yield (b"" if first else b", ") + text.encode()
+                first = False
+        yield b"]"
+    yield b", " + json.dumps(info.provenance)[1:].encode()
+
+
+def ndjson_body(chunks: Chunks, _info: ResultInfo) -> Iterator[bytes]:
+    """One line per row: {"prediction": ..., "probabilities": [...]}."""
+    for chunk in chunks():
+        probabilities = chunk.get("probabilities")
+        lines = []
+        for i, prediction in enumerate(chunk["predictions"]):
+            row: dict[str, Any] = {"prediction": prediction}
+            if probabilities is not None:
+                row["probabilities"] = probabilities[i]
+            lines.append(json.dumps(row))
+        if lines:
+            yield ("\n".join(lines) + "\n").encode()
+
+
+def csv_body(chunks: Chunks, info: ResultInfo) -> Iterator[bytes]:
+    """A header, then one line per row: prediction and, for classifiers, p_<label> columns."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["prediction"] + [f"p_{label}" for label in info.labels or []])
+    for chunk in chunks():
+        probabilities = chunk.get("probabilities")
+        for i, prediction in enumerate(chunk["predictions"]):
+            writer.writerow([prediction] + (list(probabilities[i]) if probabilities else []))
+        yield out.getvalue().encode()
+        out.seek(0)
+        out.truncate()
+    if out.tell():
+        yield out.getvalue().encode()
+
+
+def npy_body(chunks: Chunks, info: ResultInfo) -> Iterator[bytes]:
+    """The predictions as one .npy array of `n_rows` (numbers as float64 or int64, string
+    labels as fixed-width unicode); the header first, then each chunk's bytes."""
+    dtype = _npy_dtype(info.labels)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_2_0(
+        header, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                 "shape": (info.n_rows,)})
+    yield header.getvalue()  # magic string included
+    for chunk in chunks():
+        yield np.asarray(chunk["predictions"], dtype=dtype).tobytes()
+
+
+def parquet_body(chunks: Chunks, info: ResultInfo) -> Iterator[bytes]:
+    """A Parquet file: a `prediction` column and, for classifiers, `p_<label>` columns; one
+    row group per chunk, each sent as soon as it is written (needs pyarrow)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = _Sink()
+    writer = None
+    try:
+        for chunk in chunks():
+            columns: dict[str, Any] = {"prediction": chunk["predictions"]}
+            probabilities = chunk.get("probabilities")
+            if probabilities is not None and info.labels is not None:
+                matrix = np.asarray(probabilities, dtype=np.float64)
+                for j, label in enumerate(info.labels):
+                    columns[f"p_{label}"] = matrix[:, j]
+            table = pa.table(columns)
+            writer = writer or pq.ParquetWriter(sink, table.schema)
+            writer.write_table(table)
+            yield sink.take()
+    finally:
+        if writer is not None:
+            writer.close()
+    yield sink.take()
+
+
+class _Sink(io.RawIOBase):
+    """A write-only file whose bytes are taken as they come: Parquet streamed out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._parts: list[bytes] = []
+        self._written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._parts.append(bytes(data))
+        self._written += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._written
+
+    def take(self) -> bytes:
+        out, self._parts = b"".join(self._parts), []
+        return out
+
+
+def _npy_dtype(labels: list[Any] | None) -> np.dtype[Any]:
+    if labels is None:
+        return np.dtype("<f8")
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in labels):
+        return np.dtype("<i8")
+    if all(isinstance(x, int | float) and not isinstance(x, bool) for x in labels):
+        return np.dtype("<f8")
+    return np.dtype(f"<U{max(len(str(x)) for x in labels) or 1}")

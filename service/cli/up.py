@@ -1,0 +1,147 @@
+"""`predq up`: Redis, migrations, demo models, a dev key, API and worker; Ctrl-C stops all."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from service.cli import embedded
+from service.cli.demo import register_demo_models
+from service.cli.processes import api_command, beat_command, deliverer_command, worker_command
+from service.core.errors import Unauthorized
+from service.core.settings import Settings
+from service.ops import metricsdir
+from service.store.db import make_engine
+from service.store.migrate import upgrade
+from service.tenants import keys
+
+
+def dev_secret_key(settings: Settings) -> str:
+    """The key that seals webhook secrets: PREDQ_SECRET_KEY, or one kept in var/secret-key."""
+    if settings.secret_key:
+        return settings.secret_key
+    from cryptography.fernet import Fernet
+
+    path = Path(settings.var_dir) / "secret-key"
+    if not path.exists():
+        path.write_text(Fernet.generate_key().decode() + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def dev_key(settings: Settings) -> str:
+    """The development key kept in var/dev-api-key (mode 0600), created on first run."""
+    path = Path(settings.var_dir) / "dev-api-key"
+    engine = make_engine(settings.database_url)
+    if path.exists():
+        key = path.read_text().strip()
+        try:
+            with engine.connect() as conn:
+                keys.authenticate(conn, key)
+            return key
+        except Unauthorized:
+            pass
+    with engine.begin() as conn:
+        key = keys.create_key(conn, "dev", keys.SCOPES)  # the laptop owner may do anything
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+def run_all(settings: Settings, embedded_redis: bool) -> int:
+    var = Path(settings.var_dir)
+    var.mkdir(parents=True, exist_ok=True)
+    redis_proc = embedded.start_redis(var) if embedded_redis else None
+    settings = settings.replace(secret_key=dev_secret_key(settings))
+    if "PREDQ_LOG_FORMAT" not in os.environ:  # a person reads these lines
+        settings = settings.replace(log_format="text")
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        upgrade(settings.database_url)
+        with make_engine(settings.database_url).begin() as conn:
+            register_demo_models(conn, settings.model_dir, var / "demo")
+        key = dev_key(settings)
+        env = {**os.environ, **settings.env(),
+               **metricsdir.export(settings.metrics_dir, clean=True)}  # a fresh count
+        # Each child gets its own session: Ctrl-C reaches only us, and each child then gets one
+        # SIGTERM. (A gthread gunicorn worker that receives SIGINT and then its master's quit
+        # signal deadlocks inside ThreadPoolExecutor.shutdown and never exits.)
+        for args in (api_command(settings), worker_command(settings),
+                     deliverer_command(settings), beat_command(settings)):
+            children.append(
+                subprocess.Popen([sys.executable, *args], env=env, start_new_session=True)
+            )
+        _wait_until_serving(settings, children)
+        _banner(settings, key)
+        stopping: list[int] = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, _frame: stopping.append(signum))
+        while not stopping and all(child.poll() is None for child in children):
+            time.sleep(0.2)
+        if stopping:
+            print("\nstopping...", file=sys.stderr)
+            return 0
+        print("a child process exited; stopping everything", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C before the children were up
+        return 0
+    finally:
+        stop_all(children)
+        if redis_proc is not None:
+            embedded.stop(redis_proc)
+
+
+def stop_all(children: list[subprocess.Popen[bytes]], grace: float = 25) -> None:
+    """SIGTERM each child's process group once; SIGKILL the group of any still there after grace."""
+    for child in children:
+        _signal_group(child, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in children:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(max(0.1, deadline - time.monotonic()))
+        _signal_group(child, signal.SIGKILL)  # also reaps grandchildren a killed master left
+        child.wait()
+
+
+def _signal_group(child: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signum)
+
+
+def _wait_until_serving(settings: Settings, children: list[subprocess.Popen[bytes]],
+                        timeout: float = 60) -> None:
+    """The banner's curl line must work the moment it is printed: wait for /healthz."""
+    url = f"http://{settings.host}:{settings.port}/healthz"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and all(child.poll() is None for child in children):
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the API did not answer on {url}")
+
+
+def _banner(settings: Settings, key: str) -> None:
+    url = f"http://{settings.host}:{settings.port}"
+    print(f"""
+predq is running at {url}   (Ctrl-C stops everything)
+  result store: {settings.database_url}
+  redis:        {settings.redis_url}
+  API key:      {key}   (also in {Path(settings.var_dir) / 'dev-api-key'})
+
+Dashboard: {url}/#key={key}
+
+Try it:
+  curl -s -X POST {url}/v1/jobs -H 'Authorization: Bearer {key}' \\
+       -H 'Content-Type: application/json' \\
+       -d '{{"model": "iris", "inputs": [[5.1, 3.5, 1.4, 0.2]]}}'
+  curl -s {url}/v1/jobs/JOB_ID/result -H 'Authorization: Bearer {key}'
+""", flush=True)

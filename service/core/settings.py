@@ -1,0 +1,227 @@
+"""Settings from environment variables (12-factor): one typed object, laptop defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+_VAR = Path(os.environ.get("PREDQ_VAR_DIR", "var")).resolve()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of predq. The env var for field `x` is `PREDQ_X` unless `env` names another."""
+
+    #: SQLAlchemy URL of the result store; SQLite (WAL) on a laptop, PostgreSQL in production.
+    database_url: str = field(
+        default=f"sqlite:///{_VAR / 'predq.db'}", metadata={"env": "DATABASE_URL"}
+    )
+    #: redis-py URL of the broker and wake-up channel (redis://host:port/db or unix:///path).
+    redis_url: str = field(
+        default=f"unix://{_VAR / 'redis.sock'}", metadata={"env": "REDIS_URL"}
+    )
+    #: Working directory for `predq up`: embedded Redis socket, SQLite file, dev key.
+    var_dir: str = str(_VAR)
+    #: Where registered model artifacts are copied (content-addressed by sha256, read-only).
+    model_dir: str = str(_VAR / "models")
+    #: Where the API, worker and deliverer processes of this machine share their Prometheus
+    #: samples (prometheus_client multiprocess mode); `predq up` empties it at start. Empty:
+    #: each process keeps its own, and `/metrics` shows only the answering API process's.
+    metrics_dir: str = str(_VAR / "metrics")
+    #: Largest accepted request body in bytes (413 beyond it).
+    max_body_bytes: int = 10 * 1024 * 1024
+    #: Largest number of rows one JSON job may carry (400 beyond it).
+    max_rows_per_job: int = 10_000
+    #: Largest number of features per row a model may declare or a request may send.
+    max_features: int = 10_000
+    #: Seconds a request body may pause between two reads, and may take in all, before the
+    #: API answers 408 and closes the connection (a slow-loris client holds one connection of
+    #: `api_connections` at most this long; gunicorn's keep-alive of 2 s bounds the headers).
+    api_read_timeout: float = 10.0
+    api_body_timeout: float = 120.0
+    #: Deepest nesting of arrays and objects a JSON body may have (jobs need 3).
+    max_json_depth: int = 32
+    #: Longest string a JSON body may carry in a field or as a feature name (webhook_url: 2000).
+    max_string_length: int = 1000
+    #: Bulk uploads (CSV, NDJSON, .npy bodies): the largest body in bytes (413 beyond), the
+    #: most rows, the rows per chunk (a chunk is one message and one commit), and how many
+    #: chunk messages of one job are out at once (more spread a job over more workers; an
+    #: interactive job waits behind at most one chunk per worker process either way).
+    max_upload_bytes: int = 2 * 1024**3
+    max_bulk_rows: int = 10_000_000
+    bulk_chunk_rows: int = 10_000
+    bulk_window: int = 4
+    #: Days finished jobs (inputs, results, webhook history) are kept before the reconciler
+    #: deletes them; a tenant's own (`predq limits set --retention`) or a job's `retention`
+    #: (seconds) overrides it.
+    retention_days: float = 30.0
+    #: A TOML file of periodic bulk forecasts (see service/schedules.py); `predq beat` checks
+    #: it every `schedule_interval` seconds and re-reads it each time. Empty: none.
+    schedules: str = ""
+    schedule_interval: float = 60.0
+    #: Most jobs the API commits in one transaction and publishes in one message.
+    submit_group_max: int = 256
+    #: Seconds the API's committer waits for more jobs when the last group had company (never
+    #: for a lone request): larger groups cost less per job.
+    submit_linger: float = 0.003
+    #: Celery messages a worker buffers before it runs a micro-batch.
+    batch_flush_every: int = 64
+    #: Seconds a worker waits for more messages before it runs a partial micro-batch.
+    batch_flush_interval: float = 0.005
+    #: `predq api`: gunicorn worker processes, their worker class and the connections each
+    #: holds at once. gevent: a synchronous predict waits for its result as a greenlet, so one
+    #: process holds hundreds of waiting requests while it goes on answering others (a gthread
+    #: process stops answering once each of its threads waits); it also costs less CPU per
+    #: request (measured: 0.95 ms per job against 1.33 with gthread). One process groups more
+    #: jobs per commit and publish; on a dedicated API host use one per core.
+    api_workers: int = 1
+    api_worker_class: str = "gevent"
+    api_connections: int = 1000
+    #: Worker processes per `predq worker` (0: one per core).
+    worker_concurrency: int = 0
+    #: Seconds after which Redis redelivers a message that was taken but never acknowledged.
+    visibility_timeout: int = 3600
+    #: Hard limit in seconds for one micro-batch; below lease_seconds and visibility_timeout.
+    task_time_limit: int = 60
+    #: Seconds a claimed job belongs to its worker. A job still running past its lease lost its
+    #: worker: the reconciler sends it again and it runs alone.
+    lease_seconds: int = 90
+    #: Seconds after its last message before the reconciler sends a queued job again (the
+    #: message was lost: Redis restarted, or the publish failed).
+    republish_after: float = 60.0
+    #: Claims after which a job whose worker keeps dying fails instead of running again.
+    max_attempts: int = 3
+    #: Seconds between reconciler runs (started by `predq beat`).
+    reconcile_interval: float = 15.0
+    #: Model artifacts kept loaded per worker process.
+    model_cache_size: int = 8
+    #: Address `predq up` and the docker image bind the API to.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: Seconds an API process trusts its cached API keys before it re-reads the Redis
+    #: revocation epoch: a revoked key stops working within this delay (0: check every request).
+    key_epoch_check_interval: float = 0.1
+    #: Seconds a synchronous predict waits for its result when the request names no `timeout`,
+    #: and the most it may ask for. Past it the caller gets 202 and the job id to poll.
+    sync_timeout_default: float = 5.0
+    sync_timeout_max: float = 30.0
+    #: Most queued jobs per queue; beyond it submissions get 429 with Retry-After.
+    max_depth_interactive: int = 2_000
+    max_depth_normal: int = 20_000
+    max_depth_bulk: int = 100_000
+    #: Default per-tenant limits (0: unlimited); `predq limits set TENANT` gives a tenant its
+    #: own. Requests per second count every authenticated /v1 call; rows per minute count the
+    #: rows of accepted jobs that need a worker. Over either: 429 with Retry-After.
+    rate_limit_rps: float = 0.0
+    rate_limit_rows_per_minute: int = 0
+    #: Fraction of each queue's limit one tenant may fill on its own.
+    tenant_queue_share: float = 0.5
+    #: Seconds an API process reuses its reading of the queue depths from SQL.
+    depth_refresh_interval: float = 0.5
+    #: Seconds a job waits in a queue before the reconciler moves it up one priority level
+    #: (bulk -> normal -> interactive): low-priority work is delayed, never starved.
+    promote_after: float = 30.0
+    #: Fernet key (`python -c "from cryptography.fernet import Fernet;
+    #: print(Fernet.generate_key().decode())"`) that seals webhook signing secrets in the
+    #: database; `predq up` makes one under var/. Webhooks are refused without it.
+    secret_key: str = field(default="", repr=False)
+    #: Hosts, addresses or networks (optionally :port), comma-separated, that webhooks may reach
+    #: although they are not public (e.g. `hooks.internal,10.1.0.0/16`). Default: none. The API
+    #: and the deliverer parse it as they start: a bad entry stops them, it never fails a send.
+    webhook_allow_hosts: str = ""
+    #: Seconds one webhook attempt may take (connect, send, answer).
+    webhook_timeout: float = 15.0
+    #: Seconds between attempts, comma-separated: after the last, the event is dead-lettered.
+    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,86400"
+    #: Results up to this many bytes ride in the webhook body; larger ones as a result_url.
+    webhook_max_inline_bytes: int = 256 * 1024
+    #: Seconds a rotated-out endpoint secret goes on signing beside the new one.
+    webhook_rotation_grace: float = 86_400.0
+    #: Threads of `predq deliverer`, the webhook worker.
+    webhook_concurrency: int = 16
+    #: `json` (one object per line, for log pipelines) or `text` (what `predq up` shows).
+    log_format: str = "json"
+    #: Log level for API and workers.
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.task_time_limit >= self.visibility_timeout:
+            raise ValueError(
+                "task_time_limit must be below visibility_timeout, or Redis would redeliver "
+                "a message while its first copy may still run"
+            )
+        if self.task_time_limit >= self.lease_seconds:
+            # The lease starts at the claim, inside the task, so the task's time limit bounds
+            # how long a live worker can hold it (buffering happens before the claim).
+            raise ValueError(
+                "lease_seconds must exceed task_time_limit, or a job could be run again while "
+                "its first worker may still finish it"
+            )
+        if self.max_attempts < 1 or self.republish_after <= 0:
+            raise ValueError("max_attempts must be at least 1 and republish_after positive")
+        if not 0 < self.sync_timeout_default <= self.sync_timeout_max:
+            raise ValueError("sync_timeout_default must be positive and at most sync_timeout_max")
+        try:
+            if any(delay < 0 for delay in self.retry_schedule()):
+                raise ValueError
+        except ValueError:
+            raise ValueError("webhook_retry_schedule: comma-separated seconds, e.g. 5,300,1800"
+                             ) from None
+        if not 0 < self.tenant_queue_share <= 1:
+            raise ValueError("tenant_queue_share must be in (0, 1]")
+        if self.batch_flush_every < 1 or self.submit_group_max < 1:
+            raise ValueError("batch_flush_every and submit_group_max must be at least 1")
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Build settings from `environ` (default os.environ), then apply `overrides`."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f.metadata.get("env", f"PREDQ_{f.name.upper()}")
+            if name in env:
+                values[f.name] = _coerce(f.type, env[name])
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def broker_url(self) -> str:
+        """The redis URL in kombu's spelling (kombu names unix sockets `redis+socket://`)."""
+        if self.redis_url.startswith("unix://"):
+            return "redis+socket://" + self.redis_url[len("unix://") :]
+        return self.redis_url
+
+    def retry_schedule(self) -> list[float]:
+        return [float(x) for x in self.webhook_retry_schedule.split(",") if x.strip()]
+
+    def queue_limits(self) -> dict[str, int]:
+        return {"predict.interactive": self.max_depth_interactive,
+                "predict.normal": self.max_depth_normal, "predict.bulk": self.max_depth_bulk}
+
+    def env(self) -> dict[str, str]:
+        """These settings as environment variables, for child processes."""
+        out = {}
+        for f in fields(self):
+            name = f.metadata.get("env", f"PREDQ_{f.name.upper()}")
+            out[name] = str(getattr(self, f.name))
+        return out
+
+
+def _coerce(type_name: Any, raw: str) -> Any:
+    kind = str(type_name)
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    if kind == "bool":
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    return raw

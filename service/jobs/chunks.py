@@ -1,0 +1,273 @@
+"""Bulk jobs in SQL: a job row plus its chunks (inputs in, results out, each zlib-compressed).
+
+A chunk is claimed under a lease, predicted, and committed with a conditional UPDATE on its
+claim, so a redelivered or reconciled message never writes a chunk twice; the job's
+`rows_done` grows by each chunk's rows in the same transaction, and the job succeeds in the
+statement that adds its last rows. A worker that dies loses only the chunk it held.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, and_, case, delete, insert, or_, select, update
+
+from service.core.messaging import PREDICT_QUEUES
+from service.core.states import JobStatus
+from service.core.times import as_utc, utcnow
+from service.jobs import idempotency
+from service.jobs.idempotency import Claim
+from service.jobs.lifecycle import JobRequest, encode_inputs, exhausted_error
+from service.jobs.priorities import higher
+from service.store.db import job_chunks, jobs
+
+PENDING, RUNNING, DONE = "pending", "running", "done"
+ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+
+
+def chunk_id(job_id: str, seq: int) -> str:
+    """How a chunk travels in a message: `job-id/seq`."""
+    return f"{job_id}/{seq}"
+
+
+def parse_chunk_id(text: str) -> tuple[str, int] | None:
+    job_id, _, seq = text.rpartition("/")
+    return (job_id, int(seq)) if job_id and seq.isdigit() else None
+
+
+def add_chunk(conn: Connection, job_id: str, seq: int, rows: np.ndarray) -> None:
+    """Store one uploaded chunk (before its job row exists: an upload that fails leaves
+    chunks without a job, which `discard` or the reconciler removes)."""
+    conn.execute(insert(job_chunks), {
+        "job_id": job_id, "seq": seq, "n_rows": len(rows), "status": PENDING,
+        "inputs": zlib.compress(encode_inputs(rows), 1), "attempts": 0,
+        "created_at": utcnow()})
+
+
+def discard(conn: Connection, job_id: str) -> None:
+    conn.execute(delete(job_chunks).where(job_chunks.c.job_id == job_id))
+
+
+def mark_published(conn: Connection, job_id: str, seqs: Sequence[int]) -> None:
+    conn.execute(update(job_chunks).where(job_chunks.c.job_id == job_id,
+                                          job_chunks.c.seq.in_(list(seqs)))
+                 .values(published_at=utcnow()))
+
+
+@dataclass(frozen=True)
+class ClaimedChunk:
+    job_id: str
+    seq: int
+    model_id: int
+    inputs: np.ndarray
+    attempt: int
+    tenant: str
+    job_rows: int = 0  # rows of the whole job
+    created_at: datetime | None = None  # the job's, for the submit-to-result time
+
+
+def claim(conn: Connection, job_id: str, seq: int, lease_seconds: float) -> ClaimedChunk | None:
+    """Take a pending chunk (or one whose lease expired) of a queued or running job; None if
+    it is done, held by a live worker, or its job ended (cancelled, failed, expired)."""
+    now = utcnow()
+    job = conn.execute(select(jobs.c.status, jobs.c.model_id, jobs.c.tenant, jobs.c.n_chunks,
+                              jobs.c.n_rows, jobs.c.created_at)
+                       .where(jobs.c.id == job_id)).first()
+    if job is None or job.status not in ACTIVE or job.n_chunks is None:
+        return None
+    takeable = or_(job_chunks.c.status == PENDING,
+                   and_(job_chunks.c.status == RUNNING, job_chunks.c.lease_until < now))
+    row = conn.execute(
+        update(job_chunks)
+        .where(job_chunks.c.job_id == job_id, job_chunks.c.seq == seq, takeable)
+        .values(status=RUNNING, lease_until=now + timedelta(seconds=lease_seconds),
+                attempts=job_chunks.c.attempts + 1)
+        .returning(job_chunks.c.inputs, job_chunks.c.n_rows, job_chunks.c.attempts)).first()
+    if row is None:
+        return None
+    conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == JobStatus.QUEUED.value)
+                 .values(status=JobStatus.RUNNING.value, started_at=now))
+    matrix = np.frombuffer(zlib.decompress(row.inputs), dtype="<f8").reshape(row.n_rows, -1)
+    return ClaimedChunk(job_id, seq, job.model_id, matrix, row.attempts, job.tenant,
+                        job.n_rows, job.created_at)
+
+
+def finish(conn: Connection, chunk: ClaimedChunk, result: dict[str, Any]) -> str | None:
+    """Commit a chunk's result if this claim still holds it; returns the job's status after
+    (`succeeded` once this was its last chunk), or None if the chunk was not written."""
+    now = utcnow()
+    written = conn.execute(
+        update(job_chunks)
+        .where(job_chunks.c.job_id == chunk.job_id, job_chunks.c.seq == chunk.seq,
+               job_chunks.c.status == RUNNING, job_chunks.c.attempts == chunk.attempt)
+        .values(status=DONE, finished_at=now, lease_until=None,
+                result=zlib.compress(json.dumps(result).encode(), 1))).rowcount
+    if not written:
+        return None
+    n = len(chunk.inputs)
+    last = jobs.c.rows_done + n >= jobs.c.n_rows
+    row = conn.execute(
+        update(jobs)
+        .where(jobs.c.id == chunk.job_id, jobs.c.status == JobStatus.RUNNING.value)
+        .values(rows_done=jobs.c.rows_done + n,
+                status=case((last, JobStatus.SUCCEEDED.value), else_=jobs.c.status),
+                finished_at=case((last, now), else_=jobs.c.finished_at))
+        .returning(jobs.c.status, jobs.c.keep_inputs)).first()
+    if row is None:
+        return None  # cancelled meanwhile: its chunk results stay unread
+    if row.status == JobStatus.SUCCEEDED.value and not row.keep_inputs:
+        drop_inputs(conn, chunk.job_id)
+    return str(row.status)
+
+
+def fail(conn: Connection, job_id: str, error: str) -> bool:
+    """Fail a running or queued bulk job (a chunk the model cannot predict)."""
+    return bool(conn.execute(
+        update(jobs).where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE))
+        .values(status=JobStatus.FAILED.value, error=error, finished_at=utcnow())).rowcount)
+
+
+def drop_inputs(conn: Connection, job_id: str) -> None:
+    conn.execute(update(job_chunks).where(job_chunks.c.job_id == job_id).values(inputs=None))
+
+
+def sweep(conn: Connection, cutoff: datetime, window: int, max_attempts: int, limit: int
+          ) -> tuple[list[tuple[str, str, int]], list[str]]:
+    """For the reconciler: chunks to send again (job id, queue, seq), stamped published -
+    lost messages, expired leases, and the next ones of each active job's window - and the
+    bulk jobs failed because a chunk's worker died `max_attempts` times. Uploads abandoned
+    for an hour (chunks without a job) are deleted."""
+    stale = utcnow() - timedelta(hours=1)
+    conn.execute(delete(job_chunks).where(
+        job_chunks.c.published_at.is_(None), job_chunks.c.created_at < stale,
+        job_chunks.c.job_id.not_in(select(jobs.c.id))))
+    send, exhausted = _due(conn, cutoff, window, max_attempts, limit)
+    by_job: dict[str, list[int]] = {}
+    for job_id, _queue, seq in send:
+        by_job.setdefault(job_id, []).append(seq)
+    for job_id, seqs in by_job.items():
+        mark_published(conn, job_id, seqs)
+    failed = [job_id for job_id in dict.fromkeys(exhausted)
+              if fail(conn, job_id, exhausted_error(max_attempts))]
+    return [s for s in send if s[0] not in failed], failed
+
+
+def _due(conn: Connection, cutoff: datetime, window: int, max_attempts: int, limit: int
+         ) -> tuple[list[tuple[str, str, int]], list[str]]:
+    now = utcnow()
+    active = conn.execute(select(jobs.c.id, jobs.c.queue).where(
+        jobs.c.status.in_(ACTIVE), jobs.c.n_chunks.is_not(None)).limit(limit)).all()
+    send: list[tuple[str, str, int]] = []
+    exhausted: list[str] = []
+    for job_id, queue in active:
+        rows = conn.execute(select(job_chunks).where(
+            job_chunks.c.job_id == job_id, job_chunks.c.status != DONE)
+            .order_by(job_chunks.c.seq)).mappings().all()
+        in_flight = 0
+        for row in rows:
+            expired = row["status"] == RUNNING and row["lease_until"] is not None and \
+                as_utc(row["lease_until"]) < now
+            if expired and row["attempts"] >= max_attempts:
+                exhausted.append(job_id)
+                break
+            sent = row["published_at"] is not None
+            lost = sent and row["status"] == PENDING and as_utc(row["published_at"]) < cutoff
+            if expired or lost:
+                send.append((job_id, queue, row["seq"]))
+                in_flight += 1
+            elif sent:
+                in_flight += 1
+            elif in_flight < window:
+                send.append((job_id, queue, row["seq"]))
+                in_flight += 1
+    return send, exhausted
+
+
+def result_chunks(engine: Any, job_id: str, stored: str | None
+                  ) -> Callable[[], Iterable[dict[str, Any]]]:
+    """Any succeeded job's result as chunks, re-iterable: a small job's stored JSON is one
+    chunk; a bulk job's are read from SQL one at a time, on a connection of their own."""
+    if stored is not None:
+        whole = json.loads(stored)
+        return lambda: [whole]
+    return lambda: stream_results(engine, job_id)
+
+
+def stream_results(engine: Any, job_id: str) -> Iterator[dict[str, Any]]:
+    """`results` on a connection of its own: for a response body written after the view."""
+    with engine.connect() as conn:
+        yield from results(conn, job_id)
+
+
+def results(conn: Connection, job_id: str) -> Iterator[dict[str, Any]]:
+    """Each chunk's result in input order, one chunk in memory at a time."""
+    seqs = conn.execute(select(job_chunks.c.seq).where(job_chunks.c.job_id == job_id)
+                        .order_by(job_chunks.c.seq)).scalars().all()
+    for seq in seqs:
+        data = conn.execute(select(job_chunks.c.result).where(
+            job_chunks.c.job_id == job_id, job_chunks.c.seq == seq)).scalar_one()
+        yield json.loads(zlib.decompress(data))
+
+
+def next_unsent(conn: Connection, job_id: str, count: int) -> list[int]:
+    """Stamp the next `count` never-sent chunks of the job published and return their seqs:
+    a bulk job keeps only a window of chunk messages in the broker at a time."""
+    seqs = list(conn.execute(
+        select(job_chunks.c.seq).where(job_chunks.c.job_id == job_id,
+                                       job_chunks.c.status == PENDING,
+                                       job_chunks.c.published_at.is_(None))
+        .order_by(job_chunks.c.seq).limit(count)).scalars())
+    if seqs:
+        mark_published(conn, job_id, seqs)
+    return seqs
+
+
+def queue_of(conn: Connection, job_id: str) -> str:
+    return str(conn.execute(select(jobs.c.queue).where(jobs.c.id == job_id)).scalar_one())
+
+
+def insert_job(conn: Connection, job_id: str, req: JobRequest, n_rows: int, n_chunks: int,
+               claim: Claim | None = None) -> bool:
+    """The bulk job's row, once all its chunks are stored; False if its Idempotency-Key
+    belongs to another job (then nothing was inserted)."""
+    now = utcnow()
+    if claim is not None and job_id not in idempotency.take(conn, [{
+            "tenant": req.tenant, "key": claim.key, "fingerprint": claim.fingerprint,
+            "job_id": job_id, "created_at": now}]):
+        return False
+    conn.execute(insert(jobs), {
+        "id": job_id, "tenant": req.tenant, "model_id": req.model.id,
+        "status": JobStatus.QUEUED.value, "queue": req.queue, "n_rows": n_rows, "inputs": None,
+        "attempts": 0, "created_at": now, "published_at": now, "deadline": req.deadline,
+        "webhook_url": req.webhook_url, "request_id": req.request_id, "n_chunks": n_chunks,
+        "rows_done": 0, "keep_inputs": req.keep_inputs, "from_cache": False,
+        "retention": req.retention})
+    return True
+
+
+def promote(conn: Connection, cutoff: datetime, limit: int) -> list[tuple[str, str, int]]:
+    """The starvation rule for bulk jobs: an active bulk job whose sent chunks have waited
+    since before `cutoff` moves up one priority level; its waiting chunks are returned
+    (job id, new queue, seq), stamped sent, to be sent again on the new queue (a copy left
+    on the old queue claims nothing)."""
+    moved: list[tuple[str, str, int]] = []
+    waiting = select(job_chunks.c.job_id).where(
+        job_chunks.c.status == PENDING, job_chunks.c.published_at < cutoff)
+    rows = conn.execute(select(jobs.c.id, jobs.c.queue).where(
+        jobs.c.status.in_(ACTIVE), jobs.c.n_chunks.is_not(None),
+        jobs.c.queue != PREDICT_QUEUES[0], jobs.c.id.in_(waiting)).limit(limit)).all()
+    for job_id, queue in rows:
+        new_queue = higher(queue) or queue
+        conn.execute(update(jobs).where(jobs.c.id == job_id).values(queue=new_queue))
+        seqs = list(conn.execute(select(job_chunks.c.seq).where(
+            job_chunks.c.job_id == job_id, job_chunks.c.status == PENDING,
+            job_chunks.c.published_at.is_not(None))).scalars())
+        mark_published(conn, job_id, seqs)
+        moved.extend((job_id, new_queue, seq) for seq in seqs)
+    return moved

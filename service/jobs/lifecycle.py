@@ -1,0 +1,389 @@
+"""The job lifecycle: create, transition, fetch. Plain values in and out; no Flask, no Celery.
+
+Every state change is one conditional UPDATE, so a redelivered message can never write a second
+result or move a status backwards: delivery is at least once, the effect exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
+
+from service.core.errors import Conflict, JobNotFinished, JobNotFound
+from service.core.messaging import NORMAL, PREDICT_QUEUES
+from service.core.states import JobStatus
+from service.core.times import utcnow
+from service.jobs import idempotency
+from service.jobs.idempotency import Claim
+from service.jobs.priorities import higher
+from service.models.registry import ModelInfo
+from service.store.db import jobs, models
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What a client asked for, checked: the model, the queue, and the job's options."""
+
+    tenant: str
+    model: ModelInfo
+    queue: str = NORMAL
+    deadline: datetime | None = None
+    webhook_url: str | None = None
+    retention: int | None = None  # seconds kept once final; None: the tenant's or default
+    keep_inputs: bool = False  # bulk jobs: keep the input chunks once final
+    request_id: str | None = None  # the HTTP request that submitted it
+    key: str | None = None  # its Idempotency-Key
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A validated job, ready to insert. `inputs` is a float64 matrix in signature order.
+    A job with a `cached_result` (JSON text) is recorded as already succeeded, from cache."""
+
+    tenant: str
+    model_id: int
+    inputs: np.ndarray
+    queue: str = NORMAL
+    id: str = ""
+    deadline: datetime | None = None
+    cached_result: str | None = None
+    webhook_url: str | None = None
+    model: str = ""  # the model's name, for metrics labels
+    request_id: str | None = None  # the HTTP request that submitted it
+    idempotency: Claim | None = None  # the Idempotency-Key it takes, if any
+    retention: int | None = None  # seconds kept once final; None: the tenant's or default
+
+    def with_id(self) -> NewJob:
+        return self if self.id else replace(self, id=str(uuid.uuid4()))
+
+    @classmethod
+    def of(cls, req: JobRequest, rows: np.ndarray, cached_result: str | None = None,
+           claim: Claim | None = None) -> NewJob:
+        """The job a request makes of `rows`, with a new id."""
+        return cls(tenant=req.tenant, model_id=req.model.id, inputs=rows, queue=req.queue,
+                   id=str(uuid.uuid4()), deadline=req.deadline, cached_result=cached_result,
+                   webhook_url=req.webhook_url, model=req.model.name,
+                   request_id=req.request_id, idempotency=claim, retention=req.retention)
+
+    @property
+    def needs_worker(self) -> bool:
+        return self.cached_result is None
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.inputs)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A job a worker has claimed: enough to predict it without another query."""
+
+    id: str
+    model_id: int
+    inputs: np.ndarray
+    attempts: int
+    queue: str = NORMAL
+    tenant: str = ""
+    created_at: datetime | None = None  # for the submit-to-result time
+    request_id: str | None = None  # for the logs
+
+
+def encode_inputs(matrix: np.ndarray) -> bytes:
+    """Rows as little-endian float64 bytes: no parsing on the way in or out."""
+    return np.ascontiguousarray(matrix, dtype="<f8").tobytes()
+
+
+def decode_inputs(data: bytes, n_rows: int) -> np.ndarray:
+    return np.frombuffer(data, dtype="<f8").reshape(n_rows, -1)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a worker learned about one job: a result, or an error."""
+
+    id: str
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class KeyTaken(Exception):
+    """The job's Idempotency-Key already belongs to another job: it was not inserted."""
+
+
+def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[str]:
+    """INSERT queued rows (in the caller's transaction) and return the ids inserted, in order.
+    A job whose Idempotency-Key another job holds is left out (see `idempotency.take`)."""
+    now = utcnow()
+    keyed = [job for job in new_jobs if job.idempotency is not None]
+    if keyed:
+        won = idempotency.take(conn, [
+            {"tenant": job.tenant, "key": job.idempotency.key,  # type: ignore[union-attr]
+             "fingerprint": job.idempotency.fingerprint,  # type: ignore[union-attr]
+             "job_id": job.id, "created_at": now} for job in keyed])
+        new_jobs = [job for job in new_jobs if job.idempotency is None or job.id in won]
+        if not new_jobs:
+            return []
+    rows = [
+        {
+            "id": job.id,
+            "tenant": job.tenant,
+            "model_id": job.model_id,
+            "status": JobStatus.QUEUED.value if job.needs_worker else JobStatus.SUCCEEDED.value,
+            "queue": job.queue,
+            "n_rows": len(job.inputs),
+            "inputs": encode_inputs(job.inputs),
+            "result": job.cached_result,
+            "from_cache": not job.needs_worker,
+            "attempts": 0,
+            "created_at": now,
+            "started_at": None if job.needs_worker else now,
+            "finished_at": None if job.needs_worker else now,
+            "published_at": now,  # the caller publishes right after the commit
+            "deadline": job.deadline,
+            "webhook_url": job.webhook_url,
+            "request_id": job.request_id,
+        }
+        for job in new_jobs
+    ]
+    if any(job.retention is not None for job in new_jobs):  # rare: keep the common INSERT short
+        for row, job in zip(rows, new_jobs, strict=True):
+            row["retention"] = job.retention
+    # RETURNING makes SQLAlchemy send one multi-row INSERT ("insertmanyvalues") instead of one
+    # statement per row.
+    conn.execute(insert(jobs).returning(jobs.c.id), rows).all()
+    return [job.id for job in new_jobs]
+
+
+def claim(conn: Connection, job_ids: Iterable[str], lease_seconds: float) -> list[Claimed]:
+    """Take queued jobs: mark them running under a lease and return them. Finished, running,
+    cancelled, expired or missing ids are skipped, so a redelivered message claims nothing; a
+    job past its deadline is not taken (see `expire`)."""
+    ids = list(dict.fromkeys(job_ids))
+    if not ids:
+        return []
+    now = utcnow()
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id.in_(ids), jobs.c.status == JobStatus.QUEUED.value,
+               jobs.c.n_chunks.is_(None),  # a bulk job runs chunk by chunk (chunks.py)
+               or_(jobs.c.deadline.is_(None), jobs.c.deadline > now))
+        .values(
+            status=JobStatus.RUNNING.value,
+            started_at=now,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            attempts=jobs.c.attempts + 1,
+        )
+        .returning(jobs.c.id, jobs.c.model_id, jobs.c.inputs, jobs.c.n_rows, jobs.c.attempts,
+                   jobs.c.queue, jobs.c.tenant, jobs.c.created_at, jobs.c.request_id)
+    )
+    return [
+        Claimed(row.id, row.model_id, decode_inputs(row.inputs, row.n_rows), row.attempts,
+                row.queue, row.tenant, row.created_at, row.request_id)
+        for row in conn.execute(stmt)
+    ]
+
+
+def expire(conn: Connection, job_ids: Iterable[str] | None = None, limit: int = 10_000,
+           ) -> list[str]:
+    """Mark queued jobs whose deadline passed `expired` (they never run); only `job_ids` if
+    given, else any (the reconciler's sweep). Return the ids expired."""
+    now = utcnow()
+    overdue = and_(jobs.c.status == JobStatus.QUEUED.value, jobs.c.deadline <= now)
+    if job_ids is not None:
+        ids = list(job_ids)
+        if not ids:
+            return []
+        where = and_(overdue, jobs.c.id.in_(ids))
+    else:
+        due = select(jobs.c.id).where(overdue).limit(limit)
+        where = and_(overdue, jobs.c.id.in_(due.scalar_subquery()))
+    stmt = (update(jobs).where(where)
+            .values(status=JobStatus.EXPIRED.value, finished_at=now,
+                    error="expired: not started before its deadline")
+            .returning(jobs.c.id))
+    return list(conn.execute(stmt).scalars())
+
+
+def cancel(conn: Connection, tenant: str, job_id: str) -> None:
+    """Cancel a queued or running job of `tenant`: no result is written afterwards, since
+    every outcome is conditional on `running`. A finished job raises Conflict."""
+    now = utcnow()
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.tenant == tenant,
+               jobs.c.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+        .values(status=JobStatus.CANCELLED.value, finished_at=now, lease_until=None,
+                error="cancelled by the client")
+    )
+    if conn.execute(stmt).rowcount:
+        return
+    status = conn.execute(
+        select(jobs.c.status).where(jobs.c.id == job_id, jobs.c.tenant == tenant)
+    ).scalar()
+    if status is None:
+        raise JobNotFound(job_id)
+    raise Conflict(f"job {job_id} is already {status}; only a queued or running job can be "
+                   "cancelled")
+
+
+def claim_expired(conn: Connection, job_id: str, lease_seconds: float) -> Claimed | None:
+    """Take one running job whose lease expired (its worker died), under a new lease."""
+    now = utcnow()
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value,
+               jobs.c.lease_until < now, jobs.c.n_chunks.is_(None))
+        .values(lease_until=now + timedelta(seconds=lease_seconds),
+                attempts=jobs.c.attempts + 1)
+        .returning(jobs.c.id, jobs.c.model_id, jobs.c.inputs, jobs.c.n_rows, jobs.c.attempts,
+                   jobs.c.queue, jobs.c.tenant, jobs.c.created_at, jobs.c.request_id)
+    )
+    row = conn.execute(stmt).first()
+    if row is None:
+        return None
+    return Claimed(row.id, row.model_id, decode_inputs(row.inputs, row.n_rows), row.attempts,
+                   row.queue, row.tenant, row.created_at, row.request_id)
+
+
+def fail_exhausted(conn: Connection, max_attempts: int) -> list[str]:
+    """Fail running jobs whose lease expired after `max_attempts` claims: each time, the worker
+    running them died (poison input, out of memory), so they do not run again."""
+    now = utcnow()
+    error = exhausted_error(max_attempts)
+    stmt = (
+        update(jobs)
+        .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_until < now,
+               jobs.c.attempts >= max_attempts)
+        .values(status=JobStatus.FAILED.value, error=error, finished_at=now, lease_until=None)
+        .returning(jobs.c.id)
+    )
+    return list(conn.execute(stmt).scalars())
+
+
+def exhausted_error(max_attempts: int) -> str:
+    return (f"gave up after {max_attempts} attempts: the worker running this job died each "
+            "time (an input that crashes the model, or not enough memory)")
+
+
+def due_for_republish(conn: Connection, cutoff: datetime, limit: int) -> list[tuple[str, str]]:
+    """Queued jobs whose last message is older than `cutoff`, and running jobs whose lease
+    expired: stamp them published now and return (id, queue) to send again."""
+    now = utcnow()
+    lost = and_(jobs.c.n_chunks.is_(None),  # bulk jobs: chunks.sweep
+                or_(jobs.c.status == JobStatus.QUEUED.value,
+                    and_(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_until < now)))
+    due = (
+        select(jobs.c.id)
+        .where(lost, jobs.c.published_at < cutoff)
+        .order_by(jobs.c.created_at)
+        .limit(limit)
+    )
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id.in_(due.scalar_subquery()), lost, jobs.c.published_at < cutoff)
+        .values(published_at=now)
+        .returning(jobs.c.id, jobs.c.queue)
+    )
+    return [(row.id, row.queue) for row in conn.execute(stmt)]
+
+
+def promote(conn: Connection, cutoff: datetime, limit: int) -> list[tuple[str, str]]:
+    """Move queued jobs whose last message is older than `cutoff` up one priority level, stamp
+    them published now, and return (id, new queue) to send: the starvation rule."""
+    now = utcnow()
+    moved: list[tuple[str, str]] = []
+    for queue in PREDICT_QUEUES[1:]:
+        waiting = and_(jobs.c.status == JobStatus.QUEUED.value, jobs.c.queue == queue,
+                       jobs.c.published_at < cutoff, jobs.c.n_chunks.is_(None))
+        due = select(jobs.c.id).where(waiting).order_by(jobs.c.created_at).limit(limit)
+        stmt = (update(jobs).where(jobs.c.id.in_(due.scalar_subquery()), waiting)
+                .values(queue=higher(queue), published_at=now)
+                .returning(jobs.c.id, jobs.c.queue))
+        moved.extend((row.id, row.queue) for row in conn.execute(stmt))
+    return moved
+
+
+def finish(conn: Connection, outcomes: Sequence[Outcome]) -> int:
+    """Write results and errors of running jobs in one statement each; return rows changed."""
+    now = utcnow()
+    done = [
+        {"b_id": o.id, "b_result": json.dumps(o.result), "b_status": JobStatus.SUCCEEDED.value}
+        for o in outcomes
+        if o.error is None
+    ]
+    failed = [
+        {"b_id": o.id, "b_error": o.error, "b_status": JobStatus.FAILED.value}
+        for o in outcomes
+        if o.error is not None
+    ]
+    changed = 0
+    condition = and_(jobs.c.id == bindparam("b_id"), jobs.c.status == JobStatus.RUNNING.value)
+    if done:
+        stmt = update(jobs).where(condition).values(
+            status=bindparam("b_status"), result=bindparam("b_result"), finished_at=now,
+            lease_until=None,
+        )
+        changed += conn.execute(stmt, done).rowcount
+    if failed:
+        stmt = update(jobs).where(condition).values(
+            status=bindparam("b_status"), error=bindparam("b_error"), finished_at=now,
+            lease_until=None,
+        )
+        changed += conn.execute(stmt, failed).rowcount
+    return changed
+
+
+def labels_of(conn: Connection, job_ids: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(model name, status, tenant) of each job, for metrics of jobs that ended elsewhere."""
+    if not job_ids:
+        return []
+    stmt = (select(models.c.name, jobs.c.status, jobs.c.tenant)
+            .join(models, models.c.id == jobs.c.model_id).where(jobs.c.id.in_(list(job_ids))))
+    return [(row[0], row[1], row[2]) for row in conn.execute(stmt)]
+
+
+def result_source(conn: Connection, tenant: str, job_id: str) -> dict[str, Any]:
+    """What rendering a succeeded job's result needs: its rows, chunks (bulk) or stored
+    result (small), the model's labels, and the provenance fields."""
+    stmt = (
+        select(jobs.c.status, jobs.c.error, jobs.c.n_rows, jobs.c.n_chunks,
+               jobs.c.result, models.c.name, models.c.version, models.c.sha256,
+               models.c.labels)
+        .join(models, models.c.id == jobs.c.model_id)
+        .where(jobs.c.id == job_id, jobs.c.tenant == tenant)
+    )
+    row = conn.execute(stmt).mappings().first()
+    if row is None:
+        raise JobNotFound(job_id)
+    if row["status"] != JobStatus.SUCCEEDED.value:
+        raise JobNotFinished(job_id, row["status"], row["error"])
+    return dict(row)
+
+
+def get_result(conn: Connection, tenant: str, job_id: str) -> str | None:
+    """The predictions with the model version and artifact sha256 that produced them, as JSON
+    text: the stored result is passed through, not parsed and encoded again."""
+    stmt = (
+        select(
+            jobs.c.status, jobs.c.result, jobs.c.error,
+            models.c.name, models.c.version, models.c.sha256,
+        )
+        .join(models, models.c.id == jobs.c.model_id)
+        .where(jobs.c.id == job_id, jobs.c.tenant == tenant)
+    )
+    row = conn.execute(stmt).first()
+    if row is None:
+        raise JobNotFound(job_id)
+    if row.status != JobStatus.SUCCEEDED.value:
+        raise JobNotFinished(job_id, row.status, row.error)
+    if row.result is None:
+        return None  # a bulk job: its result is in its chunks (chunks.results)
+    provenance = json.dumps({"model": row.name, "version": row.version, "sha256": row.sha256})
+    return f"{row.result[:-1]}, {provenance[1:]}"  # both are JSON objects written by predq

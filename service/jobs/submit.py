@@ -1,0 +1,188 @@
+"""The one way a job comes in. The JSON endpoint, synchronous predict, bulk uploads and
+schedules all call `Submitter`, which runs the same steps in the same order:
+
+1. idempotency: a retry of a request that went through gets the job it created (or 422);
+2. admission: a full queue, or a tenant's full share of it, is refused (429) before anything
+   is written; a single row served from the prediction cache needs no queue slot;
+3. quota: the rows count against the tenant's rows per minute (429, or 400 if they never fit);
+4. insert: the job row is committed (small jobs through the group committer, bulk jobs as
+   their chunks, then the job row with its Idempotency-Key);
+5. publish, or leave it to the reconciler;
+6. metrics: jobs and rows submitted.
+
+Inputs arrive already parsed against the model's signature (`inputs.parse_rows`, or a bulk
+format's reader); nothing here knows Flask, Celery or a body format.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import redis
+from sqlalchemy import Engine
+
+from service.core.errors import InvalidInput
+from service.core.messaging import CHUNK_TASK, Publisher, publish_or_defer
+from service.core.settings import Settings
+from service.core.states import JobStatus
+from service.jobs import cache, chunks, idempotency
+from service.jobs.admission import QueueGauge
+from service.jobs.committer import GroupCommitter
+from service.jobs.lifecycle import JobRequest, KeyTaken, NewJob
+from service.ops import metrics
+from service.tenants.limits import Limits, Quotas, TenantLimits
+
+log = logging.getLogger(__name__)
+
+
+class RowQuota(Protocol):
+    def take_rows(self, tenant: str, rows: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A submitted job: new (`replayed` False), or the one an earlier request with the same
+    Idempotency-Key created."""
+
+    id: str
+    status: JobStatus
+    model: str = ""  # name and version of a new job's model (a replay: read the job)
+    version: str = ""
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class _Counted:
+    """A bulk job as the job counters see it."""
+
+    tenant: str
+    model: str
+    model_id: int
+    n_rows: int
+    needs_worker: bool = True
+
+
+class Submitter:
+    """Submits jobs for one process: its engine, committer, queue gauge and quotas."""
+
+    def __init__(self, engine: Engine, gauge: QueueGauge, quotas: RowQuota,
+                 publish: Publisher | None, committer: GroupCommitter | None = None,
+                 cache_client: redis.Redis | None = None, bulk_window: int = 4) -> None:
+        self.engine = engine
+        self.gauge = gauge
+        self.quotas = quotas
+        self.publish = publish
+        self.committer = committer
+        self.cache_client = cache_client
+        self.bulk_window = bulk_window
+
+    def rows(self, req: JobRequest, rows: np.ndarray, fingerprint: str = "",
+             on_id: Callable[[str], None] | None = None) -> Accepted:
+        """A job of a few rows, committed in a group with concurrent submissions. `on_id`
+        learns the job's id before it is committed (a synchronous caller's wake-up)."""
+        assert self.committer is not None, "small jobs go through the API's group committer"
+        found = self._replay(req, lambda: fingerprint)
+        if found is not None:
+            return found
+        _check_rows(len(rows))
+        cached = None
+        if self.cache_client is not None:
+            cached = cache.cached_result(self.cache_client, req.model, rows)
+        if cached is None:  # a cached answer takes no queue slot and no rows quota
+            self.gauge.admit(req.queue, req.tenant)
+            self.quotas.take_rows(req.tenant, len(rows))
+        claim = idempotency.Claim(req.key, fingerprint) if req.key is not None else None
+        job = NewJob.of(req, rows, cached, claim)
+        if on_id is not None:
+            on_id(job.id)
+        try:
+            self.committer.submit(job)  # commits, counts, then publishes
+        except KeyTaken:  # a concurrent attempt with the same key committed first
+            return self._after_race(req, fingerprint)
+        _log_accepted(req, job.id, len(rows), not job.needs_worker)
+        return Accepted(job.id, JobStatus.QUEUED if job.needs_worker else JobStatus.SUCCEEDED,
+                        req.model.name, req.model.version)
+
+    def chunks(self, req: JobRequest, matrices: Iterable[np.ndarray],
+               fingerprint: Callable[[], str]) -> Accepted:
+        """A bulk job: its rows stored chunk by chunk as they are parsed, then the job row.
+        `fingerprint` is asked once the input has been read (it may hash the body). On any
+        error (a bad row, a quota) nothing is left behind."""
+        found = self._replay(req, fingerprint)
+        if found is not None:
+            return found
+        self.gauge.admit(req.queue, req.tenant)
+        job_id = str(uuid.uuid4())
+        try:
+            n_rows = n_chunks = 0
+            for matrix in matrices:
+                with self.engine.begin() as conn:
+                    chunks.add_chunk(conn, job_id, n_chunks, matrix)
+                n_chunks += 1
+                n_rows += len(matrix)
+                time.sleep(0)  # parsing is CPU work: under gevent, let other requests in
+            _check_rows(n_rows)
+            self.quotas.take_rows(req.tenant, n_rows)
+            claim = idempotency.Claim(req.key, fingerprint()) if req.key is not None else None
+            with self.engine.begin() as conn:
+                if not chunks.insert_job(conn, job_id, req, n_rows, n_chunks, claim):
+                    chunks.discard(conn, job_id)
+                    return self._after_race(req, fingerprint())
+                first = chunks.next_unsent(conn, job_id, self.bulk_window)
+        except BaseException:
+            with self.engine.begin() as conn:
+                chunks.discard(conn, job_id)
+            raise
+        metrics.jobs_committed([_Counted(req.tenant, req.model.name, req.model.id, n_rows)])
+        publish_or_defer(self.publish, CHUNK_TASK, req.queue,
+                         [chunks.chunk_id(job_id, seq) for seq in first])
+        _log_accepted(req, job_id, n_rows, False)
+        return Accepted(job_id, JobStatus.QUEUED, req.model.name, req.model.version)
+
+    def _replay(self, req: JobRequest, fingerprint: Callable[[], str]) -> Accepted | None:
+        if req.key is None:
+            return None
+        with self.engine.connect() as conn:
+            found = idempotency.find(conn, req.tenant, req.key)
+        if found is None:
+            return None
+        return Accepted(idempotency.replay(found, req.key, fingerprint()), JobStatus.QUEUED,
+                        replayed=True)
+
+    def _after_race(self, req: JobRequest, fingerprint: str) -> Accepted:
+        with self.engine.connect() as conn:
+            job_id = idempotency.after_race(conn, req.tenant, req.key or "", fingerprint)
+        return Accepted(job_id, JobStatus.QUEUED, replayed=True)
+
+
+def make_submitter(settings: Settings, engine: Engine, client: redis.Redis,
+                   publish: Publisher | None, committer: GroupCommitter | None = None,
+                   quotas: Quotas | None = None) -> Submitter:
+    """A Submitter with the settings' queue limits and tenant quotas (the API builds its quotas
+    first: its request-rate hook shares them)."""
+    if quotas is None:
+        default = Limits(settings.rate_limit_rps, settings.rate_limit_rows_per_minute)
+        quotas = Quotas(settings.redis_url, TenantLimits(engine, default))
+    gauge = QueueGauge(engine, client, settings.queue_limits(), settings.tenant_queue_share,
+                       settings.depth_refresh_interval)
+    return Submitter(engine, gauge, quotas, publish, committer, client, settings.bulk_window)
+
+
+def _check_rows(n_rows: int) -> None:
+    if n_rows < 1:
+        raise InvalidInput("inputs", "no rows: a job needs at least one")
+
+
+def _log_accepted(req: JobRequest, job_id: str, rows: int, from_cache: bool) -> None:
+    """One line per accepted job, after its commit (DEBUG: at a thousand jobs a second,
+    INFO lines per job cost a tenth of the API's CPU)."""
+    log.debug("job accepted", extra={
+        "job_id": job_id, "tenant": req.tenant, "model": req.model.name,
+        "version": req.model.version, "rows": rows, "queue": req.queue,
+        "from_cache": from_cache})

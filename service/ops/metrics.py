@@ -1,0 +1,141 @@
+"""Prometheus metrics: every family predq exports, and the few helpers that record them.
+
+Each process of a deployment (gunicorn workers, Celery pool processes, the deliverer) writes its
+samples to files in `PROMETHEUS_MULTIPROC_DIR` (prometheus_client's multiprocess mode); the
+API's `GET /metrics` (service/api/metrics.py) adds them up. prometheus_client chooses its mode
+when it is first imported, so the CLI sets the variable before it starts those processes
+(`metricsdir.export`). Without it, as in the test suite's in-process server, each process keeps
+its own samples in the default registry.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter as TallyCounter
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Protocol
+
+from prometheus_client import Counter, Histogram
+
+from service.core.times import as_utc
+
+
+class Committed(Protocol):
+    """What the job counters read of a committed job."""
+
+    @property
+    def tenant(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def model_id(self) -> int: ...
+
+    @property
+    def needs_worker(self) -> bool: ...
+
+    @property
+    def n_rows(self) -> int: ...
+
+#: Where this process's samples go; None: single-process mode. Read once, as prometheus_client
+#: itself does at import.
+MULTIPROC_DIR: str | None = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+JOBS_SUBMITTED = Counter(
+    "predq_jobs_submitted_total", "Jobs the API committed.", ["model", "tenant"])
+ROWS_SUBMITTED = Counter(
+    "predq_rows_submitted_total", "Rows of the jobs the API committed (a bulk job counts each "
+    "of its rows).", ["model", "tenant"])
+ROWS_FINISHED = Counter(
+    "predq_rows_finished_total", "Rows of the jobs that reached succeeded or failed.",
+    ["model", "status", "tenant"])
+JOBS_FINISHED = Counter(
+    "predq_jobs_finished_total",
+    "Jobs that reached succeeded or failed (by a worker, or at once from the prediction cache).",
+    ["model", "status", "tenant"])
+REJECTED_JOBS = Counter(
+    "predq_rejected_jobs_total",
+    "Jobs refused with 429: the queue (queue_full) or the tenant's share of it (tenant_share) "
+    "was full.", ["queue", "reason"])
+BATCH_SIZE = Histogram(
+    "predq_batch_size_jobs", "Jobs a worker claimed and predicted as one micro-batch.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384))
+PREDICT_DURATION = Histogram(
+    "predq_predict_duration_seconds", "One predict() call on a micro-batch's rows of one model.",
+    ["model"], buckets=(0.0001, 0.00025, 0.0005, *_LATENCY))
+JOB_DURATION = Histogram(
+    "predq_job_duration_seconds",
+    "From the job's commit by the API to the commit of its outcome by a worker.",
+    ["model"], buckets=(*_LATENCY, 60.0, 300.0, 1800.0, 3600.0))
+HTTP_REQUESTS = Counter(
+    "predq_http_requests_total", "HTTP requests answered, by route template and status.",
+    ["method", "route", "status"])
+HTTP_DURATION = Histogram(
+    "predq_http_request_duration_seconds",
+    "Time to answer an HTTP request (a synchronous predict includes its wait).",
+    ["method", "route", "status"], buckets=_LATENCY)
+WEBHOOK_ATTEMPTS = Counter(
+    "predq_webhook_attempts_total",
+    "Webhook delivery attempts: delivered, failed (retried later) or dead (given up).",
+    ["outcome"])
+CACHE_REQUESTS = Counter(
+    "predq_cache_requests_total",
+    "Prediction cache look-ups of single-row inputs of cached models: hit, miss or error.",
+    ["result"])
+
+
+def jobs_committed(new_jobs: Iterable[Committed]) -> None:
+    """Count committed jobs; one answered from the prediction cache is finished as well."""
+    submitted: TallyCounter[tuple[str, str]] = TallyCounter()
+    rows: TallyCounter[tuple[str, str]] = TallyCounter()
+    cached: TallyCounter[tuple[str, str]] = TallyCounter()
+    cached_rows: TallyCounter[tuple[str, str]] = TallyCounter()
+    for job in new_jobs:  # a group is up to hundreds of jobs of a few models and tenants
+        labels = (job.model or str(job.model_id), job.tenant)
+        submitted[labels] += 1
+        rows[labels] += job.n_rows
+        if not job.needs_worker:
+            cached[labels] += 1
+            cached_rows[labels] += job.n_rows
+    for (model, tenant), n in submitted.items():
+        JOBS_SUBMITTED.labels(model, tenant).inc(n)
+        ROWS_SUBMITTED.labels(model, tenant).inc(rows[(model, tenant)])
+    for (model, tenant), n in cached.items():
+        JOBS_FINISHED.labels(model, "succeeded", tenant).inc(n)
+        ROWS_FINISHED.labels(model, "succeeded", tenant).inc(cached_rows[(model, tenant)])
+
+
+def job_finished(model: str, tenant: str, failed: bool, created_at: datetime | None,
+                 now: datetime, rows: int = 1) -> None:
+    """Count a job whose outcome a worker committed, and observe its submit-to-result time."""
+    status = "failed" if failed else "succeeded"
+    JOBS_FINISHED.labels(model, status, tenant).inc()
+    ROWS_FINISHED.labels(model, status, tenant).inc(rows)
+    if created_at is not None:
+        created_at = as_utc(created_at)
+        JOB_DURATION.labels(model).observe(max(0.0, (now - created_at).total_seconds()))
+
+
+def jobs_ended(ended: Iterable[tuple[str, str, str]]) -> None:
+    """Count jobs that ended without a worker's outcome: (model, status, tenant) each, for
+    cancelled and expired jobs and those failed after too many attempts."""
+    for (model, status, tenant), n in TallyCounter(ended).items():
+        JOBS_FINISHED.labels(model, status, tenant).inc(n)
+
+
+def batch_claimed(n_jobs: int) -> None:
+    if n_jobs:
+        BATCH_SIZE.observe(n_jobs)
+
+
+def process_exited(pid: int) -> None:
+    """Multiprocess bookkeeping when a gunicorn or Celery pool process ends (its counters stay
+    counted; only live gauges of the pid would go)."""
+    if MULTIPROC_DIR is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, MULTIPROC_DIR)

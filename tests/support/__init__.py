@@ -1,0 +1,1 @@
+"""Helpers the tests share: processes, tenants, models. Fixtures stay in conftest.py."""
