@@ -37,8 +37,8 @@ from service.store.db import jobs as jobs_table
 from service.store.db import make_engine
 from service.store.migrate import upgrade
 from service.tenants import keys
-from tests import pgserver
-from tests.conftest import free_port
+from tests.support import pgserver
+from tests.support.processes import free_port
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 PY = sys.executable

@@ -8,48 +8,27 @@ redis-server on a unix socket.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from cryptography.fernet import Fernet
-from sqlalchemy import Engine, delete, select, text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
-from werkzeug.serving import BaseWSGIServer, make_server
 
-from service.api import create_app
 from service.cli import embedded
 from service.cli.demo import register_demo_models
 from service.core.settings import Settings
 from service.models.registry import ModelInfo, add_model, list_models
 from service.store.db import (
-    api_keys,
-    jobs,
     make_engine,
-    webhook_attempts,
-    webhook_endpoints,
-    webhook_events,
 )
 from service.store.migrate import upgrade
-from service.tenants import keys
-from tests.openapi_check import check_response
-from tests.sleepy import train_sleepy
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    """An unused TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.models import train_fragile
+from tests.support.processes import LiveServer, WorkerProcess
+from tests.support.sleepy import train_sleepy
+from tests.support.tenants import Tenant, make_tenant
 
 
 @pytest.fixture(scope="session")
@@ -101,84 +80,17 @@ def engine(settings: Settings) -> Iterator[Engine]:
     eng.dispose()
 
 
-def _train_fragile(path: Path) -> Path:
-    """A classifier whose pipeline takes sqrt of the inputs: a negative value makes it raise."""
-    import joblib
-    import numpy as np
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import FunctionTransformer
-
-    iris = load_iris()
-    model = make_pipeline(FunctionTransformer(np.sqrt), LogisticRegression(max_iter=1000))
-    model.fit(iris.data, iris.target)
-    joblib.dump(model, path)
-    return path
-
-
 @pytest.fixture(scope="session")
 def models(engine: Engine, settings: Settings) -> dict[str, ModelInfo]:
     """The demo models plus `fragile` and `sleepy`, registered once for the session."""
     work = Path(settings.var_dir) / "train"
     with engine.begin() as conn:
         register_demo_models(conn, settings.model_dir, work)
-        add_model(conn, settings.model_dir, str(_train_fragile(work / "fragile.joblib")),
+        add_model(conn, settings.model_dir, str(train_fragile(work / "fragile.joblib")),
                   "fragile", "1")
         add_model(conn, settings.model_dir, str(train_sleepy(work / "sleepy.joblib")),
                   "sleepy", "1")
         return {info.name: info for info in list_models(conn)}
-
-
-class Tenant:
-    """A tenant with its own key, and an HTTP session that sends it."""
-
-    def __init__(self, name: str, key: str, base_url: str) -> None:
-        self.name, self.key, self.base_url = name, key, base_url
-        self.http = requests.Session()
-        self.http.headers["Authorization"] = f"Bearer {key}"
-        self.http.hooks["response"].append(check_response)  # every answer matches the spec
-
-    def post(self, path: str, **kw: object) -> requests.Response:
-        return self.http.post(self.base_url + path, timeout=30, **kw)  # type: ignore[arg-type]
-
-    def get(self, path: str, **kw: object) -> requests.Response:
-        return self.http.get(self.base_url + path, timeout=30, **kw)  # type: ignore[arg-type]
-
-    def delete(self, path: str, **kw: object) -> requests.Response:
-        return self.http.delete(self.base_url + path, timeout=30, **kw)  # type: ignore[arg-type]
-
-    def submit(self, model: str, inputs: list[object], **extra: object) -> str:
-        response = self.post("/v1/jobs", json={"model": model, "inputs": inputs, **extra})
-        assert response.status_code == 202, response.text
-        return str(response.json()["id"])
-
-    def wait(self, job_id: str, timeout: float = 30) -> dict[str, object]:
-        """Poll until the job is final (the way a client would)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.get(f"/v1/jobs/{job_id}").json()
-            if job["status"] not in ("queued", "running"):
-                return job  # type: ignore[no-any-return]
-            time.sleep(0.02)
-        raise AssertionError(f"job {job_id} not finished after {timeout}s: {job}")
-
-
-def make_tenant(engine: Engine, base_url: str,
-                scopes: tuple[str, ...] = keys.DEFAULT_SCOPES) -> Iterator[Tenant]:
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    with engine.begin() as conn:
-        key = keys.create_key(conn, name, scopes)
-    tenant = Tenant(name, key, base_url)
-    yield tenant
-    tenant.http.close()
-    with engine.begin() as conn:
-        events = select(webhook_events.c.id).where(webhook_events.c.tenant == name)
-        conn.execute(delete(webhook_attempts).where(webhook_attempts.c.event_id.in_(events)))
-        conn.execute(delete(webhook_events).where(webhook_events.c.tenant == name))
-        conn.execute(delete(webhook_endpoints).where(webhook_endpoints.c.tenant == name))
-        conn.execute(delete(jobs).where(jobs.c.tenant == name))
-        conn.execute(delete(api_keys).where(api_keys.c.tenant == name))
 
 
 @pytest.fixture
@@ -189,22 +101,6 @@ def tenant(engine: Engine, api_url: str, models: dict[str, ModelInfo]) -> Iterat
 @pytest.fixture
 def other_tenant(engine: Engine, api_url: str) -> Iterator[Tenant]:
     yield from make_tenant(engine, api_url)
-
-
-class LiveServer:
-    """The Flask app served over real HTTP on an ephemeral port, in a thread of this process."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.app = create_app(settings)
-        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, self.app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.app.extensions["predq"].waiter.close()
-        self.app.extensions["predq"].engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -227,78 +123,6 @@ def live_server() -> Iterator[type[LiveServer]]:
     yield Tracked
     for server in started:
         server.stop()
-
-
-class ApiProcess:
-    """A real `predq api` (gunicorn) subprocess with the given settings, answering on
-    `self.url` once constructed; its output goes to `log_path`."""
-
-    def __init__(self, settings: Settings, log_path: Path, timeout: float = 60) -> None:
-        from service.cli.processes import api_command
-
-        env = {**os.environ, **settings.env(), "PYTHONPATH": str(ROOT)}
-        self.log_path = log_path
-        with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, *api_command(settings)], env=env,
-                                         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        self.url = f"http://127.0.0.1:{settings.port}"
-        deadline = time.monotonic() + timeout
-        while not answers(self.url):
-            assert self.proc.poll() is None and time.monotonic() < deadline, \
-                log_path.read_text()[-3000:]
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-        self.proc.wait(30)
-
-
-def answers(url: str) -> bool:
-    """The server at `url` answers /healthz (not listening yet, or still loading: False)."""
-    try:
-        return requests.get(url + "/healthz", timeout=5).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-class WorkerProcess:
-    """A real `celery worker` subprocess with the test settings."""
-
-    def __init__(self, settings: Settings, log_path: Path, deliverer: bool = False,
-                 queues: str | None = None) -> None:
-        from service.cli.main import DEFAULT_QUEUES, deliverer_command, worker_command
-
-        env = {**os.environ, **settings.env(), "PYTHONPATH": str(ROOT)}
-        self.log_path = log_path
-        self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        command = (deliverer_command(settings) if deliverer
-                   else worker_command(settings.replace(worker_concurrency=2),
-                                       queues or DEFAULT_QUEUES))
-        self.proc = subprocess.Popen(
-            [sys.executable, *command],
-            env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while b"ready." not in log_path.read_bytes():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("worker did not start:\n" + log_path.read_text()[-3000:])
-            time.sleep(0.1)
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
-        self.log.close()
 
 
 @pytest.fixture(scope="session")

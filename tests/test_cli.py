@@ -20,7 +20,7 @@ from sqlalchemy import select
 from service.core.settings import Settings
 from service.ops import heartbeats
 from service.store.db import api_keys, make_engine
-from tests.conftest import ROOT, free_port
+from tests.support.processes import ROOT, free_port
 
 PREDQ = [sys.executable, "-m", "service.cli"]
 

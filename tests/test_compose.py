@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from service.cli.main import main
-from tests.conftest import ROOT
+from tests.support.processes import ROOT
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 PREDQ = ("migrate", "api", "worker", "deliverer", "beat")

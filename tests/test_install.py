@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Tenant
+from tests.support.processes import ROOT
+from tests.support.tenants import Tenant
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import ROOT, free_port
+from tests.support.processes import ROOT, free_port
 
 README = (ROOT / "README.md").read_text()
 

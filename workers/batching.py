@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from service.core import times
 from service.core.errors import ModelLoadError
 from service.core.messaging import DELIVER_TASK, WEBHOOK_QUEUE, Publisher, publish_or_defer
-from service.jobs import cache, wakeups
+from service.jobs import cache, recovery, wakeups
 from service.jobs import lifecycle as jobs
 from service.jobs.lifecycle import Claimed, Outcome
 from service.models import registry
@@ -100,7 +100,7 @@ class Runner:
                     extra={"job_id": job.id, "tenant": job.tenant,
                            "request_id": job.request_id})
         if job.attempts > self.max_attempts:
-            outcome = Outcome(job.id, error=jobs.exhausted_error(self.max_attempts))
+            outcome = Outcome(job.id, error=recovery.exhausted_error(self.max_attempts))
         else:
             outcome = self._predict_group(job.model_id, [job])[0]
         _with_retry(lambda: self._finish([outcome]))
@@ -164,7 +164,7 @@ class Runner:
 
     def _claim_expired(self, job_id: str) -> Claimed | None:
         with self.engine.begin() as conn:
-            return jobs.claim_expired(conn, job_id, self.lease_seconds)
+            return recovery.claim_expired(conn, job_id, self.lease_seconds)
 
     def _finish(self, outcomes: Sequence[Outcome]) -> int:
         with self.engine.begin() as conn:

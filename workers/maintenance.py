@@ -18,7 +18,7 @@ from service.core.messaging import (
     publish_or_defer,
 )
 from service.core.settings import Settings
-from service.jobs import chunks, idempotency
+from service.jobs import chunks, idempotency, recovery
 from service.jobs import lifecycle as jobs
 from service.ops import metrics
 from service.tenants import retention
@@ -34,7 +34,7 @@ def reconcile(engine: Engine, settings: Settings, publish: Publisher,
     lost and every running job whose worker died. Running it twice, or beside a late
     redelivery, is harmless: claims and outcomes are conditional."""
     with engine.begin() as conn:
-        failed = jobs.fail_exhausted(conn, settings.max_attempts)
+        failed = recovery.fail_exhausted(conn, settings.max_attempts)
         expired = jobs.expire(conn, limit=limit)
         new_events = webhook_events.record(conn, failed + expired,
                                            settings.webhook_max_inline_bytes)
@@ -42,11 +42,11 @@ def reconcile(engine: Engine, settings: Settings, publish: Publisher,
     metrics.jobs_ended(ended)
     now = times.utcnow()
     with engine.begin() as conn:
-        promoted = jobs.promote(conn, now - timedelta(seconds=settings.promote_after), limit)
+        promoted = recovery.promote(conn, now - timedelta(seconds=settings.promote_after), limit)
         bulk_promoted = chunks.promote(conn, now - timedelta(seconds=settings.promote_after),
                                        limit)
     with engine.begin() as conn:
-        due = promoted + jobs.due_for_republish(
+        due = promoted + recovery.due_for_republish(
             conn, now - timedelta(seconds=settings.republish_after), limit)
     by_queue: dict[str, list[str]] = defaultdict(list)
     for job_id, queue in due:

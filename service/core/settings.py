@@ -59,7 +59,7 @@ class Settings:
     #: deletes them; a tenant's own (`predq limits set --retention`) or a job's `retention`
     #: (seconds) overrides it.
     retention_days: float = 30.0
-    #: A TOML file of periodic bulk forecasts (see service/schedules.py); `predq beat` checks
+    #: A TOML file of periodic bulk forecasts (see service/bulk/schedules.py); `predq beat` checks
     #: it every `schedule_interval` seconds and re-reads it each time. Empty: none.
     schedules: str = ""
     schedule_interval: float = 60.0

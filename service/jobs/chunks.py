@@ -23,8 +23,9 @@ from service.core.states import JobStatus
 from service.core.times import as_utc, utcnow
 from service.jobs import idempotency
 from service.jobs.idempotency import Claim
-from service.jobs.lifecycle import JobRequest, encode_inputs, exhausted_error
+from service.jobs.lifecycle import JobRequest, encode_inputs
 from service.jobs.priorities import higher
+from service.jobs.recovery import exhausted_error
 from service.store.db import job_chunks, jobs
 
 PENDING, RUNNING, DONE = "pending", "running", "done"

@@ -11,7 +11,8 @@ from sqlalchemy import delete
 
 from service.core.settings import Settings
 from service.store.db import api_keys
-from tests.conftest import ROOT, Tenant
+from tests.support.processes import ROOT
+from tests.support.tenants import Tenant
 
 
 @pytest.mark.parametrize("header", [None, "Bearer", "Bearer pq_not-a-key", "Basic dXNlcjpwYXNz"])

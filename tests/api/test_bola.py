@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from service.core.settings import Settings
 from service.models.registry import ModelInfo
-from tests.conftest import Tenant, make_tenant
+from tests.support.tenants import Tenant, make_tenant
 
 JOB_PROBES = [("GET", "/v1/jobs/{}"), ("GET", "/v1/jobs/{}/result"),
               ("DELETE", "/v1/jobs/{}"), ("POST", "/v1/jobs/{}/cancel"),
@@ -24,7 +24,7 @@ ENDPOINT_PROBES = [("GET", "/v1/webhooks/{}"), ("DELETE", "/v1/webhooks/{}"),
 
 @pytest.fixture(scope="module")
 def server_url(settings: Settings, engine: Engine) -> Iterator[str]:
-    from tests.conftest import LiveServer
+    from tests.support.processes import LiveServer
 
     server = LiveServer(settings.replace(webhook_allow_hosts="127.0.0.1"))
     yield server.url

@@ -4,7 +4,7 @@ import pytest
 import requests
 
 from service.core.settings import Settings
-from tests.conftest import Tenant
+from tests.support.tenants import Tenant
 
 
 def _error(response: requests.Response, status: int, code: str) -> dict[str, str]:

@@ -12,7 +12,8 @@ from sqlalchemy import Engine, func, select
 
 from service.core.settings import Settings
 from service.store.db import idempotency_keys, jobs
-from tests.conftest import ApiProcess, Tenant, free_port
+from tests.support.processes import ApiProcess, free_port
+from tests.support.tenants import Tenant
 
 BODY = {"model": "iris", "inputs": [[5.1, 3.5, 1.4, 0.2]]}
 

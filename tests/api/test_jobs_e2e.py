@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from service.models.registry import ModelInfo
-from tests.conftest import Tenant, WorkerProcess
+from tests.support.processes import WorkerProcess
+from tests.support.tenants import Tenant
 
 pytestmark = pytest.mark.usefixtures("worker")
 

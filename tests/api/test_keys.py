@@ -16,7 +16,8 @@ from sqlalchemy import Engine
 
 from service.core.settings import Settings
 from service.models.registry import ModelInfo
-from tests.conftest import ROOT, ApiProcess, Tenant, free_port, make_tenant
+from tests.support.processes import ROOT, ApiProcess, free_port
+from tests.support.tenants import Tenant, make_tenant
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 

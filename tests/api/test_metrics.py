@@ -21,8 +21,9 @@ from service.cli import embedded
 from service.cli.processes import api_command, worker_command
 from service.core.settings import Settings
 from service.models.registry import ModelInfo, add_model
-from tests.conftest import ROOT, Tenant, answers, free_port, make_tenant
 from tests.faults.conftest import Stack, stack  # noqa: F401 - the fixture, shared
+from tests.support.processes import ROOT, answers, free_port
+from tests.support.tenants import Tenant, make_tenant
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 FAMILIES = {  # counters without their _total, as the parser names the family

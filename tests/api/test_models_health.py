@@ -2,7 +2,7 @@ import requests
 
 from service.core.settings import Settings
 from service.models.registry import ModelInfo
-from tests.conftest import Tenant
+from tests.support.tenants import Tenant
 
 
 def test_models_list_their_signatures_and_versions(tenant: Tenant,

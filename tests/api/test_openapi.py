@@ -7,7 +7,7 @@ import re
 import requests
 from openapi_spec_validator import validate
 
-from tests.conftest import Tenant
+from tests.support.tenants import Tenant
 
 NOT_JSON_API = {"/openapi.json", "/docs", "/metrics", "/", "/static/<path:filename>"}
 
@@ -56,7 +56,7 @@ def test_an_answer_outside_the_document_would_fail_the_check(
     import pytest
     from openapi_core.validation.response.exceptions import ResponseValidationError
 
-    from tests.openapi_check import check_response
+    from tests.support.openapi_check import check_response
 
     response = requests.get(api_url + "/v1/models", headers=tenant.http.headers, timeout=10)
     assert response.status_code == 200

@@ -14,7 +14,8 @@ from sqlalchemy import Engine
 
 from service.core.settings import Settings
 from service.tenants import limits as ratelimit
-from tests.conftest import ROOT, ApiProcess, Tenant, free_port
+from tests.support.processes import ROOT, ApiProcess, free_port
+from tests.support.tenants import Tenant
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 

@@ -11,7 +11,8 @@ import pytest
 import requests
 
 from service.core.settings import Settings
-from tests.conftest import ApiProcess, Tenant, free_port
+from tests.support.processes import ApiProcess, free_port
+from tests.support.tenants import Tenant
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ from sqlalchemy import Engine, func, select
 from service.core.settings import Settings
 from service.models.registry import ModelInfo
 from service.store.db import job_chunks, jobs
-from tests.conftest import LiveServer, Tenant, make_tenant
+from tests.support.processes import LiveServer
+from tests.support.tenants import Tenant, make_tenant
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ import pytest
 from service.client import ApiError, Client
 from service.models.registry import ModelInfo
 from tests.bulk.test_bulk_api import as_csv, iris_rows
-from tests.conftest import ROOT, Tenant
+from tests.support.processes import ROOT
+from tests.support.tenants import Tenant
 
 
 def predq(tenant: Tenant, *args: str) -> subprocess.CompletedProcess[str]:

@@ -26,7 +26,8 @@ from service.models.registry import ModelInfo
 from service.store.db import jobs, schedule_runs
 from service.tenants import limits
 from tests.bulk.test_bulk_api import as_csv, iris_rows
-from tests.conftest import ROOT, Tenant
+from tests.support.processes import ROOT
+from tests.support.tenants import Tenant
 from workers.app import make_celery
 
 

@@ -19,7 +19,8 @@ from service.jobs import lifecycle as jobs
 from service.jobs.lifecycle import NewJob
 from service.models.registry import ModelInfo
 from service.store.db import webhook_events
-from tests.conftest import ROOT, Tenant, WorkerProcess
+from tests.support.processes import ROOT, WorkerProcess
+from tests.support.tenants import Tenant
 
 CHROMIUM = "/usr/bin/chromium"
 ROW: list[object] = [[5.1, 3.5, 1.4, 0.2]]

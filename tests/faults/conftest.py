@@ -12,7 +12,8 @@ from sqlalchemy import Engine
 from service.cli import embedded
 from service.core.settings import Settings
 from service.models.registry import ModelInfo
-from tests.conftest import LiveServer, Tenant, WorkerProcess, make_tenant
+from tests.support.processes import LiveServer, WorkerProcess
+from tests.support.tenants import Tenant, make_tenant
 
 
 class Stack:

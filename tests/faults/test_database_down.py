@@ -14,8 +14,8 @@ from service.core.settings import Settings
 from service.store.db import make_engine
 from service.store.migrate import upgrade
 from service.tenants import keys
-from tests import pgserver
-from tests.conftest import LiveServer, WorkerProcess
+from tests.support import pgserver
+from tests.support.processes import LiveServer, WorkerProcess
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from sqlalchemy import Engine
 
 from service.models.registry import ModelInfo
 from service.tenants.keys import SCOPES
-from tests.conftest import Tenant, WorkerProcess, make_tenant
+from tests.support.processes import WorkerProcess
+from tests.support.tenants import Tenant, make_tenant
 
 #: Examples per operation and stateful scenarios per run: small in CI, large for `make fuzz`.
 EXAMPLES = int(os.environ.get("PREDQ_FUZZ_EXAMPLES", "25"))

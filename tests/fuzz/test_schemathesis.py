@@ -18,8 +18,8 @@ from schemathesis.errors import FailureGroup
 from service.api import create_app
 from service.api.openapi import document
 from service.core.settings import Settings
-from tests.conftest import Tenant
 from tests.fuzz.conftest import EXAMPLES, SENT
+from tests.support.tenants import Tenant
 
 
 def _document() -> dict[str, Any]:

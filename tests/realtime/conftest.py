@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from tests.conftest import Tenant
 from tests.faults.conftest import Stack, stack  # noqa: F401 - the fixture, shared
+from tests.support.tenants import Tenant
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 

@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from tests.conftest import Tenant
 from tests.realtime.conftest import SETOSA, Stack, occupy, until
+from tests.support.tenants import Tenant
 
 
 def _job(tenant: Tenant, job_id: str) -> dict[str, object]:

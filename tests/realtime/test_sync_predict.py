@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from service.models.registry import ModelInfo
-from tests.conftest import Tenant
+from tests.support.tenants import Tenant
 
 pytestmark = pytest.mark.usefixtures("worker")
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]

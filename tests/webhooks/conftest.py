@@ -15,8 +15,9 @@ from sqlalchemy import Engine
 
 from service.core.settings import Settings
 from service.models.registry import ModelInfo
-from tests.conftest import Tenant, free_port
 from tests.faults.conftest import Stack
+from tests.support.processes import free_port
+from tests.support.tenants import Tenant
 
 
 @dataclass

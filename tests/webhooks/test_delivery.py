@@ -13,8 +13,8 @@ from service.jobs import lifecycle as jobs
 from service.models.registry import ModelInfo
 from service.store.db import webhook_events
 from service.webhooks import events as webhook_domain
-from tests.conftest import Tenant
 from tests.faults.conftest import Stack
+from tests.support.tenants import Tenant
 from tests.webhooks.conftest import Receiver, until
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Tenant
+from tests.support.tenants import Tenant
 from tests.webhooks.conftest import Receiver
 
 

@@ -26,11 +26,12 @@ from service.core.settings import Settings
 from service.models import registry
 from service.models.registry import ModelInfo
 from service.store.db import models as models_table
-from tests.conftest import ROOT, Tenant, WorkerProcess
+from tests.support.processes import ROOT, WorkerProcess
+from tests.support.tenants import Tenant
 from workers.modelcore import load_verified
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
-SLEEP_MS = "tests.sleepy.sleep_ms"
+SLEEP_MS = "tests.support.sleepy.sleep_ms"
 
 
 class _WritesMarker:
@@ -62,12 +63,13 @@ def _classifier() -> Any:
 
 
 def _sleepy_pipeline() -> Any:
-    """A regressor that calls tests.sleepy.sleep_ms: a type skops does not trust by default."""
+    """A regressor that calls tests.support.sleepy.sleep_ms: a type skops does not trust by
+    default."""
     from sklearn.linear_model import LinearRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer
 
-    from tests.sleepy import sleep_ms
+    from tests.support.sleepy import sleep_ms
 
     x = np.random.default_rng().uniform(0, 1, size=(20, 2))
     return make_pipeline(FunctionTransformer(sleep_ms), LinearRegression()).fit(x, x @ [1, 2])

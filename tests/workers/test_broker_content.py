@@ -22,7 +22,8 @@ import pytest
 import redis
 
 from service.core.settings import Settings
-from tests.conftest import ROOT, Tenant, WorkerProcess
+from tests.support.processes import ROOT, WorkerProcess
+from tests.support.tenants import Tenant
 from workers.deadletter import CLIP, DEAD_LETTERS, KEEP, record
 
 QUEUE = "predict.normal"

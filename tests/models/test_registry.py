@@ -13,7 +13,7 @@ from service.core.errors import Conflict, InvalidInput
 from service.models import registry
 from service.models.registry import ModelInfo
 from service.store.db import models as models_table
-from tests.conftest import ROOT
+from tests.support.processes import ROOT
 
 
 def test_registered_artifact_is_stored_read_only_under_its_sha256(

@@ -14,8 +14,9 @@ import pytest
 import requests
 
 from service.ops import logs
-from tests.conftest import ApiProcess, Tenant, WorkerProcess, free_port
 from tests.faults.conftest import Stack, stack  # noqa: F401 - the fixture
+from tests.support.processes import ApiProcess, WorkerProcess, free_port
+from tests.support.tenants import Tenant
 
 
 @pytest.fixture

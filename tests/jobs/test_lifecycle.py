@@ -11,7 +11,7 @@ from service.core import times
 from service.core.errors import JobNotFinished, JobNotFound
 from service.core.states import JobStatus
 from service.jobs import lifecycle as jobs
-from service.jobs import view
+from service.jobs import recovery, view
 from service.jobs.lifecycle import NewJob, Outcome
 from service.models.registry import ModelInfo
 from service.store.db import jobs as jobs_table
@@ -48,7 +48,7 @@ def test_claim_marks_running_and_returns_inputs(engine: Engine, job_id: str) -> 
 def test_redelivered_message_does_not_write_a_second_result(engine: Engine, job_id: str) -> None:
     with engine.begin() as conn:  # two deliveries of the same message, racing
         first, second = jobs.claim(conn, [job_id], LEASE), jobs.claim(conn, [job_id], LEASE)
-        assert jobs.claim_expired(conn, job_id, LEASE) is None  # its lease is still valid
+        assert recovery.claim_expired(conn, job_id, LEASE) is None  # its lease is still valid
     assert first and second == []
     with engine.begin() as conn:
         assert jobs.finish(conn, [Outcome(job_id, result={"predictions": ["setosa"]})]) == 1
@@ -57,7 +57,7 @@ def test_redelivered_message_does_not_write_a_second_result(engine: Engine, job_
         assert jobs.finish(conn, [Outcome(job_id, result={"predictions": ["other"]})]) == 0
         assert jobs.finish(conn, [Outcome(job_id, error="late failure")]) == 0
         assert jobs.claim(conn, [job_id], LEASE) == []  # a finished job is never claimed again
-        assert jobs.claim_expired(conn, job_id, LEASE) is None
+        assert recovery.claim_expired(conn, job_id, LEASE) is None
     assert _row(engine, job_id) == finished
     assert finished["status"] == "succeeded"
     assert finished["attempts"] == 1
@@ -80,9 +80,9 @@ def test_a_job_whose_worker_died_is_claimed_again_once_its_lease_expires(
         assert jobs.claim(conn, [job_id], LEASE)
     _expire(engine, job_id)
     with engine.begin() as conn:
-        again = jobs.claim_expired(conn, job_id, LEASE)
+        again = recovery.claim_expired(conn, job_id, LEASE)
         assert again is not None and again.attempts == 2
-        assert jobs.claim_expired(conn, job_id, LEASE) is None  # the new lease holds
+        assert recovery.claim_expired(conn, job_id, LEASE) is None  # the new lease holds
 
 
 def test_a_job_that_keeps_killing_workers_fails_after_max_attempts(
@@ -92,11 +92,11 @@ def test_a_job_that_keeps_killing_workers_fails_after_max_attempts(
         jobs.claim(conn, [job_id], LEASE)
     _expire(engine, job_id, attempts=2)
     with engine.begin() as conn:
-        assert jobs.fail_exhausted(conn, max_attempts=3) == []
+        assert recovery.fail_exhausted(conn, max_attempts=3) == []
     _expire(engine, job_id, attempts=3)
     with engine.begin() as conn:
-        assert jobs.fail_exhausted(conn, max_attempts=3) == [job_id]
-        assert jobs.fail_exhausted(conn, max_attempts=3) == []
+        assert recovery.fail_exhausted(conn, max_attempts=3) == [job_id]
+        assert recovery.fail_exhausted(conn, max_attempts=3) == []
     row = _row(engine, job_id)
     assert row["status"] == "failed"
     assert row["error"].startswith("gave up after 3 attempts: the worker running this job died")
@@ -107,18 +107,18 @@ def test_republish_takes_lost_queued_jobs_and_expired_leases_once_per_interval(
 ) -> None:
     later = times.utcnow() + timedelta(seconds=5)
     with engine.begin() as conn:
-        assert jobs.due_for_republish(conn, times.utcnow() - timedelta(seconds=60), 100) == []
-        assert (job_id, "predict.normal") in jobs.due_for_republish(conn, later, 1000)
+        assert recovery.due_for_republish(conn, times.utcnow() - timedelta(seconds=60), 100) == []
+        assert (job_id, "predict.normal") in recovery.due_for_republish(conn, later, 1000)
         # stamped: not due again until another interval has passed
         recent = times.utcnow() - timedelta(seconds=1)
-        assert job_id not in dict(jobs.due_for_republish(conn, recent, 1000))
+        assert job_id not in dict(recovery.due_for_republish(conn, recent, 1000))
     with engine.begin() as conn:
         jobs.claim(conn, [job_id], LEASE)
     with engine.begin() as conn:  # running under a valid lease: not lost
-        assert job_id not in dict(jobs.due_for_republish(conn, later, 1000))
+        assert job_id not in dict(recovery.due_for_republish(conn, later, 1000))
     _expire(engine, job_id)
     with engine.begin() as conn:
-        assert job_id in dict(jobs.due_for_republish(conn, later + timedelta(seconds=5), 1000))
+        assert job_id in dict(recovery.due_for_republish(conn, later + timedelta(seconds=5), 1000))
 
 
 def test_finish_without_claim_changes_nothing(engine: Engine, job_id: str) -> None:
@@ -160,12 +160,12 @@ def test_promotion_moves_a_waiting_job_up_one_level_per_interval(
     try:
         later = times.utcnow() + timedelta(seconds=1)
         with engine.begin() as conn:
-            assert jobs.promote(conn, times.utcnow() - timedelta(seconds=30), 100) == []
-            assert jobs.promote(conn, later, 100) == [(job.id, "predict.normal")]
-            assert jobs.promote(conn, later - timedelta(seconds=1), 100) == []  # just moved
-            assert jobs.promote(conn, later + timedelta(seconds=1), 100) == [
+            assert recovery.promote(conn, times.utcnow() - timedelta(seconds=30), 100) == []
+            assert recovery.promote(conn, later, 100) == [(job.id, "predict.normal")]
+            assert recovery.promote(conn, later - timedelta(seconds=1), 100) == []  # just moved
+            assert recovery.promote(conn, later + timedelta(seconds=1), 100) == [
                 (job.id, "predict.interactive")]
-            assert jobs.promote(conn, later + timedelta(seconds=60), 100) == []  # the top
+            assert recovery.promote(conn, later + timedelta(seconds=60), 100) == []  # the top
         assert _row(engine, job.id)["queue"] == "predict.interactive"
     finally:
         with engine.begin() as conn:

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import tempfile
 
-from tests.conftest import free_port
+from tests.support.processes import free_port
 
 BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 

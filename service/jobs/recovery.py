@@ -1,0 +1,95 @@
+"""Recovery and fairness, for the reconciler and for a batch that meets a lost job: jobs whose
+worker died (an expired lease) are taken over or, after too many attempts, failed; jobs whose
+message was lost are sent again; jobs that waited too long move up a priority level. Every
+step is one conditional UPDATE, so running it twice, or beside a late redelivery, is harmless.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, and_, or_, select, update
+
+from service.core.messaging import PREDICT_QUEUES
+from service.core.states import JobStatus
+from service.core.times import utcnow
+from service.jobs.lifecycle import Claimed, decode_inputs
+from service.jobs.priorities import higher
+from service.store.db import jobs
+
+
+def claim_expired(conn: Connection, job_id: str, lease_seconds: float) -> Claimed | None:
+    """Take one running job whose lease expired (its worker died), under a new lease."""
+    now = utcnow()
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value,
+               jobs.c.lease_until < now, jobs.c.n_chunks.is_(None))
+        .values(lease_until=now + timedelta(seconds=lease_seconds),
+                attempts=jobs.c.attempts + 1)
+        .returning(jobs.c.id, jobs.c.model_id, jobs.c.inputs, jobs.c.n_rows, jobs.c.attempts,
+                   jobs.c.queue, jobs.c.tenant, jobs.c.created_at, jobs.c.request_id)
+    )
+    row = conn.execute(stmt).first()
+    if row is None:
+        return None
+    return Claimed(row.id, row.model_id, decode_inputs(row.inputs, row.n_rows), row.attempts,
+                   row.queue, row.tenant, row.created_at, row.request_id)
+
+
+def fail_exhausted(conn: Connection, max_attempts: int) -> list[str]:
+    """Fail running jobs whose lease expired after `max_attempts` claims: each time, the worker
+    running them died (poison input, out of memory), so they do not run again."""
+    now = utcnow()
+    error = exhausted_error(max_attempts)
+    stmt = (
+        update(jobs)
+        .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_until < now,
+               jobs.c.attempts >= max_attempts)
+        .values(status=JobStatus.FAILED.value, error=error, finished_at=now, lease_until=None)
+        .returning(jobs.c.id)
+    )
+    return list(conn.execute(stmt).scalars())
+
+
+def exhausted_error(max_attempts: int) -> str:
+    return (f"gave up after {max_attempts} attempts: the worker running this job died each "
+            "time (an input that crashes the model, or not enough memory)")
+
+
+def due_for_republish(conn: Connection, cutoff: datetime, limit: int) -> list[tuple[str, str]]:
+    """Queued jobs whose last message is older than `cutoff`, and running jobs whose lease
+    expired: stamp them published now and return (id, queue) to send again."""
+    now = utcnow()
+    lost = and_(jobs.c.n_chunks.is_(None),  # bulk jobs: chunks.sweep
+                or_(jobs.c.status == JobStatus.QUEUED.value,
+                    and_(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_until < now)))
+    due = (
+        select(jobs.c.id)
+        .where(lost, jobs.c.published_at < cutoff)
+        .order_by(jobs.c.created_at)
+        .limit(limit)
+    )
+    stmt = (
+        update(jobs)
+        .where(jobs.c.id.in_(due.scalar_subquery()), lost, jobs.c.published_at < cutoff)
+        .values(published_at=now)
+        .returning(jobs.c.id, jobs.c.queue)
+    )
+    return [(row.id, row.queue) for row in conn.execute(stmt)]
+
+
+def promote(conn: Connection, cutoff: datetime, limit: int) -> list[tuple[str, str]]:
+    """Move queued jobs whose last message is older than `cutoff` up one priority level, stamp
+    them published now, and return (id, new queue) to send: the starvation rule."""
+    now = utcnow()
+    moved: list[tuple[str, str]] = []
+    for queue in PREDICT_QUEUES[1:]:
+        waiting = and_(jobs.c.status == JobStatus.QUEUED.value, jobs.c.queue == queue,
+                       jobs.c.published_at < cutoff, jobs.c.n_chunks.is_(None))
+        due = select(jobs.c.id).where(waiting).order_by(jobs.c.created_at).limit(limit)
+        stmt = (update(jobs).where(jobs.c.id.in_(due.scalar_subquery()), waiting)
+                .values(queue=higher(queue), published_at=now)
+                .returning(jobs.c.id, jobs.c.queue))
+        moved.extend((row.id, row.queue) for row in conn.execute(stmt))
+    return moved
