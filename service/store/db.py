@@ -23,6 +23,7 @@ from sqlalchemy import (
     create_engine,
     event,
     false,
+    text,
 )
 
 metadata = MetaData()
@@ -77,6 +78,9 @@ job_chunks = Table(
     Column("finished_at", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_job_chunks_status", "status", "published_at"),
+    # The retention sweep's input clean-up reads only chunks that still hold inputs.
+    Index("ix_job_chunks_holding_inputs", "job_id", postgresql_where=text("inputs IS NOT NULL"),
+          sqlite_where=text("inputs IS NOT NULL")),
 )
 
 schedule_runs = Table(
@@ -141,6 +145,9 @@ jobs = Table(
     Index("ix_jobs_status_created", "status", "created_at"),
     Index("ix_jobs_status_queue_tenant", "status", "queue", "tenant", "created_at"),
     Index("ix_jobs_status_finished", "status", "finished_at"),
+    # The retention sweep's jobs with a retention of their own (few, but read every run).
+    Index("ix_jobs_own_retention", "finished_at", postgresql_where=text("retention IS NOT NULL"),
+          sqlite_where=text("retention IS NOT NULL")),
 )
 
 webhook_endpoints = Table(
