@@ -7,22 +7,26 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import numpy as np
 import redis
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from service.core import times
 from service.core.errors import ModelLoadError
 from service.core.messaging import DELIVER_TASK, WEBHOOK_QUEUE, Publisher, publish_or_defer
+from service.core.states import JobStatus
 from service.jobs import cache, recovery, wakeups
 from service.jobs import lifecycle as jobs
 from service.jobs.lifecycle import Claimed, Outcome
 from service.models import registry
 from service.ops import metrics
+from service.store.db import jobs as job_rows
 from service.webhooks import events as webhook_events
+from workers.leases import LeaseKeeper
 from workers.modelcore import ModelCache, predict
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,7 @@ class Runner:
         self.models = ModelCache(cache_size)
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
+        self.leases = LeaseKeeper(engine, lease_seconds)
         self._infos: dict[int, registry.ModelInfo] = {}
         self._events: list[str] = []  # webhook events committed, not yet published
 
@@ -73,10 +78,10 @@ class Runner:
         by_model: dict[int, list[Claimed]] = defaultdict(list)
         for job in claimed:
             by_model[job.model_id].append(job)
-        outcomes = [o for model_id, group in by_model.items()
-                    for o in self._predict_group(model_id, group)]
-        if outcomes:
-            _with_retry(lambda: self._finish(outcomes))
+        with self._holding(claimed):
+            computed = [o for model_id, group in by_model.items()
+                        for o in self._predict_group(model_id, group)]
+            outcomes = _with_retry(lambda: self._finish(computed)) if computed else []
         self._announce(claimed, outcomes, expired)
         self._send_events()
         taken = {job.id for job in claimed} | set(expired)
@@ -99,14 +104,16 @@ class Runner:
         log.warning("job %s lost its worker; attempt %d runs alone", job.id, job.attempts,
                     extra={"job_id": job.id, "tenant": job.tenant,
                            "request_id": job.request_id})
-        if job.attempts > self.max_attempts:
-            outcome = Outcome(job.id, error=recovery.exhausted_error(self.max_attempts))
-        else:
-            outcome = self._predict_group(job.model_id, [job])[0]
-        _with_retry(lambda: self._finish([outcome]))
-        self._announce([job], [outcome], [])
+        with self._holding([job]):
+            if job.attempts > self.max_attempts:
+                outcome = Outcome(job.id, job.attempts,
+                                  error=recovery.exhausted_error(self.max_attempts))
+            else:
+                outcome = self._predict_group(job.model_id, [job])[0]
+            written = _with_retry(lambda: self._finish([outcome]))
+        self._announce([job], written, [])
         self._send_events()
-        return outcome
+        return written[0] if written else None
 
     def _claim(self, ids: list[str]) -> tuple[list[Claimed], list[str]]:
         with self.engine.begin() as conn:
@@ -166,14 +173,47 @@ class Runner:
         with self.engine.begin() as conn:
             return recovery.claim_expired(conn, job_id, self.lease_seconds)
 
-    def _finish(self, outcomes: Sequence[Outcome]) -> int:
+    def _holding(self, claimed: Sequence[Claimed]) -> AbstractContextManager[None]:
+        """Keep the claims' leases renewed while they are predicted and written."""
+        held = [(job.id, job.attempts) for job in claimed]
+        return self.leases.holding(
+            lambda conn: jobs.renew_leases(conn, held, self.lease_seconds))
+
+    def _finish(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
+        """Write the outcomes still held by their claims; return those written. The others
+        (the job was taken over after this worker's lease ended, or cancelled) are logged
+        and counted, and change nothing."""
         with self.engine.begin() as conn:
             changed = jobs.finish(conn, outcomes)
+            written = list(outcomes) if changed == len(outcomes) else \
+                self._written(conn, outcomes)
             # In the same transaction as the final states: no crash can separate the two.
-            events = webhook_events.record(conn, [o.id for o in outcomes],
+            events = webhook_events.record(conn, [o.id for o in written],
                                            self.webhook_max_inline)
         self._events += events  # committed
-        return changed
+        return written
+
+    @staticmethod
+    def _written(conn: Connection, outcomes: Sequence[Outcome]) -> list[Outcome]:
+        rows = {row.id: row for row in conn.execute(
+            select(job_rows.c.id, job_rows.c.status, job_rows.c.attempts)
+            .where(job_rows.c.id.in_([o.id for o in outcomes])))}
+        written = []
+        for outcome in outcomes:
+            row = rows.get(outcome.id)
+            if row is not None and row.attempts == outcome.attempt and \
+                    row.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+                written.append(outcome)
+                continue
+            reason = "claim_lost" if row is not None and row.attempts != outcome.attempt \
+                else "not_running"
+            metrics.RESULTS_DISCARDED.labels(reason).inc()
+            log.warning("discarded the outcome of job %s (attempt %d): %s", outcome.id,
+                        outcome.attempt,
+                        "another worker took it over after this one's lease ended"
+                        if reason == "claim_lost" else "it is no longer running",
+                        extra={"job_id": outcome.id})
+        return written
 
     def info(self, model_id: int) -> registry.ModelInfo:
         """A model version's metadata, cached for good: a version is immutable once registered."""
@@ -188,13 +228,13 @@ class Runner:
             model = self.models.get(info)
         except ModelLoadError as exc:
             log.error("model %s cannot be loaded: %s", model_id, exc)
-            return [Outcome(job.id, error=exc.message) for job in group]
+            return [Outcome(job.id, job.attempts, error=exc.message) for job in group]
         except (OperationalError, DBAPIError):
             raise  # the store is down: handled (and retried) by the caller
         except Exception as exc:  # noqa: BLE001 - e.g. the pickle names a module not installed
             log.error("model %s cannot be loaded: %s: %s", model_id, type(exc).__name__, exc)
             message = f"the model cannot be loaded: {type(exc).__name__}: {exc}"
-            return [Outcome(job.id, error=message) for job in group]
+            return [Outcome(job.id, job.attempts, error=message) for job in group]
         try:
             rows = np.concatenate([job.inputs for job in group])
             with metrics.PREDICT_DURATION.labels(info.name).time():
@@ -213,14 +253,16 @@ class Runner:
 
 
 def _failed(job: Claimed, exc: Exception) -> Outcome:
-    return Outcome(job.id, error=f"prediction failed: {type(exc).__name__}: {exc}")
+    return Outcome(job.id, job.attempts,
+                   error=f"prediction failed: {type(exc).__name__}: {exc}")
 
 
 def _split(group: Sequence[Claimed], out: dict[str, np.ndarray]) -> list[Outcome]:
     outcomes, start = [], 0
     for job in group:
         end = start + len(job.inputs)
-        outcomes.append(Outcome(job.id, result={k: v[start:end].tolist() for k, v in out.items()}))
+        outcomes.append(Outcome(job.id, job.attempts,
+                                result={k: v[start:end].tolist() for k, v in out.items()}))
         start = end
     return outcomes
 

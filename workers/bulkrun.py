@@ -46,6 +46,14 @@ class ChunkRunner:
             claimed = chunks.claim(conn, job_id, seq, runner.lease_seconds)
         if claimed is None:
             return 0  # done already, held by a live worker, or its job ended
+        renew = lambda conn: chunks.renew_lease(conn, claimed, runner.lease_seconds)  # noqa: E731
+        with runner.leases.holding(renew):
+            return self._work(claimed, publish)
+
+    def _work(self, claimed: chunks.ClaimedChunk, publish: Publisher | None) -> int:
+        """Predict a claimed chunk and write it, or fail its job, while the claim holds."""
+        engine, runner = self.runner.engine, self.runner
+        job_id, seq = claimed.job_id, claimed.seq
         name = str(claimed.model_id)
         try:
             info = runner.info(claimed.model_id)
@@ -57,7 +65,8 @@ class ChunkRunner:
             reason = exc.message if isinstance(exc, ModelLoadError) else \
                 f"{type(exc).__name__}: {exc}"
             with engine.begin() as conn:
-                failed = chunks.fail(conn, job_id, f"prediction failed in chunk {seq}: {reason}")
+                failed = chunks.holds(conn, claimed) and chunks.fail(
+                    conn, job_id, f"prediction failed in chunk {seq}: {reason}")
                 events = webhook_events.record(conn, [job_id] if failed else [],
                                                runner.webhook_max_inline)
             if failed:
@@ -71,6 +80,11 @@ class ChunkRunner:
             events = webhook_events.record(conn, [job_id], runner.webhook_max_inline) \
                 if status == JobStatus.SUCCEEDED.value else []
             queue = chunks.queue_of(conn, job_id)
+        if status is None:
+            metrics.RESULTS_DISCARDED.labels("claim_lost").inc()
+            log.warning("discarded chunk %d of job %s (attempt %d): this worker's claim no "
+                        "longer holds it, or the job ended", seq, job_id, claimed.attempt,
+                        extra={"job_id": job_id})
         publish_or_defer(publish, CHUNK_TASK, queue,
                          [chunks.chunk_id(job_id, s) for s in following])
         if status == JobStatus.SUCCEEDED.value:

@@ -52,12 +52,15 @@ def reconcile(engine: Engine, settings: Settings, publish: Publisher,
     for job_id, queue in due:
         by_queue[queue].append(job_id)
     with engine.begin() as conn:  # bulk jobs: lost chunk messages, dead workers' chunks
+        abandoned = chunks.delete_abandoned(
+            conn, now - timedelta(seconds=settings.abandoned_upload_after))
         chunk_sends, chunk_failed = chunks.sweep(
             conn, now - timedelta(seconds=settings.republish_after), settings.bulk_window,
             settings.max_attempts, limit)
         new_events += webhook_events.record(conn, chunk_failed, settings.webhook_max_inline_bytes)
         ended = jobs.labels_of(conn, chunk_failed)
     metrics.jobs_ended(ended)
+    metrics.UPLOAD_CHUNKS_ABANDONED.inc(abandoned)
     with engine.begin() as conn:  # finished jobs past their retention
         swept = retention.sweep(conn, settings.retention_days * 86400, limit)
         idempotency.purge(conn, now - idempotency.KEEP)
@@ -77,4 +80,5 @@ def reconcile(engine: Engine, settings: Settings, publish: Publisher,
                     len(expired), len(promoted), len(due) - len(promoted))
     return {"failed": len(failed), "expired": len(expired), "promoted": len(promoted),
             "republished": len(due) - len(promoted), "webhooks": len(events),
-            "chunks": len(chunk_sends), "deleted": swept["deleted"]}
+            "chunks": len(chunk_sends), "deleted": swept["deleted"],
+            "abandoned_chunks": abandoned}

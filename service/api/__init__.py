@@ -49,6 +49,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     from service.api import (
         dashboard,
         errors,
+        headers,
         health,
         jobs,
         keys,
@@ -72,6 +73,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     reads = reader(engine)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     errors.register(app)
+    headers.register(app)
     _request_ids(app)  # before the rate limit's hook: a 429 carries its request id too
     default_limits = Limits(settings.rate_limit_rps, settings.rate_limit_rows_per_minute)
     quotas = Quotas(settings.redis_url, TenantLimits(reads, default_limits))

@@ -7,6 +7,7 @@ are read at scrape time, from SQL, by the API's QueueGauge.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from service.core.errors import Unauthorized
 from service.jobs.admission import QueueGauge
 from service.ops import metrics
 
@@ -47,8 +49,13 @@ class QueueCollector:
         yield age
 
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def register(app: Flask) -> None:
-    """Add `GET /metrics` (unauthenticated) and time every request."""
+    """Add `GET /metrics` and time every request. With `metrics_token` set, a scrape must send
+    `Authorization: Bearer TOKEN` (the metrics name every tenant); without it, it is open."""
+    token = app.extensions["predq"].settings.metrics_token
     registry = CollectorRegistry()
     if metrics.MULTIPROC_DIR is not None:
         MultiProcessCollector(registry, metrics.MULTIPROC_DIR)
@@ -56,6 +63,12 @@ def register(app: Flask) -> None:
     sources = [registry] if metrics.MULTIPROC_DIR is not None else [REGISTRY, registry]
 
     def scrape() -> Response:
+        if token:
+            scheme, _, offered = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(offered.strip().encode(),
+                                                                     token.encode()):
+                raise Unauthorized("send the metrics token as 'Authorization: Bearer TOKEN' "
+                                   "(PREDQ_METRICS_TOKEN)")
         body = b"".join(generate_latest(source) for source in sources)
         return Response(body, content_type=TEXT_FORMAT)
 
@@ -71,8 +84,8 @@ def _start() -> None:
 
 def _observe(response: Response) -> Response:
     rule = request.url_rule
-    labels = (request.method, rule.rule if rule is not None else "unmatched",
-              str(response.status_code))
+    method = request.method if request.method in METHODS else "other"  # bounded label values
+    labels = (method, rule.rule if rule is not None else "unmatched", str(response.status_code))
     metrics.HTTP_REQUESTS.labels(*labels).inc()
     started = g.pop("predq_started", None)
     if started is not None:

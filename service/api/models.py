@@ -17,6 +17,7 @@ from service.api.submission import check_fields, json_body, version_of
 from service.core import states, times
 from service.core.errors import InvalidInput, JobNotFinished, ModelNotFound, PredqError
 from service.core.messaging import INTERACTIVE
+from service.jobs import idempotency
 from service.jobs import lifecycle as jobs
 from service.jobs.inputs import parse_rows
 from service.jobs.lifecycle import JobRequest
@@ -80,7 +81,9 @@ class PredictionFailed(PredqError):
 def predict(name: str) -> Response | tuple[Response, int, dict[str, str]]:
     """Submit on the interactive queue and wait for the result: 200 with the same body as
     GET /v1/jobs/{id}/result, or 202 with the job id once `timeout` passes. The timeout is
-    also the job's deadline: if no worker has started it by then, it never runs."""
+    also the job's deadline: if no worker has started it by then, it never runs. With an
+    `Idempotency-Key`, a retry (say, after a broken connection) waits for the job the first
+    attempt created instead of making another; the same key with another body answers 422."""
     tenant = current_tenant()
     body = json_body()
     check_fields(body, {"version", "inputs"})
@@ -92,9 +95,13 @@ def predict(name: str) -> Response | tuple[Response, int, dict[str, str]]:
     rows = parse_rows(body["inputs"], model, svc.settings.max_rows_per_job,
                       svc.settings.max_string_length)
     until = time.monotonic() + timeout
+    key = request.headers.get(idempotency.HEADER)
     req = JobRequest(tenant, model, INTERACTIVE,
                      deadline=times.utcnow() + timedelta(seconds=timeout),
-                     request_id=logs.request_id.get())
+                     request_id=logs.request_id.get(),
+                     key=None if key is None else idempotency.check_key(key))
+    fingerprint = "" if key is None else idempotency.fingerprint(
+        "POST /v1/models/predict", name, body)
     job_id = ""
 
     def expect(new_id: str) -> None:  # before the commit: no wake-up can be missed
@@ -103,14 +110,26 @@ def predict(name: str) -> Response | tuple[Response, int, dict[str, str]]:
         svc.waiter.expect(new_id)
 
     try:
-        accepted = svc.submitter.rows(req, rows, on_id=expect)
+        accepted = svc.submitter.rows(req, rows, fingerprint, on_id=expect)
+        if accepted.replayed:  # the first attempt's job: look at it before waiting on it
+            if job_id:
+                svc.waiter.forget(job_id)
+            expect(accepted.id)
+        woken = accepted.status.is_final or accepted.replayed or \
+            svc.waiter.wait(job_id, until - time.monotonic())
         while True:
-            woken = accepted.status.is_final or svc.waiter.wait(job_id, until - time.monotonic())
             result = _final_result(tenant, job_id)
             if result is not None:
+                if accepted.replayed:
+                    result.headers["Idempotent-Replayed"] = "true"
                 return result
             if not woken:
-                return answer(tenant, accepted)
+                accepted_answer = answer(tenant, accepted)
+                if accepted.replayed:  # still running: 202 as for the first attempt
+                    payload, _, headers = accepted_answer
+                    return payload, 202, headers
+                return accepted_answer
+            woken = svc.waiter.wait(job_id, until - time.monotonic())
     finally:
         if job_id:
             svc.waiter.forget(job_id)

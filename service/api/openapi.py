@@ -156,6 +156,9 @@ def add_links(doc: dict[str, Any]) -> None:
         }
 
 
+#: The /docs page's one inline style; the Content-Security-Policy names its hash.
+DOCS_STYLE = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;"
+              "padding:0 1rem}code{background:#f3f3f3;padding:0 .2rem}")
 _TEXT: dict[str, Any] = {"schema": {}}  # any body: lines of JSON, CSV text
 _BINARY: dict[str, Any] = {"schema": {}}  # .npy, Parquet (OpenAPI 3.1: no schema)
 BULK_QUERY = [
@@ -205,8 +208,7 @@ def render(doc: dict[str, Any]) -> str:
                 + (f"<p>body: <code>{html.escape(ref)}</code></p>" if ref else "")
                 + f"<p>answers: {answers}</p>")
     return ("<!doctype html><html><head><meta charset='utf-8'><title>predq API</title>"
-            "<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;"
-            "padding:0 1rem}code{background:#f3f3f3;padding:0 .2rem}</style></head><body>"
+            f"<style>{DOCS_STYLE}</style></head><body>"
             f"<h1>predq API {html.escape(doc['info']['version'])}</h1>"
             "<p>Send <code>Authorization: Bearer KEY</code>. The machine-readable description "
             "is <a href='/openapi.json'>/openapi.json</a>.</p>" + "".join(rows)

@@ -31,6 +31,11 @@ def json_body() -> dict[str, Any]:
     if mimetype not in ("", "application/json", "application/x-www-form-urlencoded"):
         raise UnsupportedMediaType(f"send Content-Type: application/json, not {mimetype}")
     raw = request.get_data(cache=False)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # A body sent chunked (no Content-Length) stops at the limit when read whole: one
+        # more byte tells a body that fits from one that was cut (werkzeug raises 413 then).
+        request.stream.read(1)
     depth = json_depth(raw, max_depth)
     if depth > max_depth:
         raise MalformedJSON(f"the JSON is nested {depth} levels deep; at most {max_depth}")
@@ -44,6 +49,8 @@ def json_body() -> dict[str, Any]:
         ) from exc
     except RecursionError as exc:
         raise MalformedJSON("the JSON is nested too deeply") from exc
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise MalformedJSON(f"malformed JSON: {str(exc)[:200]}") from exc
     if not isinstance(body, dict):
         raise MalformedJSON("the body must be a JSON object")
     return body

@@ -149,8 +149,9 @@ def _ndjson_rows(stream: IO[bytes], model: ModelInfo, max_name: int) -> Iterator
         number += 1
         try:
             raw = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise bad_row(number, f"not a JSON value: {exc}") from None
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError,
+            # and an integer of more than 4,300 digits
+            raise bad_row(number, f"not a JSON value: {str(exc)[:200]}") from None
         try:
             yield row_of(raw, number - 1, model, index, max_name)
         except InvalidInput as exc:

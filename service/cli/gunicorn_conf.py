@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
+
+from gunicorn import util
+
+
+def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn answers what never reaches the app itself (a malformed request line, a URI or
+    header past its limits: 400, 414, 431): in predq's JSON error shape, not its HTML page."""
+    code = reason.lower().replace(" ", "_").replace("-", "_")
+    body = json.dumps({"error": {"code": code, "message": (mesg or reason)[:300]}}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin1") + body)
+
+
+util.write_error = write_json_error  # the workers call util.write_error(...) at each error
 
 
 def child_exit(_server: Any, worker: Any) -> None:

@@ -18,7 +18,8 @@ def api_command(settings: Settings) -> list[str]:
             "--config", "python:service.cli.gunicorn_conf",  # metrics bookkeeping, log format
             "--worker-class", settings.api_worker_class, "--workers", str(settings.api_workers),
             "--worker-connections", str(settings.api_connections), "--timeout", "30",
-            "--graceful-timeout", "20", "--log-level", "warning"]
+            "--graceful-timeout", "20", "--log-level", "warning",
+            "--no-control-socket"]  # predq does not use it; one per host would be shared
 
 
 def deliverer_command(settings: Settings) -> list[str]:

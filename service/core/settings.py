@@ -55,6 +55,9 @@ class Settings:
     max_bulk_rows: int = 10_000_000
     bulk_chunk_rows: int = 10_000
     bulk_window: int = 4
+    #: Seconds after which the reconciler deletes the stored chunks of an upload that never
+    #: became a job (the API was killed mid-upload, or the client went away).
+    abandoned_upload_after: float = 3600.0
     #: Days finished jobs (inputs, results, webhook history) are kept before the reconciler
     #: deletes them; a tenant's own (`predq limits set --retention`) or a job's `retention`
     #: (seconds) overrides it.
@@ -85,10 +88,12 @@ class Settings:
     worker_concurrency: int = 0
     #: Seconds after which Redis redelivers a message that was taken but never acknowledged.
     visibility_timeout: int = 3600
-    #: Hard limit in seconds for one micro-batch; below lease_seconds and visibility_timeout.
+    #: Hard limit in seconds for one micro-batch; below visibility_timeout.
     task_time_limit: int = 60
-    #: Seconds a claimed job belongs to its worker. A job still running past its lease lost its
-    #: worker: the reconciler sends it again and it runs alone.
+    #: Seconds a claimed job belongs to its worker unless renewed: the worker's process renews
+    #: the leases it holds every third of this while it runs. A job whose lease ran out lost its
+    #: worker (dead or frozen): the reconciler sends it again and it runs alone, and the late
+    #: write of the old claim is refused (fenced by its attempt).
     lease_seconds: int = 90
     #: Seconds after its last message before the reconciler sends a queued job again (the
     #: message was lost: Redis restarted, or the publish failed).
@@ -143,6 +148,9 @@ class Settings:
     webhook_rotation_grace: float = 86_400.0
     #: Threads of `predq deliverer`, the webhook worker.
     webhook_concurrency: int = 16
+    #: A token `GET /metrics` requires as `Authorization: Bearer TOKEN` (the metrics name every
+    #: tenant). Empty: /metrics is open to whoever reaches the API's address.
+    metrics_token: str = field(default="", repr=False)
     #: `json` (one object per line, for log pipelines) or `text` (what `predq up` shows).
     log_format: str = "json"
     #: Log level for API and workers.
@@ -154,13 +162,10 @@ class Settings:
                 "task_time_limit must be below visibility_timeout, or Redis would redeliver "
                 "a message while its first copy may still run"
             )
-        if self.task_time_limit >= self.lease_seconds:
-            # The lease starts at the claim, inside the task, so the task's time limit bounds
-            # how long a live worker can hold it (buffering happens before the claim).
-            raise ValueError(
-                "lease_seconds must exceed task_time_limit, or a job could be run again while "
-                "its first worker may still finish it"
-            )
+        if self.lease_seconds < 3:
+            # Renewed every third of it: a shorter lease would be renewed more than once a
+            # second per worker process, and lost to any pause of a second.
+            raise ValueError("lease_seconds must be at least 3")
         if self.max_attempts < 1 or self.republish_after <= 0:
             raise ValueError("max_attempts must be at least 1 and republish_after positive")
         if not 0 < self.sync_timeout_default <= self.sync_timeout_max:

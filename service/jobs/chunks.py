@@ -127,6 +127,23 @@ def finish(conn: Connection, chunk: ClaimedChunk, result: dict[str, Any]) -> str
     return str(row.status)
 
 
+def holds(conn: Connection, chunk: ClaimedChunk) -> bool:
+    """Whether this claim still holds the chunk (its lease was not taken over)."""
+    return conn.execute(select(job_chunks.c.seq).where(
+        job_chunks.c.job_id == chunk.job_id, job_chunks.c.seq == chunk.seq,
+        job_chunks.c.status == RUNNING, job_chunks.c.attempts == chunk.attempt)).first() \
+        is not None
+
+
+def renew_lease(conn: Connection, chunk: ClaimedChunk, lease_seconds: float) -> int:
+    """Extend the lease of a chunk still held by this claim (see lifecycle.renew_leases)."""
+    return int(conn.execute(
+        update(job_chunks)
+        .where(job_chunks.c.job_id == chunk.job_id, job_chunks.c.seq == chunk.seq,
+               job_chunks.c.status == RUNNING, job_chunks.c.attempts == chunk.attempt)
+        .values(lease_until=utcnow() + timedelta(seconds=lease_seconds))).rowcount)
+
+
 def fail(conn: Connection, job_id: str, error: str) -> bool:
     """Fail a running or queued bulk job (a chunk the model cannot predict)."""
     return bool(conn.execute(
@@ -142,12 +159,7 @@ def sweep(conn: Connection, cutoff: datetime, window: int, max_attempts: int, li
           ) -> tuple[list[tuple[str, str, int]], list[str]]:
     """For the reconciler: chunks to send again (job id, queue, seq), stamped published -
     lost messages, expired leases, and the next ones of each active job's window - and the
-    bulk jobs failed because a chunk's worker died `max_attempts` times. Uploads abandoned
-    for an hour (chunks without a job) are deleted."""
-    stale = utcnow() - timedelta(hours=1)
-    conn.execute(delete(job_chunks).where(
-        job_chunks.c.published_at.is_(None), job_chunks.c.created_at < stale,
-        job_chunks.c.job_id.not_in(select(jobs.c.id))))
+    bulk jobs failed because a chunk's worker died `max_attempts` times."""
     send, exhausted = _due(conn, cutoff, window, max_attempts, limit)
     by_job: dict[str, list[int]] = {}
     for job_id, _queue, seq in send:
@@ -157,6 +169,14 @@ def sweep(conn: Connection, cutoff: datetime, window: int, max_attempts: int, li
     failed = [job_id for job_id in dict.fromkeys(exhausted)
               if fail(conn, job_id, exhausted_error(max_attempts))]
     return [s for s in send if s[0] not in failed], failed
+
+
+def delete_abandoned(conn: Connection, older_than: datetime) -> int:
+    """Delete the chunks of uploads that never became a job (the API died mid-upload, or the
+    client vanished) and were stored before `older_than`; return how many."""
+    return int(conn.execute(delete(job_chunks).where(
+        job_chunks.c.published_at.is_(None), job_chunks.c.created_at < older_than,
+        job_chunks.c.job_id.not_in(select(jobs.c.id)))).rowcount)
 
 
 def _due(conn: Connection, cutoff: datetime, window: int, max_attempts: int, limit: int

@@ -105,9 +105,11 @@ def decode_inputs(data: bytes, n_rows: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a worker learned about one job: a result, or an error."""
+    """What a worker learned about one job under its claim (`attempt`): a result, or an
+    error. It is written only while that claim still holds the job."""
 
     id: str
+    attempt: int
     result: dict[str, Any] | None = None
     error: str | None = None
 
@@ -233,20 +235,26 @@ def cancel(conn: Connection, tenant: str, job_id: str) -> None:
 
 
 def finish(conn: Connection, outcomes: Sequence[Outcome]) -> int:
-    """Write results and errors of running jobs in one statement each; return rows changed."""
+    """Write results and errors of running jobs in one statement each; return rows changed.
+    Fenced: a job is written only while the claim that computed it (its attempt) holds it, so
+    a worker that wakes after its lease expired and another worker took the job writes
+    nothing; nor does one whose job was cancelled meanwhile."""
     now = utcnow()
     done = [
-        {"b_id": o.id, "b_result": json.dumps(o.result), "b_status": JobStatus.SUCCEEDED.value}
+        {"b_id": o.id, "b_attempt": o.attempt, "b_result": json.dumps(o.result),
+         "b_status": JobStatus.SUCCEEDED.value}
         for o in outcomes
         if o.error is None
     ]
     failed = [
-        {"b_id": o.id, "b_error": o.error, "b_status": JobStatus.FAILED.value}
+        {"b_id": o.id, "b_attempt": o.attempt, "b_error": o.error,
+         "b_status": JobStatus.FAILED.value}
         for o in outcomes
         if o.error is not None
     ]
     changed = 0
-    condition = and_(jobs.c.id == bindparam("b_id"), jobs.c.status == JobStatus.RUNNING.value)
+    condition = and_(jobs.c.id == bindparam("b_id"), jobs.c.status == JobStatus.RUNNING.value,
+                     jobs.c.attempts == bindparam("b_attempt"))
     if done:
         stmt = update(jobs).where(condition).values(
             status=bindparam("b_status"), result=bindparam("b_result"), finished_at=now,
@@ -260,6 +268,20 @@ def finish(conn: Connection, outcomes: Sequence[Outcome]) -> int:
         )
         changed += conn.execute(stmt, failed).rowcount
     return changed
+
+
+def renew_leases(conn: Connection, held: Sequence[tuple[str, int]], lease_seconds: float
+                 ) -> int:
+    """Extend the leases of the running jobs still held by these claims (id, attempt): a
+    live worker keeps its jobs however long its batch runs; a frozen or dead one stops
+    renewing, and its jobs are taken over once the lease ends. Returns the leases renewed."""
+    if not held:
+        return 0
+    stmt = (update(jobs)
+            .where(jobs.c.id == bindparam("b_id"), jobs.c.attempts == bindparam("b_attempt"),
+                   jobs.c.status == JobStatus.RUNNING.value)
+            .values(lease_until=utcnow() + timedelta(seconds=lease_seconds)))
+    return int(conn.execute(stmt, [{"b_id": i, "b_attempt": a} for i, a in held]).rowcount)
 
 
 def labels_of(conn: Connection, job_ids: Sequence[str]) -> list[tuple[str, str, str]]:

@@ -36,7 +36,10 @@ def parse_deadline(value: Any) -> datetime | None:
         raise InvalidInput("deadline", f"not an ISO 8601 time: {value[:40]!r}") from exc
     if when.tzinfo is None:
         raise InvalidInput("deadline", "needs a timezone, e.g. 2026-11-29T18:00:00Z")
-    when = when.astimezone(UTC)
+    try:
+        when = when.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is past year 9999 in UTC
+        raise InvalidInput("deadline", "at most 30 days from now") from None
     if when <= now:
         raise InvalidInput("deadline", "is in the past")
     if when - now > MAX_DEADLINE:

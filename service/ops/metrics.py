@@ -82,6 +82,14 @@ WEBHOOK_ATTEMPTS = Counter(
     "predq_webhook_attempts_total",
     "Webhook delivery attempts: delivered, failed (retried later) or dead (given up).",
     ["outcome"])
+RESULTS_DISCARDED = Counter(
+    "predq_results_discarded_total",
+    "Outcomes a worker computed and did not write: its claim had lost the job (claim_lost: "
+    "its lease ended and another worker took the job over) or the job had ended (not_running: "
+    "cancelled meanwhile).", ["reason"])
+UPLOAD_CHUNKS_ABANDONED = Counter(
+    "predq_upload_chunks_abandoned_total",
+    "Stored chunks of uploads that never became a job, deleted by the reconciler.")
 CACHE_REQUESTS = Counter(
     "predq_cache_requests_total",
     "Prediction cache look-ups of single-row inputs of cached models: hit, miss or error.",

@@ -7,8 +7,10 @@ database or the cloud metadata service from inside predq. This module says what 
 * `check_url`, at registration: a clear 400 for a control character, a scheme other than
   http(s), credentials in the URL, a literal address that is not public (in any spelling a
   resolver accepts) or a local name.
-* `check_resolved`, also at registration: `check_url`, then the host's current addresses. An
-  early, clear error only: DNS may answer differently a second later (rebinding).
+* `check_resolved`: `check_url`, then the host's current addresses, for a caller that wants an
+  early answer about a name. Registration does not call it: DNS may not point at the receiver
+  yet, may answer differently a second later (rebinding), and a resolver that does not answer
+  would stall the request. The connect-time check below is the one that holds.
 * `parse_target`, `resolve` and `check_address`, at connect time: `SafeSender` resolves the host
   itself and refuses the whole answer if any address is not public.
 

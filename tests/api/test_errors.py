@@ -2,9 +2,10 @@
 
 import pytest
 import requests
+from sqlalchemy import Engine
 
 from service.core.settings import Settings
-from tests.support.tenants import Tenant
+from tests.support.tenants import Tenant, make_tenant
 
 
 def _error(response: requests.Response, status: int, code: str) -> dict[str, str]:
@@ -38,6 +39,9 @@ def _error(response: requests.Response, status: int, code: str) -> dict[str, str
         ({"model": "iris", "inputs": [[1, 2, 3, 4]], "deadline": "tomorrow"}, "deadline",
          "ISO 8601"),
         ({"model": "iris", "inputs": [[1, 2, 3, 4]], "deadline": 1e9}, "deadline", "30 days"),
+        # In UTC this is past the year 9999: Python's datetime overflows.
+        ({"model": "iris", "inputs": [[1, 2, 3, 4]], "deadline": "9999-12-31T23:59:59-23:59"},
+         "deadline", "30 days"),
         ({"model": "iris", "inputs": [[1, 2, 3, 4]], "retention": 5}, "retention",
          "between 60 seconds and 10 years"),
     ],
@@ -68,6 +72,36 @@ def test_non_finite_numbers_answer_400(tenant: Tenant, literal: str) -> None:
 def test_malformed_json_answers_400(tenant: Tenant, body: str | bytes, words: str) -> None:
     response = tenant.post("/v1/jobs", data=body, headers={"Content-Type": "application/json"})
     assert words in _error(response, 400, "malformed_json")["message"]
+
+
+HUGE = "9" * 5000  # Python refuses to convert integers of more than 4,300 digits
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/jobs", '{"model": "iris", "inputs": [[1, 2, 3, ' + HUGE + ']]}'),
+    ("/v1/models/iris/predict", '{"inputs": [[1, 2, 3, ' + HUGE + ']]}'),
+    ("/v1/jobs", '{"model": "iris", "inputs": [[1, 2, 3, 4]], "priority": ' + HUGE + '}'),
+    ("/v1/keys", '{"scopes": ["read"], "expires_in": ' + HUGE + '}'),
+])
+def test_an_integer_of_thousands_of_digits_answers_400(
+    engine: Engine, api_url: str, path: str, body: str
+) -> None:
+    tenants = make_tenant(engine, api_url, ("submit", "read", "admin"))
+    admin = next(tenants)
+    response = admin.post(path, data=body, headers={"Content-Type": "application/json"})
+    assert "4300" in _error(response, 400, "malformed_json")["message"]
+    for _ in tenants:
+        pass
+
+
+def test_an_integer_of_thousands_of_digits_in_an_ndjson_body_names_its_row(
+    tenant: Tenant,
+) -> None:
+    body = "[1, 2, 3, 4]\n[1, 2, 3, " + HUGE + "]\n"
+    response = tenant.post("/v1/jobs?model=iris", data=body,
+                           headers={"Content-Type": "application/x-ndjson"})
+    error = _error(response, 400, "invalid_input")
+    assert error["field"] == "row 2" and "not a JSON value" in error["message"]
 
 
 def test_brackets_inside_strings_do_not_count_as_nesting(tenant: Tenant) -> None:

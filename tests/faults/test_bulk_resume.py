@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import socket
 import time
+import uuid
 from collections.abc import Callable
 
 import joblib
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from service.core import times
+from service.jobs import chunks
 from service.models.registry import ModelInfo
-from service.store.db import job_chunks
+from service.ops import metrics
+from service.store.db import job_chunks, jobs
 from tests.faults.conftest import Stack
+from tests.support.processes import ApiProcess, free_port
 
 
 def until(condition: Callable[[], bool], timeout: float, step: Callable[[], object]) -> None:
@@ -85,3 +92,49 @@ def test_a_bulk_job_that_waits_too_long_moves_up_and_runs(
     until(lambda: client.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded",
           timeout=60, step=s.reconcile)
     assert client.get(f"/v1/jobs/{job_id}").json()["priority"] in ("normal", "interactive")
+
+
+def test_the_chunks_of_an_upload_whose_api_was_killed_are_removed_and_counted(
+    stack: Callable[..., Stack],
+) -> None:
+    """`predq api` is SIGKILLed in the middle of an upload: the chunks it stored belong to no
+    job. The reconciler deletes them once they are `abandoned_upload_after` old, and counts
+    them; the chunks of an upload still arriving are left alone."""
+    s = stack(bulk_chunk_rows=100, abandoned_upload_after=2.0)
+    client = s.tenant()
+    api = ApiProcess(s.settings.replace(port=free_port()), s.directory / "api.log")
+    sock = socket.create_connection(("127.0.0.1", int(api.url.rsplit(":", 1)[1])), timeout=30)
+    try:
+        sock.sendall((f"POST /v1/jobs?model=iris HTTP/1.1\r\nHost: x\r\n"
+                      f"Authorization: Bearer {client.key}\r\nContent-Type: text/csv\r\n"
+                      "Transfer-Encoding: chunked\r\n\r\n").encode())
+        part = b"sepal_length,sepal_width,petal_length,petal_width\n" + b"5.1,3.5,1.4,0.2\n" * 6000
+        sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))  # and the rest never comes
+        until(lambda: len(orphans(s)) >= 4, timeout=30, step=lambda: None)
+        os.killpg(api.proc.pid, signal.SIGKILL)  # mid-upload: no job row, ever
+        api.proc.wait(10)
+    finally:
+        sock.close()
+    killed = orphans(s)
+    assert len(killed) >= 4
+    young = str(uuid.uuid4())  # an upload that is still arriving elsewhere
+    with s.engine.begin() as conn:
+        chunks.add_chunk(conn, young, 0, np.ones((3, 4)))
+    time.sleep(2.2)
+    with s.engine.begin() as conn:  # ... and is younger than the limit when the sweep runs
+        conn.execute(update(job_chunks).where(job_chunks.c.job_id == young)
+                     .values(created_at=times.utcnow()))
+    before = metrics.UPLOAD_CHUNKS_ABANDONED._value.get()
+    assert s.reconcile()["abandoned_chunks"] >= len(killed)
+    assert metrics.UPLOAD_CHUNKS_ABANDONED._value.get() - before >= len(killed)
+    left = orphans(s)
+    assert not set(killed) & set(left) and young in left
+    with s.engine.begin() as conn:
+        chunks.discard(conn, young)
+
+
+def orphans(s: Stack) -> list[str]:
+    """Job ids of stored chunks that belong to no job (one entry per chunk)."""
+    with s.engine.connect() as conn:
+        return list(conn.execute(select(job_chunks.c.job_id).where(
+            job_chunks.c.job_id.not_in(select(jobs.c.id)))).scalars())

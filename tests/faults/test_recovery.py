@@ -55,7 +55,8 @@ def test_jobs_accepted_while_redis_was_down_or_lost_in_a_restart_run_once_it_is_
     assert tenant.get(f"/v1/jobs/{queued[0]}/result").json()["predictions"] == ["setosa"]
     assert tenant.get(f"/v1/jobs/{ids[-1]}/result").json()["predictions"] == ["virginica"]
     assert s.reconcile() == {"failed": 0, "expired": 0, "promoted": 0, "republished": 0,
-                             "webhooks": 0, "chunks": 0, "deleted": 0}
+                             "webhooks": 0, "chunks": 0, "deleted": 0,
+                             "abandoned_chunks": 0}
 
 
 def test_a_worker_keeps_batching_after_redis_restarts_under_it(

@@ -51,11 +51,11 @@ def test_redelivered_message_does_not_write_a_second_result(engine: Engine, job_
         assert recovery.claim_expired(conn, job_id, LEASE) is None  # its lease is still valid
     assert first and second == []
     with engine.begin() as conn:
-        assert jobs.finish(conn, [Outcome(job_id, result={"predictions": ["setosa"]})]) == 1
+        assert jobs.finish(conn, [Outcome(job_id, 1, result={"predictions": ["setosa"]})]) == 1
     finished = _row(engine, job_id)
     with engine.begin() as conn:
-        assert jobs.finish(conn, [Outcome(job_id, result={"predictions": ["other"]})]) == 0
-        assert jobs.finish(conn, [Outcome(job_id, error="late failure")]) == 0
+        assert jobs.finish(conn, [Outcome(job_id, 1, result={"predictions": ["other"]})]) == 0
+        assert jobs.finish(conn, [Outcome(job_id, 1, error="late failure")]) == 0
         assert jobs.claim(conn, [job_id], LEASE) == []  # a finished job is never claimed again
         assert recovery.claim_expired(conn, job_id, LEASE) is None
     assert _row(engine, job_id) == finished
@@ -123,7 +123,7 @@ def test_republish_takes_lost_queued_jobs_and_expired_leases_once_per_interval(
 
 def test_finish_without_claim_changes_nothing(engine: Engine, job_id: str) -> None:
     with engine.begin() as conn:
-        assert jobs.finish(conn, [Outcome(job_id, result={"predictions": [1]})]) == 0
+        assert jobs.finish(conn, [Outcome(job_id, 1, result={"predictions": [1]})]) == 0
     assert _row(engine, job_id)["status"] == JobStatus.QUEUED
 
 
@@ -191,7 +191,28 @@ def test_cancel_is_conditional_and_scoped_to_the_tenant(engine: Engine, job_id: 
     with engine.begin() as conn:
         jobs.claim(conn, [job_id], LEASE)
         jobs.cancel(conn, TENANT, job_id)  # running: cancelled all the same
-        assert jobs.finish(conn, [Outcome(job_id, result={"predictions": [1]})]) == 0
+        assert jobs.finish(conn, [Outcome(job_id, 1, result={"predictions": [1]})]) == 0
     with engine.begin() as conn, pytest.raises(Conflict):
         jobs.cancel(conn, TENANT, job_id)
     assert _row(engine, job_id)["status"] == "cancelled" and _row(engine, job_id)["result"] is None
+
+
+def test_a_claim_that_lost_its_job_writes_nothing(engine: Engine, job_id: str) -> None:
+    """Fencing: worker A's lease expired and worker B took the job over (attempt 2). A's late
+    result is refused, whether B is still running it or has finished it."""
+    with engine.begin() as conn:
+        [first] = jobs.claim(conn, [job_id], LEASE)
+    _expire(engine, job_id)
+    with engine.begin() as conn:
+        second = recovery.claim_expired(conn, job_id, LEASE)
+    assert second is not None and (first.attempts, second.attempts) == (1, 2)
+    with engine.begin() as conn:
+        assert jobs.renew_leases(conn, [(job_id, first.attempts)], LEASE) == 0
+        assert jobs.renew_leases(conn, [(job_id, second.attempts)], LEASE) == 1
+        assert jobs.finish(conn, [Outcome(job_id, first.attempts, error="A's late word")]) == 0
+    assert _row(engine, job_id)["status"] == JobStatus.RUNNING
+    with engine.begin() as conn:
+        assert jobs.finish(conn, [Outcome(job_id, second.attempts,
+                                          result={"predictions": ["setosa"]})]) == 1
+        assert jobs.finish(conn, [Outcome(job_id, first.attempts, result={"x": 1})]) == 0
+    assert _row(engine, job_id)["result"] == '{"predictions": ["setosa"]}'

@@ -84,6 +84,30 @@ def test_timeout_answers_202_and_the_job_then_succeeds_exactly_once(tenant: Tena
     assert result["predictions"] == pytest.approx([1500 + 2])
 
 
+def test_a_retry_with_the_same_idempotency_key_waits_for_the_first_job(
+    tenant: Tenant,
+) -> None:
+    """A caller whose connection broke after the commit retries with its key: it gets the
+    first attempt's job (202 while it runs, then its result), never a second job."""
+    key = {"Idempotency-Key": f"sync-{tenant.name}"}
+    body = {"inputs": [[1200, 1]]}  # sleepy: 1.2 s of work
+    first = tenant.post("/v1/models/sleepy/predict?timeout=0.2", json=body, headers=key)
+    assert first.status_code == 202, first.text  # (the caller never saw this answer)
+    job_id = first.json()["id"]
+    again = tenant.post("/v1/models/sleepy/predict?timeout=0.2", json=body, headers=key)
+    assert again.status_code == 202 and again.json()["id"] == job_id
+    assert again.headers["Idempotent-Replayed"] == "true"
+    done = tenant.post("/v1/models/sleepy/predict?timeout=10", json=body, headers=key)
+    assert done.status_code == 200, done.text
+    assert done.headers["Idempotent-Replayed"] == "true"
+    assert done.headers["Content-Location"] == f"/v1/jobs/{job_id}/result"
+    assert done.json()["predictions"] == pytest.approx([1200 + 2])
+    listed = [j["id"] for j in tenant.get("/v1/jobs").json()["jobs"]]
+    assert listed == [job_id]  # one job for three requests
+    other = tenant.post("/v1/models/sleepy/predict", json={"inputs": [[1, 1]]}, headers=key)
+    assert other.status_code == 422 and other.json()["error"]["job_id"] == job_id
+
+
 def test_a_failing_row_answers_422_with_the_job_id(tenant: Tenant) -> None:
     response = tenant.post("/v1/models/fragile/predict", json={"inputs": [[-1, 1, 1, 1]]})
     assert response.status_code == 422, response.text

@@ -48,8 +48,9 @@ class ApiProcess:
     """A real `predq api` (gunicorn) subprocess with the given settings, answering on
     `self.url` once constructed; its output goes to `log_path`."""
 
-    def __init__(self, settings: Settings, log_path: Path, timeout: float = 60) -> None:
-        env = {**os.environ, **settings.env(), "PYTHONPATH": str(ROOT)}
+    def __init__(self, settings: Settings, log_path: Path, timeout: float = 60,
+                 env: dict[str, str] | None = None) -> None:
+        env = {**os.environ, **settings.env(), "PYTHONPATH": str(ROOT), **(env or {})}
         self.log_path = log_path
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen([sys.executable, *api_command(settings)], env=env,

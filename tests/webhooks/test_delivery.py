@@ -131,7 +131,7 @@ def _finish_as_a_worker_does(engine: Engine, tenant: Tenant,
         jobs.insert_jobs(conn, [job])
         jobs.claim(conn, [job.id], 60)
     with engine.begin() as conn:
-        jobs.finish(conn, [jobs.Outcome(job.id, result={"predictions": ["setosa"]})])
+        jobs.finish(conn, [jobs.Outcome(job.id, 1, result={"predictions": ["setosa"]})])
         [event_id] = webhook_domain.record(conn, [job.id], 2000)
     return event_id
 
