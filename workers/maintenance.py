@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Collection
 from datetime import timedelta
 
 from sqlalchemy import Engine
@@ -28,11 +29,14 @@ log = logging.getLogger(__name__)
 
 
 def reconcile(engine: Engine, settings: Settings, publish: Publisher,
-              limit: int = 10_000) -> dict[str, int]:
+              limit: int = 10_000, idle_queues: Collection[str] = (),
+              sweep_retention: bool = True) -> dict[str, int]:
     """Fail jobs that exhausted their attempts, expire queued jobs past their deadline, move
     long-waiting jobs up a priority level, then send again every queued job whose message was
-    lost and every running job whose worker died. Running it twice, or beside a late
-    redelivery, is harmless: claims and outcomes are conditional."""
+    lost and every running job whose worker died. A message counts as lost after
+    `republish_after` seconds, or `republish_idle_after` on a queue that is empty in Redis
+    (`idle_queues`: lost with a restarted broker, or held by a dead worker). Running it twice,
+    or beside a late redelivery, is harmless: claims and outcomes are conditional."""
     with engine.begin() as conn:
         failed = recovery.fail_exhausted(conn, settings.max_attempts)
         expired = jobs.expire(conn, limit=limit)
@@ -45,27 +49,31 @@ def reconcile(engine: Engine, settings: Settings, publish: Publisher,
         promoted = recovery.promote(conn, now - timedelta(seconds=settings.promote_after), limit)
         bulk_promoted = chunks.promote(conn, now - timedelta(seconds=settings.promote_after),
                                        limit)
+    cutoffs = recovery.Cutoffs.of(now, settings.republish_after, settings.republish_idle_after,
+                                  idle_queues)
     with engine.begin() as conn:
-        due = promoted + recovery.due_for_republish(
-            conn, now - timedelta(seconds=settings.republish_after), limit)
+        due = promoted + recovery.due_for_republish(conn, cutoffs, limit)
     by_queue: dict[str, list[str]] = defaultdict(list)
     for job_id, queue in due:
         by_queue[queue].append(job_id)
     with engine.begin() as conn:  # bulk jobs: lost chunk messages, dead workers' chunks
         abandoned = chunks.delete_abandoned(
             conn, now - timedelta(seconds=settings.abandoned_upload_after))
-        chunk_sends, chunk_failed = chunks.sweep(
-            conn, now - timedelta(seconds=settings.republish_after), settings.bulk_window,
-            settings.max_attempts, limit)
+        chunk_sends, chunk_failed = chunks.sweep(conn, cutoffs, settings.bulk_window,
+                                                 settings.max_attempts, limit)
         new_events += webhook_events.record(conn, chunk_failed, settings.webhook_max_inline_bytes)
         ended = jobs.labels_of(conn, chunk_failed)
     metrics.jobs_ended(ended)
     metrics.UPLOAD_CHUNKS_ABANDONED.inc(abandoned)
-    with engine.begin() as conn:  # finished jobs past their retention
-        swept = retention.sweep(conn, settings.retention_days * 86400, limit)
-        idempotency.purge(conn, now - idempotency.KEEP)
+    swept = {"deleted": 0}
+    if sweep_retention:
+        with engine.begin() as conn:  # finished jobs past their retention
+            swept = retention.sweep(conn, settings.retention_days * 86400, limit)
+            idempotency.purge(conn, now - idempotency.KEEP)
+    lost_after = settings.republish_idle_after if WEBHOOK_QUEUE in idle_queues \
+        else settings.republish_after
     with engine.begin() as conn:  # webhook events due: new ones whose message was lost, retries
-        events = new_events + webhook_events.due(conn, settings.republish_after, limit)
+        events = new_events + webhook_events.due(conn, lost_after, limit)
     sends = [(PREDICT_TASK, queue, ids) for queue, ids in by_queue.items()]
     sends.append((DELIVER_TASK, WEBHOOK_QUEUE, events))
     for task, queue, ids in sends:

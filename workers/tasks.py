@@ -22,6 +22,7 @@ from service.core.broker import celery_publisher
 from service.core.messaging import (
     CHUNK_TASK,
     DELIVER_TASK,
+    PREDICT_QUEUES,
     PREDICT_TASK,
     RECONCILE_TASK,
     SCHEDULE_TASK,
@@ -260,10 +261,26 @@ def register(app: Celery) -> None:
             return {}
         try:
             publish = celery_publisher(app)
-            return reconcile(runner(settings, publish).engine, settings, publish)
+            # Retention once a minute at most, whatever the reconciler's pace.
+            retention_due = bool(client.set("predq:retention:ran", 1, nx=True, ex=60))
+            return reconcile(runner(settings, publish).engine, settings, publish,
+                             idle_queues=idle_queues(client), sweep_retention=retention_due)
         finally:
             with contextlib.suppress(redis.exceptions.LockError):
                 lock.release()
+
+
+def idle_queues(client: redis.Redis) -> set[str]:
+    """The queues holding no message in Redis right now (unknown if Redis fails: none)."""
+    watched = (*PREDICT_QUEUES, WEBHOOK_QUEUE)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for queue in watched:
+            pipe.llen(queue)
+        lengths = pipe.execute()
+    except redis.RedisError:
+        return set()
+    return {queue for queue, n in zip(watched, lengths, strict=True) if n == 0}
 
 
 def _ids(args: Any) -> list[str]:

@@ -94,14 +94,17 @@ class Settings:
     #: the leases it holds every third of this while it runs. A job whose lease ran out lost its
     #: worker (dead or frozen): the reconciler sends it again and it runs alone, and the late
     #: write of the old claim is refused (fenced by its attempt).
-    lease_seconds: int = 90
+    lease_seconds: int = 10
     #: Seconds after its last message before the reconciler sends a queued job again (the
-    #: message was lost: Redis restarted, or the publish failed).
+    #: message was lost: Redis restarted, or the publish failed) - or, when its queue is empty
+    #: in Redis, `republish_idle_after` seconds: an empty queue holds no message that is just
+    #: slow (it was lost, or sits in the prefetch of a worker that died or froze).
     republish_after: float = 60.0
+    republish_idle_after: float = 5.0
     #: Claims after which a job whose worker keeps dying fails instead of running again.
     max_attempts: int = 3
     #: Seconds between reconciler runs (started by `predq beat`).
-    reconcile_interval: float = 15.0
+    reconcile_interval: float = 2.0
     #: Model artifacts kept loaded per worker process.
     model_cache_size: int = 8
     #: Address `predq up` and the docker image bind the API to.

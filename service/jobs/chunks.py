@@ -25,7 +25,7 @@ from service.jobs import idempotency
 from service.jobs.idempotency import Claim
 from service.jobs.lifecycle import JobRequest, encode_inputs
 from service.jobs.priorities import higher
-from service.jobs.recovery import exhausted_error
+from service.jobs.recovery import Cutoffs, exhausted_error
 from service.store.db import job_chunks, jobs
 
 PENDING, RUNNING, DONE = "pending", "running", "done"
@@ -155,12 +155,12 @@ def drop_inputs(conn: Connection, job_id: str) -> None:
     conn.execute(update(job_chunks).where(job_chunks.c.job_id == job_id).values(inputs=None))
 
 
-def sweep(conn: Connection, cutoff: datetime, window: int, max_attempts: int, limit: int
+def sweep(conn: Connection, cutoffs: Cutoffs, window: int, max_attempts: int, limit: int
           ) -> tuple[list[tuple[str, str, int]], list[str]]:
     """For the reconciler: chunks to send again (job id, queue, seq), stamped published -
     lost messages, expired leases, and the next ones of each active job's window - and the
     bulk jobs failed because a chunk's worker died `max_attempts` times."""
-    send, exhausted = _due(conn, cutoff, window, max_attempts, limit)
+    send, exhausted = _due(conn, cutoffs, window, max_attempts, limit)
     by_job: dict[str, list[int]] = {}
     for job_id, _queue, seq in send:
         by_job.setdefault(job_id, []).append(seq)
@@ -179,7 +179,7 @@ def delete_abandoned(conn: Connection, older_than: datetime) -> int:
         job_chunks.c.job_id.not_in(select(jobs.c.id)))).rowcount)
 
 
-def _due(conn: Connection, cutoff: datetime, window: int, max_attempts: int, limit: int
+def _due(conn: Connection, cutoffs: Cutoffs, window: int, max_attempts: int, limit: int
          ) -> tuple[list[tuple[str, str, int]], list[str]]:
     now = utcnow()
     active = conn.execute(select(jobs.c.id, jobs.c.queue).where(
@@ -191,6 +191,7 @@ def _due(conn: Connection, cutoff: datetime, window: int, max_attempts: int, lim
             job_chunks.c.job_id == job_id, job_chunks.c.status != DONE)
             .order_by(job_chunks.c.seq)).mappings().all()
         in_flight = 0
+        cutoff = cutoffs.for_queue(queue)
         for row in rows:
             expired = row["status"] == RUNNING and row["lease_until"] is not None and \
                 as_utc(row["lease_until"]) < now

@@ -6,9 +6,12 @@ step is one conditional UPDATE, so running it twice, or beside a late redelivery
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, or_, select, update
 
 from service.core.messaging import PREDICT_QUEUES
 from service.core.states import JobStatus
@@ -57,22 +60,47 @@ def exhausted_error(max_attempts: int) -> str:
             "time (an input that crashes the model, or not enough memory)")
 
 
-def due_for_republish(conn: Connection, cutoff: datetime, limit: int) -> list[tuple[str, str]]:
-    """Queued jobs whose last message is older than `cutoff`, and running jobs whose lease
-    expired: stamp them published now and return (id, queue) to send again."""
+@dataclass(frozen=True)
+class Cutoffs:
+    """When a message counts as lost: sent before `busy` - or, on a queue that is empty in the
+    broker (`idle_queues`), before `idle`. An empty queue cannot be holding a message that was
+    sent seconds ago: it was lost with a restarted broker, or it sits in the prefetch of a
+    worker that died or froze. A busy queue may just be slow, and is given longer."""
+
+    busy: datetime
+    idle: datetime
+    idle_queues: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, now: datetime, busy_after: float, idle_after: float,
+           idle_queues: Iterable[str] = ()) -> Cutoffs:
+        return cls(now - timedelta(seconds=busy_after), now - timedelta(seconds=idle_after),
+                   frozenset(idle_queues))
+
+    def for_queue(self, queue: str) -> datetime:
+        return self.idle if queue in self.idle_queues else self.busy
+
+    def sent_before(self, sent: ColumnElement[Any], queue: ColumnElement[Any]
+                    ) -> ColumnElement[bool]:
+        """SQL: a message sent at `sent` to `queue` counts as lost."""
+        if not self.idle_queues:
+            return sent < self.busy
+        return or_(sent < self.busy, and_(queue.in_(self.idle_queues), sent < self.idle))
+
+
+def due_for_republish(conn: Connection, cutoffs: Cutoffs, limit: int) -> list[tuple[str, str]]:
+    """Queued jobs whose last message counts as lost, and running jobs whose lease expired
+    (their worker died or froze): stamp them published now and return (id, queue) to send
+    again."""
     now = utcnow()
     lost = and_(jobs.c.n_chunks.is_(None),  # bulk jobs: chunks.sweep
                 or_(jobs.c.status == JobStatus.QUEUED.value,
-                    and_(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_until < now)))
-    due = (
-        select(jobs.c.id)
-        .where(lost, jobs.c.published_at < cutoff)
-        .order_by(jobs.c.created_at)
-        .limit(limit)
-    )
+                    and_(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_until < now)),
+                cutoffs.sent_before(jobs.c.published_at, jobs.c.queue))
+    due = select(jobs.c.id).where(lost).order_by(jobs.c.created_at).limit(limit)
     stmt = (
         update(jobs)
-        .where(jobs.c.id.in_(due.scalar_subquery()), lost, jobs.c.published_at < cutoff)
+        .where(jobs.c.id.in_(due.scalar_subquery()), lost)
         .values(published_at=now)
         .returning(jobs.c.id, jobs.c.queue)
     )

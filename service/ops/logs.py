@@ -60,5 +60,7 @@ def configure(level: str, fmt: str, stream: object = None) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
-    for noisy in ("urllib3", "kombu", "amqp"):
+    # Celery's "Task ... received" and "... succeeded" lines are per message (a reconciler run
+    # every few seconds, a webhook attempt): predq logs what matters about jobs itself.
+    for noisy in ("urllib3", "kombu", "amqp", "celery.app.trace", "celery.worker.strategy"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -1,7 +1,7 @@
 """The job lifecycle on a real database: conditional transitions make effects exactly once."""
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
@@ -107,18 +107,39 @@ def test_republish_takes_lost_queued_jobs_and_expired_leases_once_per_interval(
 ) -> None:
     later = times.utcnow() + timedelta(seconds=5)
     with engine.begin() as conn:
-        assert recovery.due_for_republish(conn, times.utcnow() - timedelta(seconds=60), 100) == []
-        assert (job_id, "predict.normal") in recovery.due_for_republish(conn, later, 1000)
+        early = cut(times.utcnow() - timedelta(seconds=60))
+        assert recovery.due_for_republish(conn, early, 100) == []
+        assert (job_id, "predict.normal") in recovery.due_for_republish(conn, cut(later), 1000)
         # stamped: not due again until another interval has passed
         recent = times.utcnow() - timedelta(seconds=1)
-        assert job_id not in dict(recovery.due_for_republish(conn, recent, 1000))
+        assert job_id not in dict(recovery.due_for_republish(conn, cut(recent), 1000))
     with engine.begin() as conn:
         jobs.claim(conn, [job_id], LEASE)
     with engine.begin() as conn:  # running under a valid lease: not lost
-        assert job_id not in dict(recovery.due_for_republish(conn, later, 1000))
+        assert job_id not in dict(recovery.due_for_republish(conn, cut(later), 1000))
     _expire(engine, job_id)
     with engine.begin() as conn:
-        assert job_id in dict(recovery.due_for_republish(conn, later + timedelta(seconds=5), 1000))
+        again = cut(later + timedelta(seconds=5))
+        assert job_id in dict(recovery.due_for_republish(conn, again, 1000))
+
+
+def cut(when: datetime) -> recovery.Cutoffs:
+    return recovery.Cutoffs(when, when)
+
+
+def test_on_an_empty_queue_a_message_counts_as_lost_sooner(engine: Engine, job_id: str) -> None:
+    """Ten seconds after its message, a queued job is not yet lost on a busy queue (it may
+    just be waiting), but it is on a queue that Redis holds nothing of."""
+    now = times.utcnow() + timedelta(seconds=10)
+    busy = recovery.Cutoffs.of(now, busy_after=60, idle_after=5)
+    idle = recovery.Cutoffs.of(now, busy_after=60, idle_after=5, idle_queues={"predict.normal"})
+    with engine.begin() as conn:  # (the database is shared: look for this job only)
+        assert job_id not in dict(recovery.due_for_republish(conn, busy, 1000))
+        assert dict(recovery.due_for_republish(conn, idle, 1000))[job_id] == "predict.normal"
+        # stamped as sent just now: not lost again for another 5 seconds
+        soon = recovery.Cutoffs.of(times.utcnow() + timedelta(seconds=4), 60, 5,
+                                   {"predict.normal"})
+        assert job_id not in dict(recovery.due_for_republish(conn, soon, 1000))
 
 
 def test_finish_without_claim_changes_nothing(engine: Engine, job_id: str) -> None:

@@ -10,7 +10,14 @@ from collections.abc import Iterator
 import requests
 from sqlalchemy import Engine, delete, select
 
-from service.store.db import api_keys, jobs, webhook_attempts, webhook_endpoints, webhook_events
+from service.store.db import (
+    api_keys,
+    job_chunks,
+    jobs,
+    webhook_attempts,
+    webhook_endpoints,
+    webhook_events,
+)
 from service.tenants import keys
 from tests.support.openapi_check import check_response
 
@@ -62,5 +69,7 @@ def make_tenant(engine: Engine, base_url: str,
         conn.execute(delete(webhook_attempts).where(webhook_attempts.c.event_id.in_(events)))
         conn.execute(delete(webhook_events).where(webhook_events.c.tenant == name))
         conn.execute(delete(webhook_endpoints).where(webhook_endpoints.c.tenant == name))
+        owned = select(jobs.c.id).where(jobs.c.tenant == name)
+        conn.execute(delete(job_chunks).where(job_chunks.c.job_id.in_(owned)))
         conn.execute(delete(jobs).where(jobs.c.tenant == name))
         conn.execute(delete(api_keys).where(api_keys.c.tenant == name))
