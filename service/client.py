@@ -37,10 +37,10 @@ class ApiError(Exception):
 class Client:
     def __init__(self, url: str | None = None, key: str | None = None,
                  timeout: float = 60.0) -> None:
-        self.url = (url or os.environ.get("PREDQ_URL") or "http://127.0.0.1:8000").rstrip("/")
+        self.url = (url or default_url()).rstrip("/")
         self.key = key or os.environ.get("PREDQ_API_KEY") or _dev_key()
         self.timeout = timeout
-        self.http = requests.Session()
+        self.http = _Session(self.url)
         if self.key:
             self.http.headers["Authorization"] = f"Bearer {self.key}"
 
@@ -110,6 +110,18 @@ class Client:
         return _ok(self.http.post(f"{self.url}/v1/jobs/{job_id}/cancel", timeout=self.timeout))
 
 
+class _Session(requests.Session):
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self._base = url
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        try:
+            return super().request(*args, **kwargs)
+        except requests.ConnectionError as exc:
+            raise NoApi(self._base.rstrip("/")) from exc
+
+
 def _ok(response: requests.Response) -> dict[str, Any]:
     try:
         body = response.json()
@@ -147,6 +159,26 @@ def _upload(path: Path, progress: Progress | None) -> tuple[Any, str]:
         raise ValueError(f"{path.name}: send {formats.names(formats.READABLE)}")
     fh = open(path, "rb")  # noqa: SIM115 - requests reads it to the end
     return _ProgressFile(fh, path.stat().st_size, progress), fmt.media_type
+
+
+def default_url() -> str:
+    """PREDQ_URL, else where `predq up` listens with the same settings (PREDQ_HOST and
+    PREDQ_PORT, by default http://127.0.0.1:8000)."""
+    if os.environ.get("PREDQ_URL"):
+        return os.environ["PREDQ_URL"]
+    host = os.environ.get("PREDQ_HOST", "127.0.0.1")
+    if host in ("0.0.0.0", "::", ""):  # listening everywhere: this machine answers on loopback
+        host = "127.0.0.1"
+    return f"http://{host}:{os.environ.get('PREDQ_PORT', '8000')}"
+
+
+class NoApi(ConnectionError):
+    """Nothing answered at the client's URL."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(f"no predq API at {url}; set PREDQ_URL (or PREDQ_PORT) to where "
+                         "`predq up` or `predq api` listens")
+        self.url = url
 
 
 def _dev_key() -> str | None:

@@ -63,8 +63,10 @@ def test_operator_migrates_registers_a_model_and_creates_a_key(
     engine.dispose()
 
 
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGHUP],
+                         ids=["ctrl-c", "terminal-closed"])
 def test_predq_up_prints_a_curl_line_that_works_and_ctrl_c_stops_everything(
-    tmp_path: Path,
+    tmp_path: Path, stop_signal: signal.Signals,
 ) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
@@ -91,12 +93,26 @@ def test_predq_up_prints_a_curl_line_that_works_and_ctrl_c_stops_everything(
                 break
             time.sleep(0.1)
         assert result["predictions"] == ["setosa"], result
+        # Quiet: the banner, then only warnings and errors (no Celery banners or task lines).
+        assert "celery@" not in output and "[tasks]" not in output
+        assert f"export PREDQ_URL=http://127.0.0.1:{port}" in output
+        # The CLI finds the API `predq up` runs, from the same settings (no PREDQ_URL).
+        cli_env = {**env, "PREDQ_API_KEY": (tmp_path / "var/dev-api-key").read_text().strip()}
+        cli_env.pop("PREDQ_URL", None)
+        status = subprocess.run([*PREDQ, "status", job["id"]], env=cli_env, cwd=tmp_path,
+                                capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0 and '"succeeded"' in status.stdout, status.stderr
+        # A second `predq up` on the same var/ is refused, and leaves the first one alone.
+        second = subprocess.run([*PREDQ, "up"], env=env, cwd=tmp_path, capture_output=True,
+                                text=True, timeout=60)
+        assert second.returncode == 1 and "another `predq up`" in second.stderr
+        assert "Traceback" not in second.stderr
         sock = tmp_path / "var/redis.sock"
         assert redis.Redis(unix_socket_path=str(sock)).ping()
         descendants = psutil.Process(up.pid).children(recursive=True)
         assert len(descendants) >= 6  # redis, gunicorn master + 2 workers, celery + 2 children
     finally:
-        os.killpg(up.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        os.killpg(up.pid, stop_signal)  # what Ctrl-C, or closing the terminal, does
         up.wait(60)
         log.close()
     assert up.returncode == 0
@@ -105,6 +121,35 @@ def test_predq_up_prints_a_curl_line_that_works_and_ctrl_c_stops_everything(
     with pytest.raises(redis.ConnectionError):
         redis.Redis(unix_socket_path=str(sock), socket_connect_timeout=1).ping()
     assert Settings.from_env({"PREDQ_VAR_DIR": "x"}).var_dir  # settings still importable
+
+
+def test_predq_up_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(PREDQ_VAR_DIR=str(tmp_path / "var"), PREDQ_PORT=str(port), PYTHONPATH=str(ROOT))
+    try:
+        up = subprocess.run([*PREDQ, "up"], env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    finally:
+        taken.close()
+    assert up.returncode == 1
+    assert up.stderr.strip().splitlines() == [
+        f"predq: port {port} on 127.0.0.1 is taken by another program; choose another with "
+        f"PREDQ_PORT, e.g. PREDQ_PORT={port + 1} make run"]
+    assert not (tmp_path / "var/redis.sock").exists()  # nothing was started
+
+
+def test_the_cli_names_the_url_it_found_no_api_at(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PREDQ_URL"}
+    env.update(PREDQ_PORT=str(port), PREDQ_API_KEY="pq_x", PYTHONPATH=str(ROOT))
+    status = subprocess.run([*PREDQ, "status", "some-job"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 1 and "Traceback" not in status.stderr
+    assert f"no predq API at http://127.0.0.1:{port}; set PREDQ_URL" in status.stderr
 
 
 def _wait_for(path: Path, needle: str, timeout: float = 120) -> str:

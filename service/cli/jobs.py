@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import sys
+import time
 
 import click
 
@@ -14,8 +14,8 @@ def _client(url: str | None, key: str | None):  # type: ignore[no-untyped-def]
     return Client(url, key)
 
 
-_url = click.option("--url", envvar="PREDQ_URL", help="the API [PREDQ_URL, default "
-                    "http://127.0.0.1:8000]")
+_url = click.option("--url", envvar="PREDQ_URL", help="the API [PREDQ_URL; default: where "
+                    "`predq up` listens, http://PREDQ_HOST:PREDQ_PORT]")
 _key = click.option("--key", envvar="PREDQ_API_KEY",
                     help="API key [PREDQ_API_KEY; default: var/dev-api-key of `predq up`]")
 
@@ -37,11 +37,10 @@ def submit(model: str, path: str, version: str | None, priority: str | None,
            key: str | None) -> None:
     """Upload FILE as a bulk job and print its id (with --wait: its final status too)."""
     client = _client(url, key)
-    size = os.path.getsize(path)
-    with click.progressbar(length=size, label="upload", file=sys.stderr) as bar:
+    with Progress("upload", "MB", scale=1e6) as shown:
         job_id = _call(lambda: client.submit(model, path=path, version=version,
                                              priority=priority, idempotency_key=idempotency_key,
-                                             progress=_advance(bar)))
+                                             progress=shown))
     click.echo(job_id)
     if not wait:
         return
@@ -93,16 +92,47 @@ def cancel(job_id: str, url: str | None, key: str | None) -> None:
     click.echo(_call(lambda: client.cancel(job_id))["status"])
 
 
-def _advance(bar):  # type: ignore[no-untyped-def]
-    def progress(done: int, total: int) -> None:
-        bar.length = max(total, 1)
-        bar.update(done - bar.pos)
-    return progress
+class Progress:
+    """How far an upload or a job is, on stderr: done of total, percent and rate. On a
+    terminal one line redrawn in place; elsewhere (a log, CI) a plain line every few seconds
+    and one at the end."""
+
+    def __init__(self, label: str, unit: str, scale: float = 1.0, every: float = 5.0) -> None:
+        self.label, self.unit, self.scale, self.every = label, unit, scale, every
+        self.tty = sys.stderr.isatty()
+        self.started = time.monotonic()
+        self.shown_at = 0.0
+        self.last: tuple[int, int] | None = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.last is not None:
+            self._show(*self.last, final=True)
+
+    def __call__(self, done: int, total: int) -> None:
+        self.last = (done, total)
+        now = time.monotonic()
+        if self.tty or now - self.shown_at >= self.every:
+            self.shown_at = now
+            self._show(done, total)
+
+    def _show(self, done: int, total: int, final: bool = False) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        fmt = ",.0f" if self.scale == 1 else ",.1f"
+        line = (f"{self.label}: {done / self.scale:{fmt}} of {total / self.scale:{fmt}} "
+                f"{self.unit} ({100 * done / max(total, 1):.0f}%), "
+                f"{done / self.scale / elapsed:{fmt}} {self.unit}/s")
+        if self.tty:
+            click.echo("\r" + line.ljust(79), nl=final, err=True)
+        else:
+            click.echo(line, err=True)
 
 
 def _watch(client, job_id: str) -> dict:  # type: ignore[no-untyped-def, type-arg]
-    with click.progressbar(length=1, label="rows", file=sys.stderr) as bar:
-        return _call(lambda: client.wait(job_id, progress=_advance(bar)))  # type: ignore[no-any-return]
+    with Progress("rows", "rows") as shown:
+        return _call(lambda: client.wait(job_id, progress=shown))  # type: ignore[no-any-return]
 
 
 def _call(fn):  # type: ignore[no-untyped-def]

@@ -45,5 +45,7 @@ def worker_command(settings: Settings, queues: str = DEFAULT_QUEUES) -> list[str
 
 
 def _quiet(settings: Settings) -> list[str]:
-    """No start-up banner where every line must be JSON."""
-    return ["--quiet"] if settings.log_format == "json" else []
+    """No start-up banner where every line must be JSON, nor where only warnings are wanted."""
+    quiet = settings.log_format == "json" or settings.log_level.upper() in (
+        "WARNING", "ERROR", "CRITICAL")
+    return ["--quiet"] if quiet else []

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import IO
 
 from service.cli import embedded
 from service.cli.demo import register_demo_models
@@ -57,10 +60,20 @@ def dev_key(settings: Settings) -> str:
 def run_all(settings: Settings, embedded_redis: bool) -> int:
     var = Path(settings.var_dir)
     var.mkdir(parents=True, exist_ok=True)
+    lock = _lock(var)  # held until this process ends
+    if lock is None:
+        return 1
+    if not _port_free(settings.host, settings.port):
+        print(f"predq: port {settings.port} on {settings.host} is taken by another program; "
+              f"choose another with PREDQ_PORT, e.g. PREDQ_PORT={settings.port + 1} make run",
+              file=sys.stderr)
+        return 1
     redis_proc = embedded.start_redis(var) if embedded_redis else None
     settings = settings.replace(secret_key=dev_secret_key(settings))
     if "PREDQ_LOG_FORMAT" not in os.environ:  # a person reads these lines
         settings = settings.replace(log_format="text")
+    if "PREDQ_LOG_LEVEL" not in os.environ:  # the banner, then only warnings and errors
+        settings = settings.replace(log_level="WARNING")
     children: list[subprocess.Popen[bytes]] = []
     try:
         upgrade(settings.database_url)
@@ -80,7 +93,8 @@ def run_all(settings: Settings, embedded_redis: bool) -> int:
         _wait_until_serving(settings, children)
         _banner(settings, key)
         stopping: list[int] = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # Ctrl-C, a kill, or the terminal closing (SIGHUP): every child is stopped alike.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, lambda signum, _frame: stopping.append(signum))
         while not stopping and all(child.poll() is None for child in children):
             time.sleep(0.2)
@@ -95,6 +109,36 @@ def run_all(settings: Settings, embedded_redis: bool) -> int:
         stop_all(children)
         if redis_proc is not None:
             embedded.stop(redis_proc)
+
+
+def _lock(var: Path) -> IO[str] | None:
+    """One `predq up` per var/ directory: a second one would share its socket and database."""
+    handle = open(var / "up.lock", "a+")  # noqa: SIM115 - held open while we run
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        pid = handle.read().strip() or "?"
+        print(f"predq: another `predq up` (pid {pid}) is running with {var}; stop it first "
+              "(Ctrl-C in its terminal), or give this one its own PREDQ_VAR_DIR",
+              file=sys.stderr)
+        handle.close()
+        return None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def stop_all(children: list[subprocess.Popen[bytes]], grace: float = 25) -> None:
@@ -136,6 +180,9 @@ predq is running at {url}   (Ctrl-C stops everything)
   result store: {settings.database_url}
   redis:        {settings.redis_url}
   API key:      {key}   (also in {Path(settings.var_dir) / 'dev-api-key'})
+
+In another terminal, for `predq submit/status/result`:
+  export PREDQ_URL={url} PREDQ_API_KEY={key}
 
 Dashboard: {url}/#key={key}
 

@@ -39,7 +39,10 @@ def test_a_200k_row_csv_through_the_cli_matches_the_model(
                  "-o", str(out))
     assert done.returncode == 0, done.stderr
     job_id = done.stdout.strip()
-    assert f"{job_id} succeeded" in done.stderr and "upload" in done.stderr
+    assert f"{job_id} succeeded" in done.stderr
+    # Not a terminal: plain progress lines, the last of each naming all of it and its rate.
+    assert "rows: 200,000 of 200,000 rows (100%)" in done.stderr and "rows/s" in done.stderr
+    assert "upload: " in done.stderr and "MB (100%)" in done.stderr and "MB/s" in done.stderr
     with open(out, newline="") as fh:
         table = list(csv.reader(fh))
     expected = joblib.load(iris.artifact_path).predict(rows).tolist()

@@ -182,8 +182,15 @@ class Console:
 
 
 def test_dashboard_shows_a_job_submitted_during_the_test(
-    browser: Any, worker: WorkerProcess, tenant: Tenant, api_url: str
+    browser: Any, worker: WorkerProcess, tenant: Tenant, api_url: str, engine: Engine
 ) -> None:
+    url = "https://hooks.example.com/predq/" + "very-long-path-segment/" * 6 + "receive"
+    with engine.begin() as conn:  # a dead webhook event, for the failures table
+        conn.execute(insert(webhook_events), {
+            "id": f"msg_{uuid.uuid4().hex}", "tenant": tenant.name, "job_id": str(uuid.uuid4()),
+            "endpoint_id": "we_test", "url": url, "type": "job.succeeded", "payload": "{}",
+            "status": "dead", "attempts": 8, "next_attempt_at": utcnow(),
+            "created_at": utcnow(), "last_error": "answered 500 Internal Server Error"})
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     console = Console(page)
     try:
@@ -200,6 +207,12 @@ def test_dashboard_shows_a_job_submitted_during_the_test(
         page.wait_for_selector("#models td:text-is('diabetes')")
         assert page.locator("#queues tbody tr").count() == 3
         assert page.inner_text("#ready") == "ready"
+        # The URL column is readable: one line, wide enough, the whole URL in its title.
+        cell = page.locator("#failures td.url").first
+        cell.wait_for(timeout=15_000)
+        box = cell.bounding_box()
+        assert box is not None and box["width"] >= 150 and box["height"] < 60, box
+        assert cell.get_attribute("title") == url
 
         page.screenshot(path=str(artifact("dashboard.png")), full_page=True)
         assert console.errors == []

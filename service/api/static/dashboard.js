@@ -170,9 +170,9 @@ function renderModels(body) {
 
 function renderFailures(body) {
   fill("failures", body.events.map((e) => el("tr", {},
-    el("td", { className: "mono", title: e.type }, e.id),
-    el("td", { className: "mono" }, e.job_id),
-    el("td", { className: "wrap" }, e.url),
+    el("td", { className: "mono id", title: `${e.type} ${e.id}` }, e.id),
+    el("td", { className: "mono id", title: e.job_id }, e.job_id),
+    el("td", { className: "mono url", title: e.url }, e.url),
     el("td", {}, status(e.status)),
     el("td", { className: "num" }, e.attempts),
     el("td", { className: "wrap" }, e.last_error || ""))), 6, "none");
