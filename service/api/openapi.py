@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import copy
 import html
 import json
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -83,27 +85,38 @@ def register(app: Flask) -> None:
 
 
 _document: dict[str, Any] | None = None
+_building = threading.Lock()
 
 
 def document() -> dict[str, Any]:
+    """The OpenAPI document, built once per process. Concurrent first requests (several
+    clients starting together) wait for one build: two at once used to amend spectree's own
+    dict twice, answering with every bulk parameter listed twice."""
     global _document
-    if _document is None:
-        doc = spec.spec
-        # spectree documents a 422 for its own request validation, which predq does not use
-        # (its views name the exact field in a 400): drop it where the view did not declare one.
-        for operations in doc["paths"].values():
-            for op in operations.values():
-                answer = op["responses"].get("422", {})
-                if "ValidationError" in json.dumps(answer):
-                    del op["responses"]["422"]
-        schemas = doc["components"]["schemas"]
-        for name in [n for n in schemas if n.startswith("ValidationError")]:
-            del schemas[name]
-        _describe_path_parameters(doc)
-        add_links(doc)
-        _bulk_media(doc)
-        _document = doc
+    if _document is not None:
+        return _document
+    with _building:
+        if _document is None:
+            _document = _build(copy.deepcopy(spec.spec))
     return _document
+
+
+def _build(doc: dict[str, Any]) -> dict[str, Any]:
+    """Amend spectree's document (a copy of it) with what it cannot say itself."""
+    # spectree documents a 422 for its own request validation, which predq does not use (its
+    # views name the exact field in a 400): drop it where the view did not declare one.
+    for operations in doc["paths"].values():
+        for op in operations.values():
+            answer = op["responses"].get("422", {})
+            if "ValidationError" in json.dumps(answer):
+                del op["responses"]["422"]
+    schemas = doc["components"]["schemas"]
+    for name in [n for n in schemas if n.startswith("ValidationError")]:
+        del schemas[name]
+    _describe_path_parameters(doc)
+    add_links(doc)
+    _bulk_media(doc)
+    return doc
 
 
 def _describe_path_parameters(doc: dict[str, Any]) -> None:

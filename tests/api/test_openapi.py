@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 from openapi_spec_validator import validate
 
+from service.api import openapi
+from service.core.settings import Settings
+from tests.support.processes import LiveServer
 from tests.support.tenants import Tenant
 
 NOT_JSON_API = {"/openapi.json", "/docs", "/metrics", "/", "/static/<path:filename>"}
@@ -64,3 +70,25 @@ def test_an_answer_outside_the_document_would_fail_the_check(
     response._content = b'{"models": [{"name": 5}]}'  # noqa: SLF001
     with pytest.raises(ResponseValidationError):
         check_response(response)
+
+
+def test_concurrent_first_requests_get_one_valid_document(
+    settings: Settings, live_server: type[LiveServer], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Clients that start together ask for the document at once: they must wait for one build
+    (two builds at once amended the same dict twice: every bulk parameter listed twice)."""
+    server = live_server(settings)
+    monkeypatch.setattr(openapi, "_document", None)  # as in a process that just started
+    assert openapi.spec.spec  # spectree's own document, generated (and kept) by spectree
+    barrier = threading.Barrier(16)
+
+    def fetch(_: int) -> dict[str, object]:
+        barrier.wait()
+        return requests.get(server.url + "/openapi.json", timeout=30).json()  # type: ignore[no-any-return]
+
+    with ThreadPoolExecutor(16) as pool:
+        documents = list(pool.map(fetch, range(16)))
+    assert all(document == documents[0] for document in documents)
+    validate(documents[0])  # no duplicate parameter
+    names = [p["name"] for p in documents[0]["paths"]["/v1/jobs"]["post"]["parameters"]]
+    assert sorted(names) == sorted(set(names))

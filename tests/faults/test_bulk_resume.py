@@ -34,7 +34,7 @@ def until(condition: Callable[[], bool], timeout: float, step: Callable[[], obje
 def test_a_bulk_job_resumes_from_its_committed_chunks_after_sigkill(
     stack: Callable[..., Stack], models: dict[str, ModelInfo]
 ) -> None:
-    s = stack(bulk_chunk_rows=100, bulk_window=2, lease_seconds=4, task_time_limit=3,
+    s = stack(bulk_chunk_rows=100, bulk_window=2, lease_seconds=4,
               republish_after=0.5)
     s.start_worker()
     client = s.tenant()
