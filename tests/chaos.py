@@ -131,15 +131,17 @@ class Submitted:
 class Chaos:
     """The system under test and the faults that can be done to it."""
 
-    def __init__(self, workdir: Path, pg: pgserver.PrivatePostgres, receiver: Receiver) -> None:
+    def __init__(self, workdir: Path, pg: pgserver.PrivatePostgres, receiver: Receiver,
+                 **settings: Any) -> None:
         self.workdir, self.pg = workdir, pg
         self.redis = embedded.start_redis(workdir)
         self.settings = Settings.from_env(
-            {}, database_url=pg.url, redis_url=f"unix://{workdir / 'redis.sock'}",
-            var_dir=str(workdir), model_dir=str(workdir / "models"), port=free_port(),
-            bulk_chunk_rows=500, secret_key=_secret(),  # recovery settings: the defaults
-            webhook_allow_hosts=f"127.0.0.1:{receiver.port}", webhook_timeout=5.0,
-            webhook_retry_schedule="0.5,1,2,4,8,15,30,60",
+            {}, **{"database_url": pg.url, "redis_url": f"unix://{workdir / 'redis.sock'}",
+                   "var_dir": str(workdir), "model_dir": str(workdir / "models"),
+                   "port": free_port(), "bulk_chunk_rows": 500, "secret_key": _secret(),
+                   # recovery settings: the defaults
+                   "webhook_allow_hosts": f"127.0.0.1:{receiver.port}", "webhook_timeout": 5.0,
+                   "webhook_retry_schedule": "0.5,1,2,4,8,15,30,60", **settings},
         )
         upgrade(self.settings.database_url)
         self.engine = make_engine(self.settings.database_url, pool_pre_ping=True)

@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Collection
 from datetime import timedelta
 
+import redis
 from sqlalchemy import Engine
 
 from service.core import times
@@ -27,9 +28,29 @@ from service.webhooks import events as webhook_events
 
 log = logging.getLogger(__name__)
 
+RECONCILE_LIMIT = 10_000  # most jobs one reconciler run takes up per step
+
+
+class RetentionPace:
+    """The retention sweep runs once a minute at most, whatever the reconciler's pace, across
+    every beat (a Redis key); at once again while it has a backlog, that is, while a run
+    deletes as many jobs as one run may."""
+
+    MARK = "predq:retention:ran"
+
+    def __init__(self, client: redis.Redis, every: float = 60.0) -> None:
+        self.client, self.every = client, every
+
+    def due(self) -> bool:
+        return bool(self.client.set(self.MARK, 1, nx=True, ex=int(self.every)))
+
+    def swept(self, deleted: int, limit: int = RECONCILE_LIMIT) -> None:
+        if deleted >= limit:
+            self.client.delete(self.MARK)
+
 
 def reconcile(engine: Engine, settings: Settings, publish: Publisher,
-              limit: int = 10_000, idle_queues: Collection[str] = (),
+              limit: int = RECONCILE_LIMIT, idle_queues: Collection[str] = (),
               sweep_retention: bool = True) -> dict[str, int]:
     """Fail jobs that exhausted their attempts, expire queued jobs past their deadline, move
     long-waiting jobs up a priority level, then send again every queued job whose message was

@@ -37,7 +37,7 @@ from service.store.db import make_engine
 from service.webhooks import events as webhook_events
 from workers.batching import Runner
 from workers.bulkrun import ChunkRunner
-from workers.maintenance import reconcile
+from workers.maintenance import RetentionPace, reconcile
 from workers.webhooks import Deliverer
 
 log = logging.getLogger(__name__)
@@ -261,10 +261,11 @@ def register(app: Celery) -> None:
             return {}
         try:
             publish = celery_publisher(app)
-            # Retention once a minute at most, whatever the reconciler's pace.
-            retention_due = bool(client.set("predq:retention:ran", 1, nx=True, ex=60))
-            return reconcile(runner(settings, publish).engine, settings, publish,
-                             idle_queues=idle_queues(client), sweep_retention=retention_due)
+            pace = RetentionPace(client)
+            figures = reconcile(runner(settings, publish).engine, settings, publish,
+                                idle_queues=idle_queues(client), sweep_retention=pace.due())
+            pace.swept(figures["deleted"])
+            return figures
         finally:
             with contextlib.suppress(redis.exceptions.LockError):
                 lock.release()

@@ -31,10 +31,12 @@ class PrivatePostgres:
         subprocess.run(["runuser", "-u", "postgres", "--", f"{BIN[-1]}/{tool}", *args],
                        check=True, capture_output=True, timeout=60)
 
-    def start(self) -> None:
+    def start(self, *settings: str) -> None:
+        """Start the server; `settings` are more `name=value` server settings (-c)."""
+        extra = "".join(f" -c {setting}" for setting in settings)
         self._as_postgres("pg_ctl", "-D", f"{self.dir}/data", "-w", "-l", f"{self.dir}/log",
-                          "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1",
-                          "start")
+                          "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+                          + extra, "start")
 
     def stop(self) -> None:
         self._as_postgres("pg_ctl", "-D", f"{self.dir}/data", "-w", "-m", "fast", "stop")

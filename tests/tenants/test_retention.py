@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+import redis
 from sqlalchemy import Engine, delete, insert, select, update
 
 from service.core import times
@@ -20,6 +21,7 @@ from service.store.db import idempotency_keys, job_chunks, tenant_limits
 from service.store.db import jobs as jobs_table
 from service.tenants import limits as ratelimit
 from service.tenants import retention
+from workers.maintenance import RetentionPace
 
 DAY = 86400.0
 
@@ -152,3 +154,26 @@ def test_expired_jobs_are_found_among_a_hundred_thousand_that_are_not(
     assert not due & left and len(left) == 110_000
     with engine.begin() as conn:  # nothing more is due: a second run deletes nothing
         assert retention.sweep(conn, 30 * DAY, limit=100)["deleted"] == 0
+
+
+def test_a_backlog_of_expired_jobs_is_swept_run_after_run_not_once_a_minute(
+    engine: Engine, models: dict[str, ModelInfo], tenants: tuple[str, str], redis_url: str
+) -> None:
+    """Retention runs once a minute; a run that deletes as many jobs as it may leaves a
+    backlog behind, and the next reconciler run sweeps again rather than a minute later (so
+    deletion keeps up with more than one run's worth of jobs a minute)."""
+    old = [job(engine, models["iris"], tenants[0], "succeeded", 31 * DAY) for _ in range(25)]
+    client = redis.Redis.from_url(redis_url)
+    client.delete(RetentionPace.MARK)
+    pace = RetentionPace(client)
+    runs = []
+    while pace.due():
+        with engine.begin() as conn:
+            deleted = retention.sweep(conn, 30 * DAY, limit=10)["deleted"]
+        pace.swept(deleted, limit=10)
+        runs.append(deleted)
+        assert len(runs) < 10
+    assert runs == [10, 10, 5]  # then a minute's rest: the backlog is gone
+    assert not any(exists(engine, job_id) for job_id in old)
+    client.delete(RetentionPace.MARK)
+    client.close()
