@@ -27,7 +27,7 @@ from service.ops import metrics
 from service.store.db import jobs as job_rows
 from service.webhooks import events as webhook_events
 from workers.leases import LeaseKeeper
-from workers.modelcore import ModelCache, predict
+from workers.modelcore import ArtifactSource, ModelCache, predict
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,12 +40,14 @@ class Runner:
     def __init__(self, engine: Engine, cache_size: int = 8, lease_seconds: float = 90.0,
                  max_attempts: int = 3, announcer: redis.Redis | None = None,
                  publish: Publisher | None = None,
-                 webhook_max_inline: int = 256 * 1024) -> None:
+                 webhook_max_inline: int = 256 * 1024, model_dir: str | None = None) -> None:
         self.engine = engine
         self.announcer = announcer  # wake-ups, prediction cache and counters; None: none
         self.publish = publish  # sends webhook event ids to their queue; None: the sweep does
         self.webhook_max_inline = webhook_max_inline
-        self.models = ModelCache(cache_size)
+        # Artifacts: the registered path, else this host's copy or the store (model_dir set).
+        self.models = ModelCache(cache_size) if model_dir is None else \
+            ModelCache(cache_size, ArtifactSource(engine, model_dir).read)
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
         self.leases = LeaseKeeper(engine, lease_seconds)

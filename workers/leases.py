@@ -10,6 +10,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -62,8 +63,8 @@ class LeaseKeeper:
                 self._pid = os.getpid()
 
     def _run(self) -> None:
-        stop = threading.Event()
-        while not stop.wait(self.every):
+        while True:
+            time.sleep(self.every)
             try:
                 self.renew_now()
             except Exception as exc:  # noqa: BLE001 - the next tick tries again

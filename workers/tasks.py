@@ -67,7 +67,8 @@ def runner(settings: Settings, publish: Publisher | None = None,
                                          socket_connect_timeout=2)
         _runner = (os.getpid(), Runner(engine, settings.model_cache_size,
                                        settings.lease_seconds, settings.max_attempts, announcer,
-                                       publish, settings.webhook_max_inline_bytes))
+                                       publish, settings.webhook_max_inline_bytes,
+                                       model_dir=settings.model_dir))
     if publish is not None:  # the warm-up made it before the app's publisher was at hand
         _runner[1].publish = publish
     return _runner[1]

@@ -27,7 +27,7 @@ from service.core.errors import (
     UntrustedTypes,
 )
 from service.core.times import utcnow
-from service.store.db import models
+from service.store.db import model_artifacts, models
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,7 @@ def add_model(
         model = load_artifact(data, artifact_format, trusted, f"artifact {path}")
         signature = _signature(model, feature_names)
         stored = _place(staged, f"{sha256}.{artifact_format}")
+    store_artifact(conn, sha256, data)
     row = {
         "name": name,
         "version": version,
@@ -148,6 +149,21 @@ def add_model(
     }
     model_id = conn.execute(insert(models).returning(models.c.id), row).scalar_one()
     return ModelInfo(id=model_id, **{k: row[k] for k in _INFO_FIELDS})
+
+
+def store_artifact(conn: Connection, sha256: str, data: bytes) -> None:
+    """Keep the artifact's bytes in the store (once per sha256) for hosts without the file."""
+    if conn.execute(select(model_artifacts.c.sha256).where(
+            model_artifacts.c.sha256 == sha256)).first() is None:
+        conn.execute(insert(model_artifacts).values(sha256=sha256, size=len(data), data=data,
+                                                    created_at=utcnow()))
+
+
+def artifact_bytes(conn: Connection, sha256: str) -> bytes | None:
+    """The stored bytes of the artifact with this sha256 (unverified: the caller checks)."""
+    data = conn.execute(select(model_artifacts.c.data).where(
+        model_artifacts.c.sha256 == sha256)).scalar_one_or_none()
+    return None if data is None else bytes(data)
 
 
 def load_artifact(data: bytes, artifact_format: str, trusted: list[str], subject: str) -> Any:

@@ -49,6 +49,17 @@ models = Table(
     UniqueConstraint("name", "version", name="uq_models_name_version"),
 )
 
+# The artifact bytes by sha256, so a worker host that lacks the file (no shared model volume,
+# a fresh host) fetches, verifies and caches it. Identical artifacts are stored once.
+model_artifacts = Table(
+    "model_artifacts",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("size", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,

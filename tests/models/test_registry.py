@@ -1,3 +1,4 @@
+import hashlib
 import os
 import stat
 import subprocess
@@ -7,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sklearn
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, delete, text
 
 from service.core.errors import Conflict, InvalidInput
 from service.models import registry
 from service.models.registry import ModelInfo
+from service.store.db import make_engine
 from service.store.db import models as models_table
+from service.store.migrate import upgrade
 from tests.support.processes import ROOT
 
 
@@ -73,3 +76,27 @@ def test_skops_stays_an_optional_import() -> None:
     code = ("import sys, service.api, service.models.registry, workers.modelcore, workers.main; "
             "sys.exit('skops' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=120).returncode == 0
+
+
+def test_the_upgrade_copies_readable_artifacts_into_the_store(tmp_path: Path) -> None:
+    """Models registered before artifacts were kept in the store get them at `db upgrade`;
+    one whose file is not on this host is skipped (the upgrade still succeeds)."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0009")
+    data = tmp_path / "a.joblib"
+    data.write_bytes(b"the bytes of a model")
+    digest = hashlib.sha256(data.read_bytes()).hexdigest()
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        for name, sha256, path in (("here", digest, str(data)),
+                                   ("elsewhere", "0" * 64, str(tmp_path / "gone.joblib"))):
+            conn.execute(text(
+                "INSERT INTO models (name, version, kind, n_features, feature_names, sha256, "
+                "artifact_path, created_at, artifact_format) VALUES (:n, '1', 'regressor', 1, "
+                "'[\"x\"]', :s, :p, '2026-01-01 00:00:00', 'joblib')"),
+                {"n": name, "s": sha256, "p": path})
+    upgrade(url)
+    with engine.connect() as conn:
+        assert registry.artifact_bytes(conn, digest) == b"the bytes of a model"
+        assert registry.artifact_bytes(conn, "0" * 64) is None
+    engine.dispose()
