@@ -50,7 +50,8 @@ def deliverer(settings: Settings) -> Deliverer:
     """One Deliverer per process (thread pools share it: the engine and sender are safe)."""
     global _deliverer
     if _deliverer is None or _deliverer[0] != os.getpid():
-        _deliverer = (os.getpid(), Deliverer(make_engine(settings.database_url), settings))
+        _deliverer = (os.getpid(), Deliverer(make_engine(settings.database_url,
+                                                            **settings.pool_options()), settings))
     return _deliverer[1]
 
 

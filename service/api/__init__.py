@@ -66,7 +66,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     app.wsgi_app = SlowBodyGuard(  # type: ignore[method-assign]
         app.wsgi_app, settings.api_read_timeout, settings.api_body_timeout)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, **settings.pool_options())
     # Publishing fails fast when Redis is down: the rows are committed, the reconciler re-sends.
     publish = celery_publisher(make_producer(settings))
     committer = GroupCommitter(engine, publish, settings.submit_group_max, settings.submit_linger)

@@ -151,6 +151,11 @@ class Settings:
     webhook_rotation_grace: float = 86_400.0
     #: Threads of `predq deliverer`, the webhook worker.
     webhook_concurrency: int = 16
+    #: PostgreSQL connections each API process (and the deliverer) keeps open, and how many
+    #: more it may open under load; a worker pool process keeps 2 (and 2 more). The budget of
+    #: a host is these times its processes: see docs/production.md.
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
     #: A token `GET /metrics` requires as `Authorization: Bearer TOKEN` (the metrics name every
     #: tenant). Empty: /metrics is open to whoever reaches the API's address.
     metrics_token: str = field(default="", repr=False)
@@ -210,6 +215,12 @@ class Settings:
 
     def retry_schedule(self) -> list[float]:
         return [float(x) for x in self.webhook_retry_schedule.split(",") if x.strip()]
+
+    def pool_options(self) -> dict[str, int]:
+        """Connection pool size for the API's and the deliverer's engine (SQLite: none)."""
+        if self.database_url.startswith("sqlite"):
+            return {}
+        return {"pool_size": self.db_pool_size, "max_overflow": self.db_max_overflow}
 
     def queue_limits(self) -> dict[str, int]:
         return {"predict.interactive": self.max_depth_interactive,

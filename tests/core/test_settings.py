@@ -1,6 +1,9 @@
+from dataclasses import fields
+
 import pytest
 
 from service.core.settings import Settings
+from tests.support.processes import ROOT
 
 
 def test_settings_read_typed_values_from_environment_variables() -> None:
@@ -36,3 +39,10 @@ def test_a_lease_too_short_to_renew_is_refused() -> None:
         Settings.from_env({"PREDQ_LEASE_SECONDS": "2"})
     # Renewed while its batch runs, a lease may be shorter than the longest batch.
     assert Settings.from_env({"PREDQ_LEASE_SECONDS": "5", "PREDQ_TASK_TIME_LIMIT": "60"})
+
+
+def test_every_setting_is_documented_under_its_variable_name() -> None:
+    documented = (ROOT / "docs" / "settings.md").read_text()
+    missing = [f.metadata.get("env", f"PREDQ_{f.name.upper()}") for f in fields(Settings)
+               if f"`{f.metadata.get('env', f'PREDQ_{f.name.upper()}')}`" not in documented]
+    assert missing == []
