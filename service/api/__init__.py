@@ -47,6 +47,7 @@ class Services:
 def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     """Build the app from environment settings, overridden by `config` (used by tests)."""
     from service.api import (
+        apidocs,
         dashboard,
         errors,
         headers,
@@ -92,6 +93,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(keys.bp)
     app.register_blueprint(dashboard.bp)
+    app.register_blueprint(apidocs.bp)
     openapi.register(app)
     metrics.register(app)  # GET /metrics and the HTTP request metrics
     return app

@@ -33,7 +33,10 @@ def page() -> Response:
 @bp.get("/v1/jobs")
 @documented({200: D.JobList}, (400,), query=D.JobListQuery, tags=["jobs"])
 def list_jobs() -> Response:
-    """The tenant's most recent jobs, newest first: `limit` (1-500, default 50), `status`."""
+    """List recent jobs
+
+    The tenant's most recent jobs, newest first, each as `GET /v1/jobs/{job_id}` shows it:
+    `limit` (1-500, default 50), and only those in `status` if given."""
     tenant = current_tenant()
     limit = _int_arg("limit", 50, 1, 500)
     status = _status_arg()
@@ -44,8 +47,10 @@ def list_jobs() -> Response:
 @bp.get("/v1/stats")
 @documented({200: D.Stats}, (400,), query=D.StatsQuery, tags=["jobs"])
 def get_stats() -> Response:
-    """Jobs finished and p50/p99 submit-to-finish latency per minute over the last `minutes`
-    (1-60, default 15), oldest first."""
+    """Jobs finished per minute
+
+    Jobs finished (succeeded, failed) and p50/p99 submit-to-finish latency per minute over
+    the last `minutes` (1-60, default 15), oldest first."""
     tenant = current_tenant()
     minutes = _int_arg("minutes", 15, 1, 60)
     with services().reads.connect() as conn:
@@ -60,7 +65,10 @@ def get_stats() -> Response:
 @bp.get("/v1/webhooks/failures")
 @documented({200: D.WebhookFailures}, (400,), query=D.FailuresQuery, tags=["webhooks"])
 def webhook_failures() -> Response:
-    """The tenant's dead-lettered events, and pending ones whose last attempt failed."""
+    """List failing webhook events
+
+    The tenant's dead-lettered events, and pending ones whose last attempt failed, most
+    recent first: where each was going and the last error."""
     tenant = current_tenant()
     limit = _int_arg("limit", 50, 1, 500)
     with services().reads.connect() as conn:

@@ -16,16 +16,25 @@ bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
-@documented({200: S.Health}, public=True, tags=["health"])
+@documented({200: (S.Health, "Alive")}, public=True, tags=["health"])
 def healthz() -> Response:
-    """The process is alive; says nothing about its dependencies."""
+    """Liveness
+
+    Answers 200 while the API process runs; says nothing about its dependencies. For a
+    liveness probe (restart the process if it fails). Needs no key."""
     return jsonify({"status": "ok"})
 
 
 @bp.get("/readyz")
-@documented({200: S.Ready, 503: S.Ready}, public=True, tags=["health"])
+@documented({200: (S.Ready, "Ready: both stores answer; with queue figures and live workers"),
+             503: (S.Ready, "Not ready: `checks` names the store that does not answer")},
+            public=True, tags=["health"])
 def readyz() -> tuple[Response, int]:
-    """SQL and Redis both answer, else 503 naming the one that does not."""
+    """Readiness
+
+    200 when both the result store (SQL) and Redis answer, with each predict queue's depth,
+    oldest job's age and drain rate, and the number of live workers; else 503 naming the
+    store that does not answer. For a readiness probe or a load balancer. Needs no key."""
     svc = services()
     checks: dict[str, str] = {}
     try:

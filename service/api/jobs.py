@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from service.api import Services, services
+from service.api import Services, error_docs, services
 from service.api import schemas as S
 from service.api.auth import current_tenant
 from service.api.bulk import submit_bulk
@@ -38,10 +38,22 @@ def _refuse_nul(_endpoint: str | None, values: dict[str, Any] | None) -> None:
 
 
 @bp.post("")
-@documented({202: S.JobAccepted, 200: S.JobAccepted}, (400, 404, 413, 415, 422, 429),
-            json=S.JobSubmit, tags=["jobs"])
+@documented({202: (S.JobAccepted, "Accepted: the job is stored and queued; poll `links.self`"),
+             200: (S.JobAccepted, "A retry with the same `Idempotency-Key`: the job the first "
+                                  "request created, as it is now")},
+            (400, (404, error_docs.MODEL_NOT_FOUND), 408, 413, 415, (422, error_docs.KEY_REUSED)),
+            submits=True, json=S.JobSubmit, headers=S.IdempotencyHeaders, tags=["jobs"])
 def submit() -> tuple[Response, int, dict[str, str]]:
-    """Validate against the model signature, commit the job row, publish, answer 202. With an
+    """Submit a prediction job
+
+    Checks the rows against the model's signature, stores the job and queues it, and answers
+    202 at once with the job's id and links; the worker runs it within milliseconds (a bulk
+    job: chunk by chunk). Poll `GET /v1/jobs/{job_id}` until it is `succeeded`, then fetch
+    `GET /v1/jobs/{job_id}/result`, or give a `webhook_url` to be told when it ends. For an
+    answer in the same request, use `POST /v1/models/{name}/predict` instead.
+
+    The body is JSON (rows in `inputs`, options beside them), or for large jobs a bulk body
+    (NDJSON, CSV, .npy or Parquet) with the options in the query string. With an
     `Idempotency-Key` header, a retry of the same request answers 200 with the job the first
     one created; the same key with another request answers 422."""
     tenant = current_tenant()
@@ -95,16 +107,29 @@ def _job(tenant: str, job_id: str) -> dict[str, Any]:
 
 
 @bp.get("/<job_id>")
-@documented({200: S.Job}, (404,), tags=["jobs"])
+@documented({200: (S.Job, "The job: status, progress, times")}, ((404, error_docs.JOB_NOT_FOUND),),
+            tags=["jobs"])
 def get_job(job_id: str) -> Response:
+    """Get a job's status and progress
+
+    Poll this after a submit: `status` goes `queued`, `running`, then `succeeded` or `failed`
+    (or `cancelled`, `expired`); `rows_done` and `percent` count a bulk job's progress. Once it
+    has succeeded its result is at `links.result`; a failed job says why in `error`."""
     return jsonify(_job(current_tenant(), job_id))
 
 
 @bp.delete("/<job_id>")
 @bp.post("/<job_id>/cancel")
-@documented({200: S.Job}, (404, 409), tags=["jobs"])
+@documented({200: (S.Job, "The job, now `cancelled`")},
+            ((404, error_docs.JOB_NOT_FOUND), (409, "`conflict`: the job has already ended")),
+            tags=["jobs"])
 def cancel(job_id: str) -> Response:
-    """Cancel a queued or running job: no result is written afterwards. 409 once finished."""
+    """Cancel a job
+
+    Stops a queued or running job: no result is written afterwards, its webhooks are told
+    `job.cancelled`, and a synchronous predict waiting on it returns. The job stays readable
+    as `cancelled`. A job that has already ended answers 409. `DELETE /v1/jobs/{job_id}` and
+    `POST /v1/jobs/{job_id}/cancel` do the same."""
     tenant = current_tenant()
     svc = services()
     with svc.engine.begin() as conn:
@@ -123,18 +148,28 @@ def send_events(svc: Services, events: list[str]) -> None:
 
 
 @bp.get("/<job_id>/deliveries")
-@documented({200: S.Deliveries}, (404,), tags=["webhooks"])
+@documented({200: (S.Deliveries, "The job's events, each with its attempts")},
+            ((404, error_docs.JOB_NOT_FOUND),), tags=["webhooks"])
 def deliveries(job_id: str) -> Response:
-    """Every webhook event of the job and every attempt to deliver it."""
+    """List a job's webhook deliveries
+
+    Every webhook event of the job (to the tenant's endpoints and to its own `webhook_url`)
+    and every attempt to deliver it: when, the status code answered, how long it took, the
+    error. Use it to find out why a receiver did not hear of a job."""
     tenant = current_tenant()
     with services().reads.connect() as conn:
         return jsonify({"events": webhook_events.deliveries(conn, tenant, job_id)})
 
 
 @bp.post("/<job_id>/deliveries/redeliver")
-@documented({202: S.Redelivered}, (404,), tags=["webhooks"])
+@documented({202: (S.Redelivered, "The ids of the events queued for delivery again")},
+            ((404, error_docs.JOB_NOT_FOUND),), tags=["webhooks"])
 def redeliver(job_id: str) -> tuple[Response, int]:
-    """Send the job's events again, with their original ids."""
+    """Deliver a job's webhook events again
+
+    Queues every event of the job for delivery again, with its original id (a receiver that
+    already has it can tell it is the same event), for instance once a receiver that was
+    down is back."""
     tenant = current_tenant()
     svc = services()
     with svc.engine.begin() as conn:
@@ -144,10 +179,20 @@ def redeliver(job_id: str) -> tuple[Response, int]:
 
 
 @bp.get("/<job_id>/result")
-@documented({200: S.Result}, (404, 406, 409), tags=["jobs"])
+@documented({200: (S.Result, "The predictions, in input order")},
+            ((404, error_docs.JOB_NOT_FOUND),
+             (406, "`not_acceptable`: none of the formats the Accept header names can be "
+                   "written"),
+             (409, "`job_not_finished`: the job has no result (yet): it is queued, running, "
+                   "failed, cancelled or expired, as `status` says")),
+            tags=["jobs"])
 def get_result(job_id: str) -> Response:
-    """The result in the format the Accept header asks for: JSON (default), NDJSON, CSV, .npy
-    or Parquet (the predictions), streamed chunk by chunk in input order."""
+    """Get a job's result
+
+    The predictions of a succeeded job, one per input row in input order (and a classifier's
+    probabilities), with the model version and artifact hash that made them. The Accept
+    header picks the format: JSON (the default), NDJSON, CSV, .npy or Parquet; large results
+    are streamed chunk by chunk. A job without a result answers 409 with its `status`."""
     tenant = current_tenant()
     fmt = formats.choose(request.accept_mimetypes)
     if fmt is None:

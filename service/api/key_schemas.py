@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from service.api.schemas import Strict
 
@@ -13,6 +13,9 @@ Scope = Literal["submit", "read", "admin"]
 
 
 class KeyCreate(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "dashboard (read only)", "scopes": ["read"], "expires_in": 7776000}]})
+
     name: str | None = Field(None, max_length=100, pattern="^[^\x00-\x1f\x7f-\x9f]*$",
                              description="what the key is for (no control characters)")
     scopes: list[Scope] = Field(["submit", "read"], min_length=1)

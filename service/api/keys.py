@@ -22,18 +22,28 @@ bp = Blueprint("keys", __name__, url_prefix="/v1/keys")
 
 
 @bp.get("")
-@documented({200: K.KeyList}, tags=["keys"])
+@documented({200: (K.KeyList, "The keys, newest first")}, tags=["keys"])
 def list_keys() -> Response:
-    """The tenant's keys, newest first; never the keys themselves."""
+    """List the tenant's API keys
+
+    Every key of the caller's tenant, newest first: its prefix (how to name it), name,
+    scopes and whether it is active, expired or revoked; never the keys themselves. Needs a
+    key with the `admin` scope."""
     tenant = current_tenant("admin")
     with services().reads.connect() as conn:
         return jsonify({"keys": keys.list_keys(conn, tenant)})
 
 
 @bp.post("")
-@documented({201: K.KeyCreated}, (400, 413, 415), json=K.KeyCreate, tags=["keys"])
+@documented({201: (K.KeyCreated, "The key (shown once) and what it may do")},
+            (400, 408, 413, 415), json=K.KeyCreate, tags=["keys"])
 def create_key() -> tuple[Response, int]:
-    """A new key for the caller's tenant, shown once. An admin key may hand out any scope."""
+    """Make an API key
+
+    A new key for the caller's tenant, with the scopes asked for (default `submit` and
+    `read`) and an optional expiry, for instance a read-only key for a dashboard or a
+    short-lived one for a batch run. The key is shown this once; only its hash is kept.
+    Needs a key with the `admin` scope, which may hand out any scope."""
     tenant = current_tenant("admin")
     body = json_body()
     check_fields(body, {"name", "scopes", "expires_in"})
@@ -51,9 +61,13 @@ def create_key() -> tuple[Response, int]:
 
 
 @bp.delete("/<prefix>")
-@documented({200: K.KeyInfo}, (404,), tags=["keys"])
+@documented({200: (K.KeyInfo, "The key, now `revoked`")},
+            ((404, "`not_found`: no active key of the tenant has this prefix"),), tags=["keys"])
 def revoke(prefix: str) -> Response:
-    """Revoke one of the tenant's keys; every API process stops accepting it at once."""
+    """Revoke an API key
+
+    The key named by its prefix stops working at once on every API process. Needs a key
+    with the `admin` scope; a key of another tenant, or one already revoked, answers 404."""
     tenant = current_tenant("admin")
     svc = services()
     if not keys.is_prefix(prefix):

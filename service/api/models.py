@@ -8,8 +8,8 @@ from datetime import timedelta
 
 from flask import Blueprint, Response, jsonify, request
 
+from service.api import error_docs, services
 from service.api import schemas as S
-from service.api import services
 from service.api.auth import current_tenant
 from service.api.jobs import answer
 from service.api.openapi import documented
@@ -28,8 +28,13 @@ bp = Blueprint("models", __name__, url_prefix="/v1/models")
 
 
 @bp.get("")
-@documented({200: S.ModelList}, tags=["models"])
+@documented({200: (S.ModelList, "Every model, as its latest version")}, tags=["models"])
 def list_models() -> Response:
+    """List the models
+
+    Every registered model by name, described by its latest version: classifier or
+    regressor, its features in order (what each input row holds), its labels, and the
+    versions it has. Read it to learn what `inputs` a submit takes."""
     current_tenant()
     with services().reads.connect() as conn:
         infos = registry.list_models(conn)
@@ -45,8 +50,14 @@ def list_models() -> Response:
 
 
 @bp.get("/<name>")
-@documented({200: S.ModelDetail}, (404,), tags=["models"])
+@documented({200: (S.ModelDetail, "The latest version, and every version in full")},
+            ((404, error_docs.MODEL_NOT_FOUND),), tags=["models"])
 def get_model(name: str) -> Response:
+    """Get a model
+
+    The model's latest version (what a submit without `version` uses) and every registered
+    version in full: features, labels, the artifact's sha256 and the library versions it was
+    registered under."""
     current_tenant()
     with services().reads.connect() as conn:
         infos = registry.list_models(conn, name)
@@ -56,8 +67,14 @@ def get_model(name: str) -> Response:
 
 
 @bp.get("/<name>/versions/<version>")
-@documented({200: S.ModelVersion}, (404,), tags=["models"])
+@documented({200: (S.ModelVersion, "The version")}, ((404, error_docs.MODEL_NOT_FOUND),),
+            tags=["models"])
 def get_version(name: str, version: str) -> Response:
+    """Get one version of a model
+
+    One registered version: its features in order, labels, the artifact's sha256 and the
+    scikit-learn and numpy versions it was registered under. Use it to check which version
+    made a result (a result names its `version` and `sha256`)."""
     current_tenant()
     with services().reads.connect() as conn:
         return jsonify(registry.resolve(conn, name, version).public())
@@ -76,14 +93,29 @@ class PredictionFailed(PredqError):
 
 
 @bp.post("/<name>/predict")
-@documented({200: S.Result, 202: S.JobAccepted}, (400, 404, 413, 415, 422, 429),
-            json=S.PredictRequest, query=S.PredictQuery, tags=["predict"])
+@documented({200: (S.Result, "The predictions, as `GET /v1/jobs/{job_id}/result` gives them"),
+             202: (S.JobAccepted, "Not done within `timeout`: the job, to poll as any other")},
+            (400, (404, error_docs.MODEL_NOT_FOUND), 408,
+             (409, "`job_not_finished`: the job was cancelled, or expired before a worker "
+                   "started it"),
+             413, 415,
+             (422, "`prediction_failed`: the model failed on these rows (`job_id` names the "
+                   "failed job); `idempotency_key_reused`: the `Idempotency-Key` was used for "
+                   "a different request")),
+            submits=True, json=S.PredictRequest, query=S.PredictQuery,
+            headers=S.IdempotencyHeaders, tags=["predict"])
 def predict(name: str) -> Response | tuple[Response, int, dict[str, str]]:
-    """Submit on the interactive queue and wait for the result: 200 with the same body as
-    GET /v1/jobs/{id}/result, or 202 with the job id once `timeout` passes. The timeout is
-    also the job's deadline: if no worker has started it by then, it never runs. With an
-    `Idempotency-Key`, a retry (say, after a broken connection) waits for the job the first
-    attempt created instead of making another; the same key with another body answers 422."""
+    """Predict and wait for the answer
+
+    For an application that wants its prediction in the same request: submits the rows on
+    the interactive queue (never behind bulk work) and waits for the result, answering 200
+    with the same body as `GET /v1/jobs/{job_id}/result`, usually within milliseconds. If
+    `timeout` passes first, it answers 202 with the job instead; the timeout is also the
+    job's deadline: if no worker has started it by then, it never runs.
+
+    With an `Idempotency-Key`, a retry (say, after a broken connection) waits for the job the
+    first attempt created instead of making another; the same key with another body answers
+    422. For bulk work use `POST /v1/jobs`."""
     tenant = current_tenant()
     body = json_body()
     check_fields(body, {"version", "inputs"})

@@ -1,10 +1,9 @@
-"""The OpenAPI 3.1 description, generated from the views' own declarations (spectree):
-`/openapi.json`, and a readable page at `/docs`."""
+"""The OpenAPI 3.1 description, generated from the views' own declarations (spectree) and
+served at `/openapi.json` (`/docs` shows it: apidocs.py)."""
 
 from __future__ import annotations
 
 import copy
-import html
 import json
 import threading
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from spectree.metadata import register_validated_function
 from spectree.models import SecureType
 
 import service
-from service.api import ids
+from service.api import error_docs, ids
 from service.api.schemas import Error
 from service.bulk import formats
 
@@ -25,7 +24,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 spec = SpecTree(
     "flask", mode="strict", title="predq", version=service.__version__,
-    description="Asynchronous predictions from scikit-learn models.",
+    description=(
+        "Asynchronous predictions from scikit-learn models. Submit rows with `POST /v1/jobs` "
+        "(202 and a job id at once), poll `GET /v1/jobs/{job_id}`, then fetch "
+        "`GET /v1/jobs/{job_id}/result`; or call `POST /v1/models/{name}/predict` to wait for "
+        "the answer in the same request.\n\n"
+        "Every `/v1` call needs an API key, sent as `Authorization: Bearer KEY` (`predq up` "
+        "prints one). On this page, press **Authorize**, paste the key, then **Try it out** "
+        "on any operation; the key stays in the page's memory only.\n\n"
+        "Every error answers `{\"error\": {\"code\", \"message\", \"field\"?}}`; each "
+        "operation lists the codes it can answer, by status."),
     security_schemes=[SecurityScheme(
         name="bearer", data=SecuritySchemeData(type=SecureType.HTTP, scheme="bearer"))],
     security={"bearer": []}, annotations=False, path="apidoc",
@@ -33,30 +41,28 @@ spec = SpecTree(
     nested_naming_strategy=lambda _parent, child: child,
 )
 
-ERRORS = {
-    400: "invalid input or malformed JSON; `field` says where",
-    401: "no key, a wrong, revoked or expired key",
-    403: "the key lacks the scope this needs (read, submit or admin)",
-    404: "unknown, or another tenant's (the two look the same)",
-    406: "none of the formats the Accept header names can be served",
-    408: "the request body stalled or came too slowly",
-    409: "the job is not in a state that allows this",
-    413: "body too large",
-    415: "not JSON",
-    422: "the model failed on the input, or an Idempotency-Key was reused for another request",
-    429: "the tenant's rate limit, or the queue (or the tenant's share of it), is full; "
-         "see Retry-After",
-    503: "a store is down; nothing was accepted",
-}
+Errors = tuple[int | tuple[int, str], ...]
 
 
-def documented(ok: dict[int, Any], errors: tuple[int, ...] = (), *, public: bool = False,
-               **kwargs: Any) -> Callable[[F], F]:
+def documented(ok: dict[int, Any], errors: Errors = (), *, public: bool = False,
+               submits: bool = False, **kwargs: Any) -> Callable[[F], F]:
     """Describe a view in the OpenAPI document without wrapping it: the request path stays as
-    fast as it was. `ok` maps success statuses to body models (None: no body)."""
+    fast as it was. `ok` maps success statuses to body models (None: no body); `errors` names
+    the other statuses the view itself can answer, each with the error_docs description or its
+    own (naming its codes). Authenticated views (not `public`) can also answer 401, 403, 429
+    (the tenant's request rate; `submits`: also a full queue or the rows quota) and 503.
+
+    The summary and description are the view's docstring: its first paragraph, then the rest."""
+    table = error_docs.GENERAL | (error_docs.WITH_BODY if "json" in kwargs else {})
+    described: dict[int, str] = {}
+    if not public:
+        described |= {status: error_docs.GENERAL[status] for status in (401, 403, 503)}
+        described[429] = error_docs.SUBMIT_REFUSED if submits else error_docs.RATE_LIMITED
+    for error in errors:
+        status, text = error if isinstance(error, tuple) else (error, table[error])
+        described[status] = text
     codes = {f"HTTP_{status}": model for status, model in ok.items()}
-    always = () if public else (401, 403, 429, 503)
-    codes |= {f"HTTP_{status}": (Error, ERRORS[status]) for status in {*errors, *always}}
+    codes |= {f"HTTP_{status}": (Error, text) for status, text in described.items()}
     if public:
         kwargs["security"] = {}
 
@@ -72,16 +78,12 @@ def documented(ok: dict[int, Any], errors: tuple[int, ...] = (), *, public: bool
 
 
 def register(app: Flask) -> None:
-    """Serve the document and the page; the spec is built once, from the app's routes."""
+    """Serve the document; the spec is built once, from the app's routes."""
     spec.app = app
 
     @app.get("/openapi.json")
     def openapi_json() -> Response:
         return jsonify(document())
-
-    @app.get("/docs")
-    def docs() -> Response:
-        return Response(render(document()), mimetype="text/html")
 
 
 _document: dict[str, Any] | None = None
@@ -114,18 +116,60 @@ def _build(doc: dict[str, Any]) -> dict[str, Any]:
     for name in [n for n in schemas if n.startswith("ValidationError")]:
         del schemas[name]
     _describe_path_parameters(doc)
+    _error_examples(doc)
+    for tag in doc["tags"]:
+        if tag["name"] in TAGS:
+            tag["description"] = TAGS[tag["name"]]
     add_links(doc)
     _bulk_media(doc)
     return doc
 
 
+#: What each path parameter names, wherever it appears.
+PATH_PARAMETERS = {
+    "job_id": "the job's id, as the submit answered it",
+    "name": "a registered model's name (GET /v1/models lists them)",
+    "version": "one of the model's versions (GET /v1/models/{name} lists them)",
+    "endpoint_id": "the webhook endpoint's id (`we_...`), as its registration answered it",
+    "prefix": "the key's prefix: its first 10 characters, as GET /v1/keys lists them",
+}
+
+
 def _describe_path_parameters(doc: dict[str, Any]) -> None:
-    """Schemas for the parameters of predq's own route converters (all named after them)."""
+    """Path parameters: what they name, and schemas for those of predq's own route converters
+    (all named after them)."""
     for operations in doc["paths"].values():
         for op in operations.values():
             for parameter in op.get("parameters", []):
-                if parameter["in"] == "path" and parameter["schema"] is None:
-                    parameter["schema"] = ids.SCHEMAS[parameter["name"]]
+                if parameter["in"] == "path":
+                    parameter["description"] = PATH_PARAMETERS[parameter["name"]]
+                    if parameter["schema"] is None:
+                        parameter["schema"] = ids.SCHEMAS[parameter["name"]]
+
+
+TAGS = {
+    "jobs": "Submit prediction jobs, follow them, fetch their results, cancel them",
+    "predict": "One request that waits for its predictions",
+    "models": "The registered models and their signatures: what `inputs` each takes",
+    "webhooks": "Signed POSTs to your endpoints when jobs end; their delivery log",
+    "keys": "The tenant's API keys (admin scope)",
+    "health": "Liveness and readiness probes (no key)",
+}
+RETRY_AFTER = {"description": "seconds to wait before trying again",
+               "schema": {"type": "integer", "minimum": 1}}
+
+
+def _error_examples(doc: dict[str, Any]) -> None:
+    """An example body for each error code an answer's description names; a 429 says when to
+    retry in its Retry-After header."""
+    for operations in doc["paths"].values():
+        for op in operations.values():
+            for status, answer in op["responses"].items():
+                found = error_docs.examples(answer.get("description", ""))
+                if found and status >= "400":
+                    answer["content"]["application/json"]["examples"] = found
+                if status == "429":
+                    answer["headers"] = {"Retry-After": {**RETRY_AFTER, "required": True}}
 
 
 _JOB = {"job_id": "$response.body#/id"}
@@ -169,9 +213,6 @@ def add_links(doc: dict[str, Any]) -> None:
         }
 
 
-#: The /docs page's one inline style; the Content-Security-Policy names its hash.
-DOCS_STYLE = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;"
-              "padding:0 1rem}code{background:#f3f3f3;padding:0 .2rem}")
 _TEXT: dict[str, Any] = {"schema": {}}  # any body: lines of JSON, CSV text
 _BINARY: dict[str, Any] = {"schema": {}}  # .npy, Parquet (OpenAPI 3.1: no schema)
 BULK_QUERY = [
@@ -201,28 +242,3 @@ def _bulk_media(doc: dict[str, Any]) -> None:
             content = operations["get"]["responses"]["200"]["content"]
             content.update({fmt.media_type: _BINARY if fmt.binary else _TEXT
                             for fmt in formats.WRITABLE if fmt is not formats.JSON})
-
-
-def render(doc: dict[str, Any]) -> str:
-    """A plain, self-contained page (no CDN): every operation, its parameters and answers."""
-    rows = []
-    for path, operations in doc["paths"].items():
-        for method, op in operations.items():
-            answers = ", ".join(f"{code} {html.escape(r.get('description', ''))}"
-                                for code, r in op["responses"].items())
-            params = ", ".join(p["name"] for p in op.get("parameters", []))
-            body = op.get("requestBody", {}).get("content", {}).get("application/json", {})
-            ref = body.get("schema", {}).get("$ref", "").rsplit("/", 1)[-1]
-            rows.append(
-                f"<h3><code>{method.upper()} {html.escape(path)}</code></h3>"
-                f"<p>{html.escape(op.get('summary', ''))}</p>"
-                f"<p>{html.escape(op.get('description', ''))}</p>"
-                + (f"<p>parameters: {html.escape(params)}</p>" if params else "")
-                + (f"<p>body: <code>{html.escape(ref)}</code></p>" if ref else "")
-                + f"<p>answers: {answers}</p>")
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>predq API</title>"
-            f"<style>{DOCS_STYLE}</style></head><body>"
-            f"<h1>predq API {html.escape(doc['info']['version'])}</h1>"
-            "<p>Send <code>Authorization: Bearer KEY</code>. The machine-readable description "
-            "is <a href='/openapi.json'>/openapi.json</a>.</p>" + "".join(rows)
-            + "</body></html>")

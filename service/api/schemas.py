@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
 Priority = Literal["interactive", "normal", "bulk"]
@@ -41,7 +42,26 @@ class ErrorDetail(Open):
 
 
 class Error(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"error": {"code": "invalid_input", "field": "inputs[0]",
+                   "message": "inputs[0]: 3 values; the model takes 4 features"}}]})
+
     error: ErrorDetail
+
+
+def _header_schema(schema: dict[str, Any]) -> None:
+    """A header is sent or not: no `default: null`. No spaces at the ends: HTTP strips them."""
+    schema.pop("default", None)
+    schema["pattern"] = "^[!-~]([ -~]*[!-~])?$"
+
+
+class IdempotencyHeaders(Open):
+    idempotency_key: str | SkipJsonSchema[None] = Field(
+        None, alias="Idempotency-Key", min_length=1, max_length=255,
+        json_schema_extra=_header_schema,
+        description="any unique string of printable ASCII (a UUID, say): a retry with the same "
+                    "key and the same request gets the job the first attempt created instead "
+                    "of a second one; keys are kept 24 hours")
 
 
 class Links(Strict):
@@ -72,7 +92,15 @@ class JobSubmit(Strict):
         "seconds the finished job is kept (default: the tenant's, else 30 days)"))
 
 
+_JOB_ID = "0f8b6a4e-3c1d-4e5f-9a7b-2c6d8e0f1a2b"
+_LINKS: dict[str, Any] = {"self": f"/v1/jobs/{_JOB_ID}", "result": f"/v1/jobs/{_JOB_ID}/result"}
+_SHA256 = "9d5e3f1c0b7a26e4d8c1f0a3b5e7d9c2a4f6b8d0e1c3a5f7b9d2e4c6a8f0b1d3"
+
+
 class JobAccepted(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"id": _JOB_ID, "status": "queued", "model": "iris", "version": "1", "links": _LINKS}]})
+
     id: str
     status: JobStatus
     model: str
@@ -81,6 +109,13 @@ class JobAccepted(Strict):
 
 
 class Job(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"id": _JOB_ID, "status": "succeeded", "model": "iris", "version": "1", "rows": 2,
+         "rows_total": 2, "rows_done": 2, "percent": 100.0, "attempts": 1,
+         "priority": "normal", "from_cache": False, "created_at": "2026-12-01T09:30:00.120Z",
+         "started_at": "2026-12-01T09:30:00.126Z", "finished_at": "2026-12-01T09:30:00.131Z",
+         "deadline": None, "links": _LINKS, "error": None}]})
+
     id: str
     status: JobStatus
     model: str
@@ -101,6 +136,11 @@ class Job(Strict):
 
 
 class Result(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"predictions": ["setosa", "virginica"],
+         "probabilities": [[0.981, 0.019, 0.0], [0.0, 0.027, 0.973]],
+         "model": "iris", "version": "1", "sha256": _SHA256}]})
+
     predictions: list[Any]
     probabilities: list[list[float]] | None = Field(
         None, description="classifiers: one list per row, in the order of the model's labels")

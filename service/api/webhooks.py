@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from flask import Blueprint, Response, jsonify
 
-from service.api import ids, services
+from service.api import error_docs, ids, services
 from service.api import schemas as S
 from service.api.auth import current_tenant
 from service.api.openapi import documented
@@ -21,10 +21,18 @@ ids.use_in(bp)  # /<endpoint_id:...> matches ids only: not job-secret, not failu
 
 
 @bp.post("")
-@documented({201: S.EndpointWithSecret}, (400, 413, 415), json=S.EndpointCreate,
-            tags=["webhooks"])
+@documented({201: (S.EndpointWithSecret, "The endpoint, with its signing secret (shown once)")},
+            ((400, error_docs.WITH_BODY[400] + "; " + error_docs.UNSAFE_URL), 408, 413, 415,
+             (503, error_docs.GENERAL[503] + "; " + error_docs.NOT_CONFIGURED)),
+            json=S.EndpointCreate, tags=["webhooks"])
 def create() -> tuple[Response, int, dict[str, str]]:
-    """Register an endpoint: 201 with its `whsec_` secret, shown this once."""
+    """Register a webhook endpoint
+
+    From now on, every job of the tenant that ends is POSTed to `url` as a signed event
+    (Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`), retried with
+    back-off until it answers 2xx; `events` picks which endings (default: all). The answer
+    holds the endpoint's `whsec_` signing secret, shown this once: keep it to verify
+    signatures."""
     tenant = current_tenant()
     body = json_body()
     check_fields(body, {"url", "events"})
@@ -45,8 +53,12 @@ def create() -> tuple[Response, int, dict[str, str]]:
 
 
 @bp.get("")
-@documented({200: S.EndpointList}, tags=["webhooks"])
+@documented({200: (S.EndpointList, "The endpoints, without their secrets")}, tags=["webhooks"])
 def list_endpoints() -> Response:
+    """List the webhook endpoints
+
+    The tenant's registered endpoints: URL, events, and whether deliveries to it were
+    disabled (and why). Secrets are never shown again."""
     tenant = current_tenant()
     with services().reads.connect() as conn:
         found = endpoints.of_tenants(conn, {tenant})
@@ -54,16 +66,25 @@ def list_endpoints() -> Response:
 
 
 @bp.get("/<endpoint_id:endpoint_id>")
-@documented({200: S.Endpoint}, (404,), tags=["webhooks"])
+@documented({200: (S.Endpoint, "The endpoint, without its secret")},
+            ((404, error_docs.ENDPOINT_NOT_FOUND),), tags=["webhooks"])
 def get_endpoint(endpoint_id: str) -> Response:
+    """Get a webhook endpoint
+
+    One endpoint of the tenant: URL, events, whether it is disabled and why, when it was
+    made."""
     tenant = current_tenant()
     with services().reads.connect() as conn:
         return jsonify(endpoints.get(conn, tenant, endpoint_id).public())
 
 
 @bp.delete("/<endpoint_id:endpoint_id>")
-@documented({204: None}, (404,), tags=["webhooks"])
+@documented({204: (None, "Deleted")}, ((404, error_docs.ENDPOINT_NOT_FOUND),), tags=["webhooks"])
 def delete(endpoint_id: str) -> tuple[str, int]:
+    """Delete a webhook endpoint
+
+    Stops the endpoint's deliveries: jobs that end from now on send it no event. Answers 204
+    with no body; its past deliveries stay in each job's delivery log."""
     tenant = current_tenant()
     with services().engine.begin() as conn:
         endpoints.delete_endpoint(conn, tenant, endpoint_id)
@@ -71,9 +92,16 @@ def delete(endpoint_id: str) -> tuple[str, int]:
 
 
 @bp.post("/<endpoint_id:endpoint_id>/rotate")
-@documented({200: S.EndpointWithSecret}, (404,), tags=["webhooks"])
+@documented({200: (S.EndpointWithSecret, "The endpoint with its new secret (shown once)")},
+            ((404, error_docs.ENDPOINT_NOT_FOUND),
+             (503, error_docs.GENERAL[503] + "; " + error_docs.NOT_CONFIGURED)),
+            tags=["webhooks"])
 def rotate(endpoint_id: str) -> Response:
-    """A new secret, shown once; the old one goes on signing beside it for the grace period."""
+    """Rotate a webhook endpoint's secret
+
+    Makes a new signing secret, shown this once. Until `previous_secret_valid_until` the old
+    one goes on signing beside it (both signatures are sent), so the receiver can switch
+    without missing an event."""
     tenant = current_tenant()
     svc = services()
     grace = timedelta(seconds=svc.settings.webhook_rotation_grace)
@@ -84,10 +112,17 @@ def rotate(endpoint_id: str) -> Response:
 
 
 @bp.post("/job-secret")
-@documented({200: S.JobSecret, 201: S.JobSecret}, tags=["webhooks"])
+@documented({200: (S.JobSecret, "Rotated: the new secret (shown once)"),
+             201: (S.JobSecret, "Made: the secret (shown once)")},
+            ((503, error_docs.GENERAL[503] + "; " + error_docs.NOT_CONFIGURED),),
+            tags=["webhooks"])
 def job_secret() -> tuple[Response, int]:
-    """The secret that signs deliveries to jobs' own `webhook_url`: made on the first call
-    (201), rotated on later ones (200), shown once each time."""
+    """Make or rotate the secret for jobs' own webhooks
+
+    A job may name its own `webhook_url`; deliveries to it are signed with this tenant-wide
+    secret, which must exist before such a job is submitted. The first call makes it (201),
+    later ones rotate it (200, the old one signing beside it for a grace period); it is
+    shown once each time."""
     tenant = current_tenant()
     svc = services()
     grace = timedelta(seconds=svc.settings.webhook_rotation_grace)

