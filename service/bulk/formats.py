@@ -62,8 +62,17 @@ NPY = Format("npy", ("application/x-npy", "application/vnd.numpy"), (".npy",),
 PARQUET = Format("parquet", ("application/vnd.apache.parquet", "application/x-parquet"),
                  (".parquet",), "columnar.parquet_chunks", "results.parquet_body", binary=True,
                  needs="pyarrow")
+#: Arrow IPC: the stream format in and out; `.arrow` (usually the file format) and `.arrows`
+#: files are sent as a stream, because the reader also takes the file format, whose start is
+#: the same stream behind an 8-byte magic (its footer only repeats where the batches are).
+ARROW = Format("arrow", ("application/vnd.apache.arrow.stream",), (".arrow", ".arrows"),
+               "columnar.arrow_chunks", "results.arrow_body", binary=True, needs="pyarrow")
+#: The Arrow file format is read (as above, streamed), not written: a result is sent as a
+#: stream, which needs no footer and is what Arrow recommends on the wire.
+ARROW_FILE = Format("arrow-file", ("application/vnd.apache.arrow.file",), (),
+                    "columnar.arrow_chunks", None, binary=True, needs="pyarrow")
 #: Every format, JSON (the default answer) first.
-FORMATS = (JSON, CSV, NDJSON, NPY, PARQUET)
+FORMATS = (JSON, CSV, NDJSON, NPY, PARQUET, ARROW, ARROW_FILE)
 #: Formats a bulk body may come in, and those a result may be asked for.
 READABLE = tuple(f for f in FORMATS if f.read is not None)
 WRITABLE = tuple(f for f in FORMATS if f.write is not None)
@@ -79,7 +88,7 @@ def by_suffix(path: str | os.PathLike[str]) -> Format | None:
 
 
 def names(formats: tuple[Format, ...]) -> str:
-    """`.csv, .ndjson, .jsonl, .npy or .parquet`: for messages."""
+    """`.csv, .ndjson, .jsonl, .npy, .parquet, .arrow or .arrows`: for messages."""
     suffixes = [s for f in formats for s in f.suffixes]
     return ", ".join(suffixes[:-1]) + " or " + suffixes[-1]
 

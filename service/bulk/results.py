@@ -1,4 +1,4 @@
-"""Results written in the format a client asks for (JSON, NDJSON, CSV, .npy, Parquet),
+"""Results written in the format a client asks for (JSON, NDJSON, CSV, .npy, Parquet, Arrow),
 chunk by chunk in input order, so a result of millions of rows is never held whole. Every
 writer takes the same arguments; `formats` says which serves which media type and suffix."""
 
@@ -95,6 +95,14 @@ def parquet_body(chunks: Chunks, info: ResultInfo) -> Iterator[bytes]:
     import pyarrow.parquet as pq
 
     return _columns(chunks, info, pq.ParquetWriter)
+
+
+def arrow_body(chunks: Chunks, info: ResultInfo) -> Iterator[bytes]:
+    """An Arrow IPC stream with Parquet's columns; one record batch per chunk, each sent as
+    soon as it is written (needs pyarrow)."""
+    import pyarrow as pa
+
+    return _columns(chunks, info, pa.ipc.new_stream)
 
 
 def _columns(chunks: Chunks, info: ResultInfo, open_writer: Callable[..., Any]
