@@ -65,7 +65,7 @@ def counts(engine: Engine, tenant: str) -> tuple[int, int]:
 ])
 def test_a_100_mb_line_answers_400_naming_it_and_the_api_does_not_grow(
     client: Tenant, api: ApiProcess, engine: Engine, models: dict[str, ModelInfo],
-    mimetype: str, head: bytes, fill: bytes, line: int, unit: str,
+    worker: object, mimetype: str, head: bytes, fill: bytes, line: int, unit: str,
 ) -> None:
     ordinary = as_csv(iris_rows(2000), models["iris"].feature_names)
     warm = client.post("/v1/jobs?model=iris", data=ordinary, headers={"Content-Type": "text/csv"})
@@ -88,11 +88,13 @@ def test_a_100_mb_line_answers_400_naming_it_and_the_api_does_not_grow(
     assert counts(engine, client.name) == (jobs_before, chunks_before)  # nothing left behind
     again = client.post("/v1/jobs?model=iris", data=ordinary, headers={"Content-Type": "text/csv"})
     assert again.status_code == 202, again.text
+    for job in (warm, again):  # both run (and are not being written when the tenant goes)
+        assert client.wait(job.json()["id"], timeout=120)["status"] == "succeeded"
 
 
 @pytest.mark.parametrize("mimetype", ["application/x-ndjson", "text/csv"])
 def test_a_line_just_under_the_bound_is_accepted(client: Tenant, models: dict[str, ModelInfo],
-                                                 mimetype: str) -> None:
+                                                 worker: object, mimetype: str) -> None:
     limit = lines.line_limit(models["iris"])
     if mimetype == "text/csv":
         head = b"sepal_length,sepal_width,petal_length,petal_width\n"
@@ -103,4 +105,5 @@ def test_a_line_just_under_the_bound_is_accepted(client: Tenant, models: dict[st
     response = client.post("/v1/jobs?model=iris", data=head + row + b"\n" + row + b"\n",
                            headers={"Content-Type": mimetype})
     assert response.status_code == 202, response.text
-    assert client.get(f"/v1/jobs/{response.json()['id']}").json()["rows_total"] == 2
+    done = client.wait(response.json()["id"], timeout=120)
+    assert done["status"] == "succeeded" and done["rows_total"] == 2
