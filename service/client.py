@@ -47,8 +47,8 @@ class Client:
     def submit(self, model: str, inputs: list[Any] | None = None, path: str | None = None,
                *, version: str | None = None, priority: str | None = None,
                idempotency_key: str | None = None, progress: Progress | None = None) -> str:
-        """Submit rows (`inputs`) or a file (`path`: .csv, .ndjson, .npy or .parquet, streamed
-        as a bulk job) and return the job id. `progress(bytes_sent, bytes_total)`."""
+        """Submit rows (`inputs`) or a file (`path`: .csv, .ndjson, .npy, .parquet or .arrow,
+        streamed as a bulk job) and return the job id. `progress(bytes_sent, bytes_total)`."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         if (inputs is None) == (path is None):
             raise ValueError("give inputs or path, not both")
@@ -86,7 +86,7 @@ class Client:
 
     def result(self, job_id: str, path: str | None = None) -> dict[str, Any] | Path:
         """The result as a dict, or streamed into `path` in the format its suffix names
-        (.json, .ndjson, .csv, .npy, .parquet)."""
+        (.json, .ndjson, .csv, .npy, .parquet, .arrow)."""
         if path is None:
             return _ok(self.http.get(f"{self.url}/v1/jobs/{job_id}/result",
                                      timeout=self.timeout))

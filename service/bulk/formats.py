@@ -21,8 +21,8 @@ class Format:
     name: str
     media_types: tuple[str, ...]  # the first is the one predq sends
     suffixes: tuple[str, ...]  # the first is the one predq writes
-    read: str | None  # function in service.bulk.parsing: body -> chunks of rows; None: not read
-    write: str | None  # function in service.bulk.results: chunks -> bytes; None: not written
+    read: str | None  # "module.function" in service.bulk: body -> chunks of rows; None: not read
+    write: str | None  # "module.function" in service.bulk: chunks -> bytes; None: not written
     binary: bool = False
     needs: str | None = None  # an optional package the format needs
 
@@ -41,23 +41,38 @@ class Format:
 
     def reader(self) -> Callable[..., Any]:
         assert self.read is not None, f"{self.name} bodies are not read"
-        return getattr(importlib.import_module("service.bulk.parsing"), self.read)  # type: ignore[no-any-return]
+        return _function(self.read)
 
     def writer(self) -> Callable[..., Any]:
         assert self.write is not None, f"{self.name} results are not written"
-        return getattr(importlib.import_module("service.bulk.results"), self.write)  # type: ignore[no-any-return]
+        return _function(self.write)
 
 
-JSON = Format("json", ("application/json",), (".json",), None, "json_body")
-CSV = Format("csv", ("text/csv",), (".csv",), "csv_chunks", "csv_body")
+def _function(where: str) -> Callable[..., Any]:
+    module, name = where.rsplit(".", 1)
+    return getattr(importlib.import_module(f"service.bulk.{module}"), name)  # type: ignore[no-any-return]
+
+
+JSON = Format("json", ("application/json",), (".json",), None, "results.json_body")
+CSV = Format("csv", ("text/csv",), (".csv",), "parsing.csv_chunks", "results.csv_body")
 NDJSON = Format("ndjson", ("application/x-ndjson", "application/jsonl"), (".ndjson", ".jsonl"),
-                "ndjson_chunks", "ndjson_body")
-NPY = Format("npy", ("application/x-npy", "application/vnd.numpy"), (".npy",), "npy_chunks",
-             "npy_body", binary=True)
+                "parsing.ndjson_chunks", "results.ndjson_body")
+NPY = Format("npy", ("application/x-npy", "application/vnd.numpy"), (".npy",),
+             "parsing.npy_chunks", "results.npy_body", binary=True)
 PARQUET = Format("parquet", ("application/vnd.apache.parquet", "application/x-parquet"),
-                 (".parquet",), "parquet_chunks", "parquet_body", binary=True, needs="pyarrow")
+                 (".parquet",), "columnar.parquet_chunks", "results.parquet_body", binary=True,
+                 needs="pyarrow")
+#: Arrow IPC: the stream format in and out; `.arrow` (usually the file format) and `.arrows`
+#: files are sent as a stream, because the reader also takes the file format, whose start is
+#: the same stream behind an 8-byte magic (its footer only repeats where the batches are).
+ARROW = Format("arrow", ("application/vnd.apache.arrow.stream",), (".arrow", ".arrows"),
+               "columnar.arrow_chunks", "results.arrow_body", binary=True, needs="pyarrow")
+#: The Arrow file format is read (as above, streamed), not written: a result is sent as a
+#: stream, which needs no footer and is what Arrow recommends on the wire.
+ARROW_FILE = Format("arrow-file", ("application/vnd.apache.arrow.file",), (),
+                    "columnar.arrow_chunks", None, binary=True, needs="pyarrow")
 #: Every format, JSON (the default answer) first.
-FORMATS = (JSON, CSV, NDJSON, NPY, PARQUET)
+FORMATS = (JSON, CSV, NDJSON, NPY, PARQUET, ARROW, ARROW_FILE)
 #: Formats a bulk body may come in, and those a result may be asked for.
 READABLE = tuple(f for f in FORMATS if f.read is not None)
 WRITABLE = tuple(f for f in FORMATS if f.write is not None)
@@ -73,7 +88,7 @@ def by_suffix(path: str | os.PathLike[str]) -> Format | None:
 
 
 def names(formats: tuple[Format, ...]) -> str:
-    """`.csv, .ndjson, .npy or .parquet`: for messages."""
+    """`.csv, .ndjson, .jsonl, .npy, .parquet, .arrow or .arrows`: for messages."""
     suffixes = [s for f in formats for s in f.suffixes]
     return ", ".join(suffixes[:-1]) + " or " + suffixes[-1]
 

@@ -1,7 +1,7 @@
-"""Bulk input: a CSV, NDJSON, .npy or Parquet body read as a stream and cut into fixed-size
-chunks of float64 rows, each row checked against the model signature. The first bad row stops
-the upload with its number; nothing of the body is held beyond one chunk (Parquet keeps its
-footer at the end, so its body is spooled to a temporary file first)."""
+"""Bulk input: a CSV, NDJSON or .npy body read as a stream and cut into fixed-size chunks of
+float64 rows, each row checked against the model signature (Parquet and Arrow: `columnar`).
+The first bad row stops the upload with its number; nothing of the body is held beyond one
+chunk, and no line beyond the bound `lines.line_limit` derives from the model's width."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ import csv
 import io
 import json
 import math
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
 import numpy as np
 
+from service.bulk.lines import Lines, LineTooLong, line_limit
 from service.core.errors import InvalidInput
 from service.jobs.inputs import row_of
 from service.models.registry import ModelInfo
@@ -46,7 +45,7 @@ def ndjson_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterat
     for row in _ndjson_rows(stream, model, bounds.max_name):
         count += 1
         if count > bounds.max_rows:
-            raise _too_many(bounds.max_rows)
+            raise too_many(bounds.max_rows)
         batch.append(row)
         if len(batch) == bounds.chunk_rows:
             yield np.array(batch, dtype=np.float64)
@@ -57,7 +56,7 @@ def ndjson_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterat
         raise InvalidInput("inputs", "the body has no rows")
 
 
-def _too_many(max_rows: int) -> InvalidInput:
+def too_many(max_rows: int) -> InvalidInput:
     return InvalidInput("inputs", f"more than {max_rows} rows; at most {max_rows} per job")
 
 
@@ -65,7 +64,7 @@ def csv_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterator[
     """CSV with a header of feature names (any order), converted a chunk at a time by numpy
     (in C); only a chunk that fails is looked at row by row, to name its first bad row."""
     chunk_rows, max_rows, max_name = bounds.chunk_rows, bounds.max_rows, bounds.max_name
-    text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+    text = Lines(io.TextIOWrapper(stream, encoding="utf-8", newline=""), line_limit(model))
     reader = csv.reader(text)
     try:
         header = next(reader)
@@ -74,6 +73,9 @@ def csv_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterator[
                                      "first") from None
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InvalidInput("header", f"not a CSV header: {exc}") from None
+    except LineTooLong:
+        raise InvalidInput("header", f"line 1: {text.reason(model)}") from None
+    text.held = 0
     names = [h.strip() for h in header]
     index = {name: i for i, name in enumerate(model.feature_names)}
     for name in names:
@@ -91,6 +93,7 @@ def csv_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterator[
     number = 0
     try:
         for fields in reader:
+            text.held = 0  # a row ends here: the bound is on each row
             if not fields:
                 continue  # blank line
             number += 1
@@ -98,7 +101,7 @@ def csv_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterator[
                 raise bad_row(number, f"line {reader.line_num}: {len(fields)} fields; the "
                                       f"header has {width}")
             if number > max_rows:
-                raise _too_many(max_rows)
+                raise too_many(max_rows)
             batch.append(fields)
             lines.append(reader.line_num)
             if len(batch) == chunk_rows:
@@ -108,6 +111,8 @@ def csv_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterator[
         raise bad_row(number + 1, f"not UTF-8: {exc.reason}") from None
     except csv.Error as exc:
         raise bad_row(number + 1, f"line {reader.line_num}: {exc}") from None
+    except LineTooLong:
+        raise bad_row(number + 1, f"line {reader.line_num + 1}: {text.reason(model)}") from None
     if batch:
         yield _csv_matrix(batch, lines, number - len(batch) + 1, names, order)
     if number == 0:
@@ -142,22 +147,34 @@ def _float(text: str, number: int, column: str, line: int) -> float:
 
 def _ndjson_rows(stream: IO[bytes], model: ModelInfo, max_name: int) -> Iterator[list[float]]:
     index = {name: i for i, name in enumerate(model.feature_names)}
-    number = 0
-    for line in stream:
-        if not line.strip():
-            continue
-        number += 1
-        try:
-            raw = json.loads(line)
-        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError,
-            # and an integer of more than 4,300 digits
-            raise bad_row(number, f"not a JSON value: {str(exc)[:200]}") from None
-        try:
-            yield row_of(raw, number - 1, model, index, max_name)
-        except InvalidInput as exc:
-            where = exc.field.split("]", 1)[-1] if exc.field else ""
-            raise bad_row(number, f"{where.lstrip('.') + ': ' if where else ''}{exc.reason}"
-                          ) from None
+    lines = Lines(stream, line_limit(model))
+    number = line_number = 0
+    try:
+        for line_number, line in enumerate(lines, 1):
+            lines.held = 0
+            if not line.strip():
+                continue
+            number += 1
+            yield _ndjson_row(line, number, line_number, model, index, max_name)
+    except LineTooLong:
+        raise bad_row(number + 1, f"line {line_number + 1}: {lines.reason(model, 'bytes')}"
+                      ) from None
+
+
+def _ndjson_row(line: bytes, number: int, line_number: int, model: ModelInfo,
+                index: dict[str, int], max_name: int) -> list[float]:
+    try:
+        raw = json.loads(line)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError,
+        # and an integer of more than 4,300 digits
+        raise bad_row(number, f"line {line_number}: not a JSON value: {str(exc)[:200]}"
+                      ) from None
+    try:
+        return row_of(raw, number - 1, model, index, max_name)
+    except InvalidInput as exc:
+        where = exc.field.split("]", 1)[-1] if exc.field else ""
+        raise bad_row(number, f"line {line_number}: "
+                              f"{where.lstrip('.') + ': ' if where else ''}{exc.reason}") from None
 
 
 def npy_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterator[np.ndarray]:
@@ -184,7 +201,7 @@ def npy_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterator[
     done = 0
     while done < shape[0]:
         take = min(chunk_rows, shape[0] - done)
-        data = _read_exactly(stream, take * row_bytes)
+        data = read_exactly(stream, take * row_bytes)
         if len(data) < take * row_bytes:
             raise bad_row(done + len(data) // row_bytes + 1,
                           f"the body ends early: the header promised {shape[0]} rows")
@@ -196,7 +213,7 @@ def npy_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterator[
         yield matrix
 
 
-def _read_exactly(stream: IO[bytes], size: int) -> bytes:
+def read_exactly(stream: IO[bytes], size: int) -> bytes:
     parts, left = [], size
     while left > 0:
         part = stream.read(left)
@@ -205,44 +222,3 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytes:
         parts.append(part)
         left -= len(part)
     return b"".join(parts)
-
-
-def parquet_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterator[np.ndarray]:
-    """A Parquet file with a numeric column per feature (any order, extra columns ignored),
-    read a record batch at a time (needs pyarrow)."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:  # pragma: no cover - the format is offered only with pyarrow
-        raise InvalidInput("inputs", "Parquet needs pyarrow on the server") from None
-    with tempfile.TemporaryFile() as spool:
-        shutil.copyfileobj(stream, spool, 1 << 20)
-        spool.seek(0)
-        try:
-            source = pq.ParquetFile(spool)
-        except (pa.ArrowException, OSError) as exc:
-            raise InvalidInput("inputs", f"not a Parquet file: {exc}") from None
-        columns = set(source.schema_arrow.names)
-        missing = [name for name in model.feature_names if name not in columns]
-        if missing:
-            raise InvalidInput("header", f"missing column {missing[0]!r}")
-        total = source.metadata.num_rows
-        if not 1 <= total <= bounds.max_rows:
-            raise InvalidInput("inputs", f"{total} rows; between 1 and {bounds.max_rows} per job")
-        done = 0
-        for batch in source.iter_batches(batch_size=bounds.chunk_rows,
-                                         columns=list(model.feature_names)):
-            try:
-                matrix = np.column_stack([
-                    batch.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
-                    for name in model.feature_names])
-            except (TypeError, ValueError, pa.ArrowException) as exc:
-                raise bad_row(done + 1, f"rows {done + 1}-{done + batch.num_rows} hold a value "
-                                        f"that is not a number: {exc}") from None
-            finite = np.isfinite(matrix).all(axis=1)
-            if not finite.all():
-                raise bad_row(done + int(np.argmin(finite)) + 1,
-                              "must hold finite numbers only (no nulls)")
-            done += len(matrix)
-            yield matrix
-

@@ -1,6 +1,6 @@
-"""Results written in the format a client asks for (JSON, NDJSON, CSV, .npy, Parquet), chunk
-by chunk in input order, so a result of millions of rows is never held whole. Every writer
-takes the same arguments; `formats` says which serves which media type and suffix."""
+"""Results written in the format a client asks for (JSON, NDJSON, CSV, .npy, Parquet, Arrow),
+chunk by chunk in input order, so a result of millions of rows is never held whole. Every
+writer takes the same arguments; `formats` says which serves which media type and suffix."""
 
 from __future__ import annotations
 
@@ -92,8 +92,23 @@ def npy_body(chunks: Chunks, info: ResultInfo) -> Iterator[bytes]:
 def parquet_body(chunks: Chunks, info: ResultInfo) -> Iterator[bytes]:
     """A Parquet file: a `prediction` column and, for classifiers, `p_<label>` columns; one
     row group per chunk, each sent as soon as it is written (needs pyarrow)."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
+
+    return _columns(chunks, info, pq.ParquetWriter)
+
+
+def arrow_body(chunks: Chunks, info: ResultInfo) -> Iterator[bytes]:
+    """An Arrow IPC stream with Parquet's columns; one record batch per chunk, each sent as
+    soon as it is written (needs pyarrow)."""
+    import pyarrow as pa
+
+    return _columns(chunks, info, pa.ipc.new_stream)
+
+
+def _columns(chunks: Chunks, info: ResultInfo, open_writer: Callable[..., Any]
+             ) -> Iterator[bytes]:
+    """A columnar writer (`open_writer(sink, schema)`) fed a table per chunk."""
+    import pyarrow as pa
 
     sink = _Sink()
     writer = None
@@ -106,7 +121,7 @@ def parquet_body(chunks: Chunks, info: ResultInfo) -> Iterator[bytes]:
                 for j, label in enumerate(info.labels):
                     columns[f"p_{label}"] = matrix[:, j]
             table = pa.table(columns)
-            writer = writer or pq.ParquetWriter(sink, table.schema)
+            writer = writer or open_writer(sink, table.schema)
             writer.write_table(table)
             yield sink.take()
     finally:

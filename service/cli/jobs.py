@@ -23,13 +23,14 @@ _key = click.option("--key", envvar="PREDQ_API_KEY",
 @click.command()
 @click.option("--model", required=True)
 @click.option("--input", "path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help=".csv (header: feature names), .ndjson, .npy or .parquet")
+              help=".csv (header: feature names), .ndjson, .npy, .parquet or .arrow")
 @click.option("--version", "version", help="default: the latest")
 @click.option("--priority", help="interactive, normal, bulk (default for files) or 0-9")
 @click.option("--idempotency-key", help="retrying with the same key never makes a second job")
 @click.option("--wait", is_flag=True, help="wait for the job, showing its progress")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="with --wait: write the result here (.csv, .ndjson, .json, .npy, .parquet)")
+              help="with --wait: write the result here "
+                   "(.csv, .ndjson, .json, .npy, .parquet, .arrow)")
 @_url
 @_key
 def submit(model: str, path: str, version: str | None, priority: str | None,

@@ -1,4 +1,4 @@
-"""Bulk jobs over HTTP: CSV, NDJSON and .npy bodies in, any result format out."""
+"""Bulk jobs over HTTP: CSV, NDJSON, .npy, Parquet and Arrow bodies in, any result format out."""
 
 from __future__ import annotations
 
@@ -138,6 +138,78 @@ def test_parquet_in_and_out(client: Tenant, models: dict[str, ModelInfo], worker
     assert np.allclose(result.column("p_virginica").to_numpy(), model.predict_proba(rows)[:, 2])
 
 
+def arrow_stream(columns: dict[str, object], max_chunksize: int = 250) -> bytes:
+    import pyarrow as pa
+
+    table = pa.table(columns)
+    out = io.BytesIO()
+    with pa.ipc.new_stream(out, table.schema) as writer:
+        writer.write_table(table, max_chunksize=max_chunksize)
+    return out.getvalue()
+
+
+def test_arrow_in_and_out_and_in_every_other_format(
+    client: Tenant, models: dict[str, ModelInfo], worker: object
+) -> None:
+    """An Arrow IPC stream (columns in any order, extra ones ignored, batches of any size)
+    becomes a bulk job; its result comes back as an Arrow stream with Parquet's columns, one
+    record batch a chunk, and equals the model's predictions in every format."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    iris = models["iris"]
+    rows = iris_rows(1000, seed=13)
+    columns = {name: rows[:, i] for i, name in enumerate(iris.feature_names)}
+    body = arrow_stream({"row_id": np.arange(1000), **dict(reversed(list(columns.items())))})
+    job = upload(client, body, "application/vnd.apache.arrow.stream")
+    assert client.wait(str(job["id"]), timeout=120)["status"] == "succeeded"
+    model = joblib.load(iris.artifact_path)
+    expected = model.predict(rows).tolist()
+    answer = client.get(f"/v1/jobs/{job['id']}/result",
+                        headers={"Accept": "application/vnd.apache.arrow.stream"})
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == \
+        "application/vnd.apache.arrow.stream"
+    reader = pa.ipc.open_stream(answer.content)
+    batches = list(reader)
+    assert [b.num_rows for b in batches] == [300, 300, 300, 100]  # the chunks
+    result = pa.Table.from_batches(batches)
+    assert result.column_names == ["prediction", "p_setosa", "p_versicolor", "p_virginica"]
+    assert result.column("prediction").to_pylist() == expected
+    assert np.allclose(np.column_stack([result.column(f"p_{label}").to_numpy()
+                                        for label in iris.labels or []]),
+                       model.predict_proba(rows))
+    parquet = pq.read_table(io.BytesIO(client.get(
+        f"/v1/jobs/{job['id']}/result",
+        headers={"Accept": "application/vnd.apache.parquet"}).content))
+    assert parquet.equals(result.replace_schema_metadata(parquet.schema.metadata))
+    assert client.get(f"/v1/jobs/{job['id']}/result").json()["predictions"] == expected
+    table = list(csv.reader(io.StringIO(client.get(
+        f"/v1/jobs/{job['id']}/result", headers={"Accept": "text/csv"}).text)))
+    assert [r[0] for r in table[1:]] == expected
+    npy = client.get(f"/v1/jobs/{job['id']}/result", headers={"Accept": "application/x-npy"})
+    assert np.load(io.BytesIO(npy.content)).tolist() == expected
+    # The Arrow file format is read too (what a `.arrow` file usually holds), not written.
+    file_body = io.BytesIO()
+    with pa.ipc.new_file(file_body, pa.table(columns).schema) as writer:
+        writer.write_table(pa.table(columns))
+    again = upload(client, file_body.getvalue(), "application/vnd.apache.arrow.file")
+    assert client.wait(str(again["id"]), timeout=120)["status"] == "succeeded"
+    assert client.get(f"/v1/jobs/{again['id']}/result").json()["predictions"] == expected
+    refused = client.get(f"/v1/jobs/{again['id']}/result",
+                         headers={"Accept": "application/vnd.apache.arrow.file"})
+    assert refused.status_code == 406
+    spec = client.get("/openapi.json").json()["paths"]
+    assert {"application/vnd.apache.arrow.stream", "application/vnd.apache.arrow.file"} <= \
+        set(spec["/v1/jobs"]["post"]["requestBody"]["content"])
+    result_types = spec["/v1/jobs/{job_id}/result"]["get"]["responses"]["200"]["content"]
+    assert "application/vnd.apache.arrow.stream" in result_types
+    assert "application/vnd.apache.arrow.file" not in result_types
+
+
+ARROW_ROWS = {"sepal_length": [5.1, 6.2], "sepal_width": [3.5, 2.9],
+              "petal_length": [1.4, 4.3], "petal_width": [0.2, 1.3]}
+
+
 @pytest.mark.parametrize(("body", "mimetype", "field", "words"), [
     (b"sepal_length,sepal_width,petal_length,petal_width\n1,2,3,4\n1,2,x,4\n", "text/csv",
      "row 2", "line 3: column 'petal_length' is 'x', not a number"),
@@ -155,6 +227,15 @@ def test_parquet_in_and_out(client: Tenant, models: dict[str, ModelInfo], worker
     (npy_header((0, 4)), "application/x-npy", "inputs", "shape (0, 4)"),
     (npy_header((2, 3)) + bytes(48), "application/x-npy", "inputs", "shape (2, 3)"),
     (b"PAR1 not really", "application/vnd.apache.parquet", "inputs", "not a Parquet file"),
+    (arrow_stream({k: v for k, v in ARROW_ROWS.items() if k != "petal_width"}),
+     "application/vnd.apache.arrow.stream", "header", "missing column 'petal_width'"),
+    (arrow_stream({**ARROW_ROWS, "sepal_width": ["3.5", "2.9"]}),
+     "application/vnd.apache.arrow.stream", "header",
+     "column 'sepal_width' holds string, not numbers"),
+    (arrow_stream({**ARROW_ROWS, "petal_length": [1.4, None]}),
+     "application/vnd.apache.arrow.stream", "row 2", "finite numbers only (no nulls)"),
+    (b"ARROW1\0\0garbage", "application/vnd.apache.arrow.file", "inputs",
+     "not an Arrow IPC stream"),
 ])
 def test_the_first_bad_row_is_named_and_no_job_is_created(
     client: Tenant, engine: Engine, body: bytes, mimetype: str, field: str, words: str

@@ -101,3 +101,31 @@ def test_parquet_input_and_cancel_from_the_cli(
     assert missing.returncode == 1 and "404 job_not_found" in missing.stderr
     final = Client(tenant.base_url, tenant.key).wait(job_id, timeout=60)
     assert final["status"] == "cancelled" and final["rows_done"] == 0  # its chunk was dropped
+
+
+def test_arrow_files_in_and_out_through_the_cli(
+    tenant: Tenant, models: dict[str, ModelInfo], worker: object, tmp_path: Path
+) -> None:
+    """`.arrow` goes up as an Arrow stream, whether the file holds the stream or the file
+    format (as `pyarrow.feather` and `new_file` write it), and `-o y.arrow` comes back as one."""
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    iris = models["iris"]
+    rows = iris_rows(2000, seed=17)
+    table = pa.table({name: rows[:, i] for i, name in enumerate(iris.feature_names)})
+    expected = joblib.load(iris.artifact_path).predict(rows).tolist()
+    stream = tmp_path / "rows.arrow"
+    with pa.OSFile(str(stream), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=700)
+    feather_file = tmp_path / "rows-file.arrow"
+    feather.write_feather(table, str(feather_file))  # the file format, LZ4-compressed
+    for source in (stream, feather_file):
+        out = tmp_path / f"{source.stem}-predictions.arrow"
+        done = predq(tenant, "submit", "--model", "iris", "--input", str(source), "--wait",
+                     "-o", str(out))
+        assert done.returncode == 0, done.stderr
+        with pa.OSFile(str(out), "rb") as result:
+            got = pa.ipc.open_stream(result).read_all()
+        assert got.column("prediction").to_pylist() == expected
+        assert got.column_names == ["prediction", "p_setosa", "p_versicolor", "p_virginica"]

@@ -26,6 +26,7 @@ BOUNDS = parsing.Bounds(chunk_rows=2, max_rows=100)
     ("csv", "x.csv", "text/csv"), ("ndjson", "x.jsonl", "application/jsonl"),
     ("npy", "X.NPY", "application/vnd.numpy"), ("parquet", "a/b.parquet", "application/x-parquet"),
     ("json", "x.json", "application/json"),
+    ("arrow", "x.arrow", "application/vnd.apache.arrow.stream"),
 ])
 def test_each_format_is_found_by_suffix_and_by_media_type(name: str, suffix: str,
                                                            media_type: str) -> None:
@@ -37,7 +38,11 @@ def test_each_format_is_found_by_suffix_and_by_media_type(name: str, suffix: str
 def test_json_is_written_not_read_and_unknown_names_are_none() -> None:
     assert formats.JSON not in formats.READABLE and formats.JSON in formats.WRITABLE
     assert formats.by_suffix("x.xlsx") is None and formats.by_media_type("image/png") is None
-    assert formats.names(formats.READABLE) == ".csv, .ndjson, .jsonl, .npy or .parquet"
+    assert formats.names(formats.READABLE) == \
+        ".csv, .ndjson, .jsonl, .npy, .parquet, .arrow or .arrows"
+    # The Arrow file format is read (as the stream it holds), a result is written as a stream.
+    assert formats.by_media_type("application/vnd.apache.arrow.file") in formats.READABLE
+    assert formats.ARROW_FILE not in formats.WRITABLE and formats.ARROW in formats.WRITABLE
 
 
 def test_accept_picks_the_best_written_format_and_json_by_default() -> None:
@@ -46,7 +51,10 @@ def test_accept_picks_the_best_written_format_and_json_by_default() -> None:
         is formats.CSV
     assert formats.choose(MIMEAccept([("application/vnd.apache.parquet", 1)])) \
         is formats.PARQUET
+    assert formats.choose(MIMEAccept([("application/vnd.apache.arrow.stream", 1)])) \
+        is formats.ARROW
     assert formats.choose(MIMEAccept([("image/png", 1)])) is None
+    assert formats.choose(MIMEAccept([("application/vnd.apache.arrow.file", 1)])) is None
 
 
 def _bodies() -> dict[str, bytes]:
@@ -61,11 +69,16 @@ def _bodies() -> dict[str, bytes]:
     parquet = io.BytesIO()
     pq.write_table(pa.table({n: ROWS[:, i] for i, n in reversed(list(
         enumerate(IRIS.feature_names)))}), parquet)
+    arrow = io.BytesIO()
+    with pa.ipc.new_stream(arrow, pa.schema([(n, pa.float64()) for n in IRIS.feature_names])
+                           ) as writer:  # batches of 3 rows, cut into chunks of 2
+        writer.write_table(pa.table({n: ROWS[:, i] for i, n in enumerate(IRIS.feature_names)}),
+                           max_chunksize=3)
     return {"csv": csv.encode(), "ndjson": ndjson.encode(), "npy": npy.getvalue(),
-            "parquet": parquet.getvalue()}
+            "parquet": parquet.getvalue(), "arrow": arrow.getvalue()}
 
 
-@pytest.mark.parametrize("name", ["csv", "ndjson", "npy", "parquet"])
+@pytest.mark.parametrize("name", ["csv", "ndjson", "npy", "parquet", "arrow"])
 def test_every_reader_gives_the_rows_in_signature_order_in_chunks(name: str) -> None:
     fmt = formats.by_suffix(f"x.{name}")
     assert fmt is not None
@@ -75,7 +88,7 @@ def test_every_reader_gives_the_rows_in_signature_order_in_chunks(name: str) -> 
                           if name == "npy" else ROWS)
 
 
-@pytest.mark.parametrize("name", ["csv", "ndjson", "npy", "parquet"])
+@pytest.mark.parametrize("name", ["csv", "ndjson", "npy", "parquet", "arrow"])
 def test_every_reader_refuses_more_rows_than_a_job_may_have(name: str) -> None:
     fmt = formats.by_suffix(f"x.{name}")
     assert fmt is not None
