@@ -23,7 +23,7 @@ from service.jobs import cache, recovery, wakeups
 from service.jobs import lifecycle as jobs
 from service.jobs.lifecycle import Claimed, Outcome
 from service.models import registry
-from service.ops import metrics
+from service.ops import heartbeats, metrics
 from service.store.db import jobs as job_rows
 from service.webhooks import events as webhook_events
 from workers.leases import LeaseKeeper
@@ -40,8 +40,10 @@ class Runner:
     def __init__(self, engine: Engine, cache_size: int = 8, lease_seconds: float = 90.0,
                  max_attempts: int = 3, announcer: redis.Redis | None = None,
                  publish: Publisher | None = None,
-                 webhook_max_inline: int = 256 * 1024, model_dir: str | None = None) -> None:
+                 webhook_max_inline: int = 256 * 1024,
+                 tally: heartbeats.Tally | None = None, model_dir: str | None = None) -> None:
         self.engine = engine
+        self.tally = tally  # jobs and rows finished, for the dashboard's workers
         self.announcer = announcer  # wake-ups, prediction cache and counters; None: none
         self.publish = publish  # sends webhook event ids to their queue; None: the sweep does
         self.webhook_max_inline = webhook_max_inline
@@ -158,6 +160,8 @@ class Runner:
         """Metrics of committed outcomes: jobs finished, and their submit-to-result time."""
         by_id = {job.id: job for job in claimed}
         now = times.utcnow()
+        if self.tally is not None:
+            self.tally.add(len(outcomes), sum(len(by_id[o.id].inputs) for o in outcomes))
         for outcome in outcomes:
             job = by_id[outcome.id]
             info = self._infos.get(job.model_id)

@@ -71,6 +71,8 @@ class ChunkRunner:
                                                runner.webhook_max_inline)
             if failed:
                 self._count(claimed, name, failed=True)
+                if runner.tally is not None:
+                    runner.tally.add(1, 0)
             self._ended(job_id, events, publish)
             return 0
         result = {k: v.tolist() for k, v in out.items()}
@@ -90,6 +92,8 @@ class ChunkRunner:
         if status == JobStatus.SUCCEEDED.value:
             self._count(claimed, name, failed=False)
             self._ended(job_id, events, publish)
+        if status and runner.tally is not None:  # rows chunk by chunk; the job once, at its end
+            runner.tally.add(int(status == JobStatus.SUCCEEDED.value), len(claimed.inputs))
         return len(claimed.inputs) if status else 0
 
     @staticmethod

@@ -69,7 +69,7 @@ def runner(settings: Settings, publish: Publisher | None = None,
         _runner = (os.getpid(), Runner(engine, settings.model_cache_size,
                                        settings.lease_seconds, settings.max_attempts, announcer,
                                        publish, settings.webhook_max_inline_bytes,
-                                       model_dir=settings.model_dir))
+                                       tally(announcer), model_dir=settings.model_dir))
     if publish is not None:  # the warm-up made it before the app's publisher was at hand
         _runner[1].publish = publish
     return _runner[1]
@@ -170,15 +170,34 @@ class RequeueingBatches(Batches):
                                       callback=on_return, error_callback=on_error)
 
 
+_identity: heartbeats.Identity | None = None  # set in the main process, inherited by the pool
+
+
+def identify(sender: Any, **_: Any) -> None:
+    """At worker_init (main process, before the pool forks): what this worker is, so that its
+    heartbeat and its pool processes' counts name the same record."""
+    global _identity
+    _identity = heartbeats.Identity(
+        host=socket.gethostname(), pid=os.getpid(), node=str(getattr(sender, "hostname", "")),
+        queues=tuple(sorted(sender.app.amqp.queues.consume_from)),
+        concurrency=int(getattr(sender, "concurrency", 0) or 0))
+
+
+def tally(client: redis.Redis) -> heartbeats.Tally | None:
+    """Where a pool process counts what it finished (None outside a worker)."""
+    return None if _identity is None else heartbeats.Tally(client, _identity.name)
+
+
 def start_heartbeat(settings: Settings, interval: float = 10.0) -> None:
-    """The worker's main process tells Redis it is alive, for the health endpoint's count."""
+    """The worker's main process tells Redis it is alive and what it is, for health and the
+    dashboard."""
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
-    name = f"{socket.gethostname()}:{os.getpid()}"
+    identity = _identity or heartbeats.Identity(socket.gethostname(), os.getpid())
 
     def beat() -> None:
         while True:
             try:
-                heartbeats.heartbeat(client, name)
+                heartbeats.heartbeat(client, identity.name, identity)
             except redis.RedisError as exc:
                 log.warning("worker heartbeat failed: %s", exc)
             time.sleep(interval)
@@ -187,7 +206,7 @@ def start_heartbeat(settings: Settings, interval: float = 10.0) -> None:
 
     def gone(**_: Any) -> None:
         with contextlib.suppress(redis.RedisError):
-            client.zrem(heartbeats.WORKERS, name)
+            heartbeats.forget(client, identity.name)
 
     signals.worker_shutdown.connect(gone, weak=False)
 
@@ -197,6 +216,7 @@ def register(app: Celery) -> None:
     # Our handler and format instead of Celery's (a receiver here stops Celery configuring).
     signals.setup_logging.connect(
         lambda **_: logs.configure(settings.log_level, settings.log_format), weak=False)
+    signals.worker_init.connect(identify, weak=False)
     signals.worker_process_init.connect(lambda **_: warm_up(settings), weak=False)
     signals.worker_ready.connect(lambda **_: start_heartbeat(settings), weak=False)
     signals.worker_process_shutdown.connect(lambda pid, **_: metrics.process_exited(pid),

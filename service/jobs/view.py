@@ -4,6 +4,7 @@ with one progress figure (rows done of rows total) for small and bulk jobs alike
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Select, select
@@ -67,10 +68,26 @@ def get(conn: Connection, tenant: str, job_id: str) -> dict[str, Any]:
     return present(row)
 
 
+@dataclass(frozen=True)
+class JobFilter:
+    """Which of a tenant's jobs a list shows; None: any."""
+
+    status: JobStatus | None = None
+    model: str | None = None  # a model's name, any version
+    queue: str | None = None  # a priority's queue
+    id_prefix: str | None = None  # the start of a job id (a whole id finds that job)
+
+
 def recent(conn: Connection, tenant: str, limit: int,
-           status: JobStatus | None = None) -> list[dict[str, Any]]:
-    """Up to `limit` jobs of `tenant` (only those in `status`, if given), newest first."""
+           where: JobFilter = JobFilter()) -> list[dict[str, Any]]:
+    """Up to `limit` jobs of `tenant` that match `where`, newest first."""
     stmt = _of_tenant(tenant).order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
-    if status is not None:
-        stmt = stmt.where(jobs.c.status == status.value)
+    if where.status is not None:
+        stmt = stmt.where(jobs.c.status == where.status.value)
+    if where.model is not None:
+        stmt = stmt.where(models.c.name == where.model)
+    if where.queue is not None:
+        stmt = stmt.where(jobs.c.queue == where.queue)
+    if where.id_prefix is not None:
+        stmt = stmt.where(jobs.c.id.startswith(where.id_prefix, autoescape=True))
     return [present(row) for row in conn.execute(stmt).mappings()]

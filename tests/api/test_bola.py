@@ -17,7 +17,8 @@ from tests.support.tenants import Tenant, make_tenant
 
 JOB_PROBES = [("GET", "/v1/jobs/{}"), ("GET", "/v1/jobs/{}/result"),
               ("DELETE", "/v1/jobs/{}"), ("POST", "/v1/jobs/{}/cancel"),
-              ("GET", "/v1/jobs/{}/deliveries"), ("POST", "/v1/jobs/{}/deliveries/redeliver")]
+              ("GET", "/v1/jobs/{}/deliveries"), ("POST", "/v1/jobs/{}/deliveries/redeliver"),
+              ("GET", "/v1/jobs/{}/overview")]
 ENDPOINT_PROBES = [("GET", "/v1/webhooks/{}"), ("DELETE", "/v1/webhooks/{}"),
                    ("POST", "/v1/webhooks/{}/rotate")]
 

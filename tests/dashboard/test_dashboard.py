@@ -2,36 +2,34 @@
 
 from __future__ import annotations
 
-import os
+import math
+import socket
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import redis
 import requests
 from sqlalchemy import Engine, insert
 
+from service.cli.processes import DEFAULT_QUEUES
+from service.core.settings import Settings
 from service.core.times import utcnow
 from service.jobs import lifecycle as jobs
 from service.jobs.lifecycle import NewJob
 from service.models.registry import ModelInfo
-from service.store.db import webhook_events
-from tests.support.processes import ROOT, WorkerProcess
-from tests.support.tenants import Tenant
+from service.ops import heartbeats
+from service.store.db import webhook_attempts, webhook_events
+from service.tenants import keys
+from tests.support.browser import Console, artifact, chromium
+from tests.support.processes import WorkerProcess
+from tests.support.tenants import Tenant, make_tenant
 
-CHROMIUM = "/usr/bin/chromium"
 ROW: list[object] = [[5.1, 3.5, 1.4, 0.2]]
-
-
-def artifact(name: str) -> Path:
-    """Where a test leaves files for a human to look at: PREDQ_TEST_ARTIFACTS, or test-artifacts/
-    (ignored by git) at the repository root."""
-    directory = Path(os.environ.get("PREDQ_TEST_ARTIFACTS", ROOT / "test-artifacts"))
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory / name
 
 
 # --- the API the page reads ------------------------------------------------------------------
@@ -113,6 +111,232 @@ def test_webhook_failures_list_dead_and_retrying_events_only(
     assert len(tenant.get("/v1/webhooks/failures?limit=1").json()["events"]) == 1
 
 
+def test_jobs_are_filtered_by_model_priority_and_the_start_of_their_id(
+    worker: WorkerProcess, tenant: Tenant
+) -> None:
+    iris_normal = tenant.submit("iris", ROW)
+    iris_fast = tenant.submit("iris", ROW, priority="interactive")
+    fragile_bulk = tenant.submit("fragile", ROW, priority="bulk")
+    for job_id in (iris_normal, iris_fast, fragile_bulk):
+        assert tenant.wait(job_id)["status"] == "succeeded"
+
+    def listed(query: str) -> list[str]:
+        return [j["id"] for j in tenant.get(f"/v1/jobs?{query}").json()["jobs"]]
+
+    assert listed("model=iris") == [iris_fast, iris_normal]
+    assert listed("model=fragile") == [fragile_bulk]
+    assert listed("model=diabetes") == []
+    assert listed("priority=interactive") == [iris_fast]
+    assert listed("priority=bulk") == [fragile_bulk]
+    assert listed("priority=bulk&model=iris") == []
+    assert listed("model=iris&status=succeeded&priority=normal") == [iris_normal]
+    assert listed(f"id={iris_fast}") == [iris_fast]
+    assert listed(f"id={iris_fast.upper()}") == [iris_fast]  # as pasted from anywhere
+    assert iris_fast in listed(f"id={iris_fast[:6]}")
+    assert listed(f"id={iris_fast[:8]}&model=fragile") == []
+
+
+def test_stats_count_rows_beside_jobs(worker: WorkerProcess, tenant: Tenant) -> None:
+    small = [tenant.submit("iris", ROW * 3), tenant.submit("iris", ROW * 5)]
+    failed = tenant.submit("fragile", [[5.1, -3.5, 1.4, 0.2]] * 2)  # 2 rows, tried and failed
+    for job_id in small:
+        assert tenant.wait(job_id)["status"] == "succeeded"
+    assert tenant.wait(failed)["status"] == "failed"
+
+    stats = tenant.get("/v1/stats").json()
+    minutes = stats["minutes"]
+    assert sum(m["finished"] for m in minutes) == 3
+    assert sum(m["rows"] for m in minutes) == 10
+    assert all(m["rows"] == 0 for m in minutes if not m["finished"])
+    # Over the last sixty seconds: the three jobs, the ten rows.
+    assert stats["jobs_per_second"] == round(3 / 60, 3)
+    assert stats["rows_per_second"] == round(10 / 60, 3)
+
+
+@pytest.fixture
+def bulk_tenant(engine: Engine, settings: Settings, live_server: Any,
+                models: dict[str, ModelInfo]) -> Iterator[Tenant]:
+    """A tenant of an API that cuts bulk uploads into chunks of ten rows."""
+    server = live_server(settings.replace(bulk_chunk_rows=10))
+    yield from make_tenant(engine, server.url)
+
+
+def test_a_bulk_job_counts_its_rows_chunk_by_chunk_and_once_as_a_job(
+    worker: WorkerProcess, bulk_tenant: Tenant
+) -> None:
+    names = "sepal_length,sepal_width,petal_length,petal_width"
+    body = "\n".join([names, *["5.1,3.5,1.4,0.2", "6.7,3.0,5.2,2.3"] * 12, "5.9,3.0,4.2,1.5"])
+    response = bulk_tenant.post("/v1/jobs?model=iris", data=body.encode(),
+                                headers={"Content-Type": "text/csv"})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    assert bulk_tenant.wait(job_id)["status"] == "succeeded"
+
+    stats = bulk_tenant.get("/v1/stats").json()
+    assert sum(m["finished"] for m in stats["minutes"]) == 1
+    assert sum(m["rows"] for m in stats["minutes"]) == 25
+    assert stats["rows_per_second"] == round(25 / 60, 3)
+
+    page = bulk_tenant.get(f"/v1/jobs/{job_id}/overview").json()
+    assert page["chunks"] == {"total": 3, "pending": 0, "running": 0, "done": 3, "attempts": 3}
+    assert page["preview"]["rows"] == 25
+    assert len(page["preview"]["predictions"]) == 10  # the first chunk's, not all of it
+    whole = bulk_tenant.get(f"/v1/jobs/{job_id}/result").json()
+    assert page["preview"]["predictions"] == whole["predictions"][:10]
+
+
+def test_a_finished_jobs_page_has_its_timeline_and_the_first_rows_of_its_result(
+    worker: WorkerProcess, tenant: Tenant
+) -> None:
+    job_id = tenant.submit("iris", [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]] * 6)
+    assert tenant.wait(job_id)["status"] == "succeeded"
+
+    page = tenant.get(f"/v1/jobs/{job_id}/overview").json()
+    assert page["job"] == tenant.get(f"/v1/jobs/{job_id}").json()
+    steps = [(t["step"], t["at"]) for t in page["timeline"]]
+    assert [step for step, _ in steps] == ["created", "published", "started", "finished"]
+    times = [at for _, at in steps]
+    assert all(times) and times == sorted(times)
+    assert times[0] == page["job"]["created_at"] and times[3] == page["job"]["finished_at"]
+    result = tenant.get(f"/v1/jobs/{job_id}/result").json()
+    assert page["preview"] == {
+        "rows": 12, "predictions": result["predictions"][:10],
+        "probabilities": result["probabilities"][:10],
+        "labels": ["setosa", "versicolor", "virginica"]}
+    assert page["chunks"] is None and page["deliveries"] == []
+    assert page["actions"] == {"cancel": False, "redeliver": False}
+
+
+def test_a_failed_jobs_page_has_its_error_and_no_result(
+    worker: WorkerProcess, tenant: Tenant
+) -> None:
+    job_id = tenant.submit("fragile", [[5.1, -3.5, 1.4, 0.2]])
+    assert tenant.wait(job_id)["status"] == "failed"
+    page = tenant.get(f"/v1/jobs/{job_id}/overview").json()
+    assert page["job"]["error"].startswith("prediction failed: ValueError")
+    assert page["job"]["percent"] == 0.0 and page["preview"] is None
+    assert page["timeline"][3]["at"] == page["job"]["finished_at"]
+
+
+def test_only_a_key_that_may_submit_is_offered_cancel(
+    tenant: Tenant, engine: Engine, api_url: str, models: dict[str, ModelInfo]
+) -> None:
+    job_id = _queued_job(engine, tenant, models)
+    page = tenant.get(f"/v1/jobs/{job_id}/overview").json()
+    assert page["job"]["status"] == "queued"
+    assert [t["step"] for t in page["timeline"] if t["at"] is None] == ["started", "finished"]
+    assert page["actions"] == {"cancel": True, "redeliver": False}
+    with engine.begin() as conn:
+        reader_key = keys.create_key(conn, tenant.name, ("read",))
+    reader = Tenant(tenant.name, reader_key, api_url)
+    try:
+        assert reader.get(f"/v1/jobs/{job_id}/overview").json()["actions"] == \
+            {"cancel": False, "redeliver": False}
+        assert reader.post(f"/v1/jobs/{job_id}/cancel").status_code == 403  # as it says
+    finally:
+        reader.http.close()
+
+
+def test_a_job_that_sent_webhooks_offers_redelivery_with_its_attempts(
+    tenant: Tenant, engine: Engine, models: dict[str, ModelInfo]
+) -> None:
+    job_id = _queued_job(engine, tenant, models)
+    event_id = f"msg_{uuid.uuid4().hex}"
+    now = utcnow()
+    with engine.begin() as conn:
+        jobs.cancel(conn, tenant.name, job_id)
+        conn.execute(insert(webhook_events), {
+            "id": event_id, "tenant": tenant.name, "job_id": job_id, "endpoint_id": "we_test",
+            "url": "https://example.com/hook", "type": "job.cancelled", "payload": "{}",
+            "status": "dead", "attempts": 1, "next_attempt_at": now, "created_at": now,
+            "last_error": "answered 503"})
+        conn.execute(insert(webhook_attempts), {
+            "event_id": event_id, "attempted_at": now, "status_code": 503, "latency_ms": 12.5,
+            "error": "answered 503"})
+    page = tenant.get(f"/v1/jobs/{job_id}/overview").json()
+    assert page["actions"] == {"cancel": False, "redeliver": True}
+    [delivery] = page["deliveries"]
+    assert (delivery["id"], delivery["status"]) == (event_id, "dead")
+    assert [(a["status_code"], a["error"]) for a in delivery["attempts"]] == \
+        [(503, "answered 503")]
+
+
+def test_another_tenants_job_page_answers_like_a_missing_job(
+    worker: WorkerProcess, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    job_id = tenant.wait(tenant.submit("iris", ROW))["id"]
+    theirs = other_tenant.get(f"/v1/jobs/{job_id}/overview")
+    missing = other_tenant.get(f"/v1/jobs/{uuid.uuid4()}/overview")
+    assert theirs.status_code == missing.status_code == 404
+    assert theirs.json()["error"]["code"] == missing.json()["error"]["code"] == "job_not_found"
+    assert other_tenant.get(f"/v1/jobs?id={job_id}").json() == {"jobs": []}
+    assert other_tenant.get(f"/v1/jobs/{job_id}%00/overview").status_code == 404
+
+
+def test_workers_show_their_queues_heartbeat_and_the_rows_they_finished(
+    worker: WorkerProcess, tenant: Tenant
+) -> None:
+    name = f"{socket.gethostname()}:{worker.proc.pid}"
+
+    def mine() -> dict[str, Any]:
+        listed = tenant.get("/v1/workers").json()
+        return next(w for w in listed["workers"] if w["name"] == name)
+
+    before = _eventually(mine)
+    assert before["queues"] == sorted(DEFAULT_QUEUES.split(","))
+    assert (before["pid"], before["concurrency"], before["stale"]) == (worker.proc.pid, 2, False)
+    assert before["heartbeat_age_seconds"] < 15 and before["node"].startswith("celery@")
+
+    job_id = tenant.submit("iris", ROW * 7)
+    assert tenant.wait(job_id)["status"] == "succeeded"
+    after = mine()
+    assert (after["jobs_total"] - before["jobs_total"], after["rows_total"] -
+            before["rows_total"]) == (1, 7)
+    assert after["rows_per_second"] > 0 and after["jobs_per_second"] > 0
+    assert job_id not in tenant.get("/v1/workers").text  # shared: names no tenant's job
+
+
+def test_a_worker_that_stopped_beating_is_listed_as_stale(
+    settings: Settings, tenant: Tenant
+) -> None:
+    client = redis.Redis.from_url(settings.redis_url)
+    gone = heartbeats.Identity("gone-host", 4242, "celery@gone-host", ("predict.bulk",), 8)
+    try:
+        heartbeats.heartbeat(client, gone.name, gone)
+        heartbeats.Tally(client, gone.name).add(3, 300)
+        client.zadd(heartbeats.WORKERS, {gone.name: time.time() - 120})  # two minutes silent
+        listed = tenant.get("/v1/workers").json()
+        assert listed["stale_after_seconds"] == heartbeats.WORKER_TTL
+        [stale] = [w for w in listed["workers"] if w["name"] == gone.name]
+        assert (stale["stale"], stale["queues"], stale["rows_total"], stale["rows_per_second"]) \
+            == (True, ["predict.bulk"], 300, 0.0)
+        assert stale["heartbeat_age_seconds"] >= 120
+        assert listed["workers"][-1]["name"] == gone.name  # live ones first
+        assert heartbeats.live_workers(client) == sum(not w["stale"] for w in listed["workers"])
+    finally:
+        heartbeats.forget(client, gone.name)
+        client.close()
+
+
+def _queued_job(engine: Engine, tenant: Tenant, models: dict[str, ModelInfo]) -> str:
+    """A job committed but never published: no worker hears of it, so it stays queued."""
+    new = NewJob(tenant.name, models["iris"].id, np.array(ROW)).with_id()
+    with engine.begin() as conn:
+        [job_id] = jobs.insert_jobs(conn, [new])
+    return job_id
+
+
+def _eventually(read: Callable[[], Any], timeout: float = 15) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return read()
+        except StopIteration:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 @pytest.mark.parametrize(("path", "field"), [
     ("/v1/jobs?limit=ten", "limit"),
     ("/v1/jobs?limit=0", "limit"),
@@ -123,6 +347,14 @@ def test_webhook_failures_list_dead_and_retrying_events_only(
     ("/v1/stats?minutes=61", "minutes"),
     ("/v1/stats?minutes=1.5", "minutes"),
     ("/v1/webhooks/failures?limit=-1", "limit"),
+    ("/v1/jobs?model=", "model"),
+    ("/v1/jobs?model=" + "m" * 101, "model"),
+    ("/v1/jobs?priority=urgent", "priority"),
+    ("/v1/jobs?priority=9", "priority"),
+    ("/v1/jobs?id=", "id"),
+    ("/v1/jobs?id=not-an-id", "id"),
+    ("/v1/jobs?id=" + "a" * 37, "id"),
+    ("/v1/jobs?id=abc%25", "id"),
 ])
 def test_a_bad_parameter_answers_400_naming_it(tenant: Tenant, path: str, field: str) -> None:
     response = tenant.get(path)
@@ -143,7 +375,8 @@ def test_another_tenant_sees_none_of_the_jobs(
 
 
 def test_the_endpoints_need_a_key_and_the_page_does_not(api_url: str, tenant: Tenant) -> None:
-    for path in ("/v1/jobs", "/v1/stats", "/v1/webhooks/failures"):
+    for path in ("/v1/jobs", "/v1/stats", "/v1/webhooks/failures", "/v1/workers",
+                 f"/v1/jobs/{uuid.uuid4()}/overview"):
         assert requests.get(api_url + path, timeout=10).status_code == 401
     page = requests.get(api_url + "/", timeout=10)
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
@@ -157,28 +390,8 @@ def test_the_endpoints_need_a_key_and_the_page_does_not(api_url: str, tenant: Te
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's chromium driven by Playwright (never a browser `playwright install` fetched)."""
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("playwright is not installed: pip install -e '.[dev]'")
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox", "--disable-dev-shm-usage"])
-        yield chromium
-        chromium.close()
-
-
-class Console:
-    """Every console error and uncaught exception of a page."""
-
-    def __init__(self, page: Any) -> None:
-        self.errors: list[str] = []
-        page.on("console", lambda msg: self.errors.append(msg.text) if msg.type == "error"
-                else None)
-        page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
+    with chromium() as launched:
+        yield launched
 
 
 def test_dashboard_shows_a_job_submitted_during_the_test(
@@ -235,5 +448,185 @@ def test_dashboard_asks_again_for_a_refused_key(
         page.wait_for_selector("#models td:text-is('iris')")
         # Chromium logs the 401 itself; the page threw nothing.
         assert [e for e in console.errors if "401" not in e] == []
+    finally:
+        page.close()
+
+
+def _open(page: Any, api_url: str, key: str) -> None:
+    page.goto(f"{api_url}/#key={key}")
+    page.wait_for_selector("#board", state="visible")
+
+
+def test_the_job_page_of_a_finished_and_of_a_failed_job(
+    browser: Any, worker: WorkerProcess, tenant: Tenant, api_url: str
+) -> None:
+    ok = tenant.submit("iris", [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]] * 6)
+    bad = tenant.submit("fragile", [[5.1, -3.5, 1.4, 0.2]])
+    assert tenant.wait(ok)["status"] == "succeeded" and tenant.wait(bad)["status"] == "failed"
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    console = Console(page)
+    try:
+        _open(page, api_url, tenant.key)
+        # A failed job's bar is red and empty, never a full green bar.
+        bar = page.locator(f'#jobs tr[data-job-id="{bad}"] .bar')
+        bar.wait_for()
+        assert "bar-failed" in (bar.get_attribute("class") or "")
+        assert bar.evaluate("b => getComputedStyle(b.firstChild).width") == "0px"
+
+        page.click(f'#jobs tr[data-job-id="{ok}"] td:nth-child(2)')  # anywhere on the row
+        page.wait_for_selector('#job-page[data-status="succeeded"]')
+        assert page.url.endswith(f"#/jobs/{ok}") and page.is_hidden("#board")
+        assert page.inner_text("#job-id") == ok
+        assert page.locator("#job-timeline li.reached").count() == 4
+        assert page.locator("#job-preview tbody tr").count() == 10
+        assert "first 10 of 12 rows" in page.inner_text("#job-preview-note")
+        assert page.inner_text("#job-preview tbody tr >> nth=0").split("\t")[1] == "setosa"
+        assert page.is_hidden("#job-cancel") and page.is_hidden("#job-error")
+        page.screenshot(path=str(artifact("job-succeeded.png")), full_page=True)
+
+        page.goto(f"{api_url}/#/jobs/{bad}")  # by address, as a shared link
+        page.wait_for_selector('#job-page[data-status="failed"]')
+        assert page.inner_text("#job-error").startswith("prediction failed: ValueError")
+        assert "no result: the job failed" in page.inner_text("#job-preview")
+        page.screenshot(path=str(artifact("job-failed.png")), full_page=True)
+        page.click("text=← all jobs")
+        page.wait_for_selector("#board", state="visible")
+        assert console.errors == []
+    finally:
+        page.close()
+
+
+def test_cancel_on_the_job_page_cancels_the_job_and_needs_the_submit_scope(
+    browser: Any, tenant: Tenant, engine: Engine, api_url: str, models: dict[str, ModelInfo]
+) -> None:
+    job_id = _queued_job(engine, tenant, models)
+    with engine.begin() as conn:
+        reader_key = keys.create_key(conn, tenant.name, ("read",))
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    console = Console(page)
+    try:
+        _open(page, api_url, reader_key)
+        page.goto(f"{api_url}/#/jobs/{job_id}")
+        page.wait_for_selector('#job-page[data-status="queued"]')
+        assert page.is_hidden("#job-cancel")  # a read-only key is not offered it
+
+        _open(page, api_url, tenant.key)
+        page.goto(f"{api_url}/#/jobs/{job_id}")
+        page.wait_for_selector('#job-page[data-status="queued"]')
+        page.click("#job-cancel")
+        page.wait_for_selector('#job-page[data-status="cancelled"]')
+        assert "cancelled" in page.inner_text("#job-message")
+        assert page.is_hidden("#job-cancel")
+        assert tenant.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
+        page.screenshot(path=str(artifact("job-cancelled.png")), full_page=True)
+        assert console.errors == []
+    finally:
+        page.close()
+
+
+def test_the_board_lists_the_worker_and_filters_and_searches_jobs(
+    browser: Any, worker: WorkerProcess, tenant: Tenant, api_url: str
+) -> None:
+    iris = tenant.submit("iris", ROW)
+    fragile = tenant.submit("fragile", ROW, priority="bulk")
+    for job_id in (iris, fragile):
+        assert tenant.wait(job_id)["status"] == "succeeded"
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    console = Console(page)
+
+    def listed() -> list[str]:
+        return page.eval_on_selector_all("#jobs tbody tr[data-job-id]",
+                                         "rows => rows.map(r => r.dataset.jobId)")
+
+    try:
+        _open(page, api_url, tenant.key)
+        name = f"{socket.gethostname()}:{worker.proc.pid}"
+        row = page.locator(f'#worker-list tr[data-worker="{name}"][data-stale="false"]')
+        row.wait_for()
+        assert "interactive" in row.inner_text() and "live" in row.inner_text()
+        page.wait_for_selector(f'#jobs tr[data-job-id="{iris}"]')
+        assert listed() == [fragile, iris]
+
+        page.wait_for_selector("#job-model option[value=fragile]", state="attached")
+        page.select_option("#job-model", "fragile")
+        # (Polled from here: the page's CSP refuses Playwright's string predicates, rightly.)
+        rows = page.locator("#jobs tbody tr[data-job-id]")
+        expect(rows).to_have_count(1)
+        assert listed() == [fragile] and "model=fragile" in page.url
+        page.select_option("#job-model", "")
+        page.select_option("#job-priority", "normal")
+        expect(page.locator(f'#jobs tr[data-job-id="{fragile}"]')).to_have_count(0)
+        assert listed() == [iris]
+        page.select_option("#job-priority", "")
+
+        page.fill("#job-search", fragile[:8])
+        expect(page.locator(f'#jobs tr[data-job-id="{iris}"]')).to_have_count(0)
+        assert listed() == [fragile]
+        page.reload()  # the filters are in the address: a reload (or a shared link) keeps them
+        page.wait_for_selector(f'#jobs tr[data-job-id="{fragile}"]')
+        assert listed() == [fragile] and page.input_value("#job-search") == fragile[:8]
+        page.screenshot(path=str(artifact("dashboard-search.png")), full_page=True)
+
+        page.fill("#job-search", "not an id")  # refused here, not sent to get a 400
+        page.wait_for_selector("#job-search-note:text('hex digits')")
+        assert listed() == []
+        assert console.errors == []
+    finally:
+        page.close()
+
+
+def test_the_latency_axis_names_the_values_its_lines_stand_for(
+    browser: Any, worker: WorkerProcess, tenant: Tenant, api_url: str, engine: Engine
+) -> None:
+    # A slow job (about 400 ms) and fast ones: p99 and p50 far apart.
+    ids = [tenant.submit("sleepy", [[400.0, 0.0]]), *(tenant.submit("iris", ROW) for _ in range(3))]
+    for job_id in ids:
+        assert tenant.wait(job_id)["status"] == "succeeded"
+    url = "https://hooks.example.com/" + "x" * 120
+    with engine.begin() as conn:  # a failure whose error cannot break between words
+        conn.execute(insert(webhook_events), {
+            "id": f"msg_{uuid.uuid4().hex}", "tenant": tenant.name, "job_id": ids[0],
+            "endpoint_id": "we_test", "url": url, "type": "job.succeeded", "payload": "{}",
+            "status": "dead", "attempts": 8, "next_attempt_at": utcnow(), "created_at": utcnow(),
+            "last_error": "could-not-connect-" * 12})
+    page = browser.new_page(viewport={"width": 1000, "height": 900})
+    console = Console(page)
+    try:
+        _open(page, api_url, tenant.key)
+        page.wait_for_selector("#latency circle.dot99")
+        p99 = max(m["p99_ms"] or 0 for m in tenant.get("/v1/stats").json()["minutes"])
+        labels = page.eval_on_selector_all("#latency text.y-label", """labels => labels.map(
+            l => [Number(l.dataset.value), l.textContent, Number(l.getAttribute('y')) - 3])""")
+        values = [v for v, _, _ in labels]
+        step = values[1]
+        assert values == [step * i for i in range(len(values))] and 2 <= len(values) <= 5
+        assert step / 10 ** math.floor(math.log10(step)) in (1, 2, 5)  # a round step
+        assert values[-2] < p99 <= values[-1]  # the scale ends at the first line above the data
+        for value, text, _ in labels:  # the labels say those values, in ms or s
+            number, unit = text.split(" ")
+            assert float(number) * (1000 if unit == "s" else 1) == pytest.approx(value), text
+        # Each dot sits where the lines say its value is.
+        (v0, _, y0), (v1, _, y1) = labels[0], labels[-1]
+        for value, cy in page.eval_on_selector_all(
+                "#latency circle", "dots => dots.map(d => [Number(d.dataset.value), "
+                "Number(d.getAttribute('cy'))])"):
+            assert cy == pytest.approx(y0 + (value - v0) * (y1 - y0) / (v1 - v0), abs=0.5)
+
+        # The webhook failures' URL column stays one readable line beside a long error.
+        cell = page.locator(f'#failures td.url[title="{url}"]')
+        cell.wait_for()
+        lines = cell.evaluate("td => { const r = document.createRange(); r.selectNodeContents(td);"
+                              " return new Set([...r.getClientRects()].map(b => b.top)).size; }")
+        box = cell.bounding_box()
+        assert lines == 1 and box is not None and box["width"] >= 120, (lines, box)
+        # ... and the table fits its panel: no column pushed out of sight, no tall rows.
+        row = page.locator(f'#failures tr:has(td.url[title="{url}"])').bounding_box()
+        assert row is not None and row["height"] < 80, row
+        assert page.eval_on_selector("#failures-section",
+                                     "s => s.scrollWidth <= s.clientWidth")
+        page.screenshot(path=str(artifact("dashboard-narrow.png")), full_page=True)
+        assert console.errors == []
     finally:
         page.close()

@@ -1,5 +1,6 @@
 """Debian's headless Chromium driven by Playwright (never a browser `playwright install`
-fetched), for the pages the API serves; and where tests leave screenshots."""
+fetched), for the pages the API serves (the dashboard, /docs): the browser, a page's console
+errors and CSP violations, and where tests leave screenshots."""
 
 from __future__ import annotations
 
