@@ -14,12 +14,14 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
+import redis
+
 from service.cli import embedded
 from service.cli.demo import register_demo_models
 from service.cli.processes import api_command, beat_command, deliverer_command, worker_command
 from service.core.errors import Unauthorized
 from service.core.settings import Settings
-from service.ops import metricsdir
+from service.ops import heartbeats, metricsdir
 from service.store.db import make_engine
 from service.store.migrate import upgrade
 from service.tenants import keys
@@ -160,17 +162,23 @@ def _signal_group(child: subprocess.Popen[bytes], signum: int) -> None:
 
 def _wait_until_serving(settings: Settings, children: list[subprocess.Popen[bytes]],
                         timeout: float = 60) -> None:
-    """The banner's curl line must work the moment it is printed: wait for /healthz."""
+    """The banner's curl line must work the moment it is printed, and its job run at once:
+    wait for /healthz, then for the worker's first heartbeat (it has booted and consumes)."""
     url = f"http://{settings.host}:{settings.port}/healthz"
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and all(child.poll() is None for child in children):
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
+    try:
+        while time.monotonic() < deadline and all(child.poll() is None for child in children):
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status == 200 and heartbeats.live_workers(client) > 0:
+                        return
+            except (OSError, redis.RedisError):
+                pass
             time.sleep(0.1)
-    raise RuntimeError(f"the API did not answer on {url}")
+    finally:
+        client.close()
+    raise RuntimeError(f"the API did not answer on {url}, or no worker started")
 
 
 def _banner(settings: Settings, key: str) -> None:
