@@ -109,11 +109,7 @@ class Runner:
                     extra={"job_id": job.id, "tenant": job.tenant,
                            "request_id": job.request_id})
         with self._holding([job]):
-            if job.attempts > self.max_attempts:
-                outcome = Outcome(job.id, job.attempts,
-                                  error=recovery.exhausted_error(self.max_attempts))
-            else:
-                outcome = self._predict_group(job.model_id, [job])[0]
+            outcome = self._predict_group(job.model_id, [job])[0]
             written = _with_retry(lambda: self._finish([outcome]))
         self._announce([job], written, [])
         self._send_events()
@@ -176,8 +172,21 @@ class Runner:
                 "attempt": job.attempts, "error": outcome.error})
 
     def _claim_expired(self, job_id: str) -> Claimed | None:
+        """Take over a job whose worker died, or fail it if that was its last attempt (as the
+        reconciler would: its attempt count stays at the limit)."""
         with self.engine.begin() as conn:
-            return recovery.claim_expired(conn, job_id, self.lease_seconds)
+            failed = recovery.fail_exhausted(conn, self.max_attempts, [job_id])
+            if not failed:
+                return recovery.claim_expired(conn, job_id, self.lease_seconds,
+                                              self.max_attempts)
+            events = webhook_events.record(conn, failed, self.webhook_max_inline)
+            ended = jobs.labels_of(conn, failed)
+        self._events += events  # committed
+        metrics.jobs_ended(ended)
+        if self.announcer is not None:
+            wakeups.after_batch(self.announcer, failed, {}, [])
+        self._send_events()
+        return None
 
     def _holding(self, claimed: Sequence[Claimed]) -> AbstractContextManager[None]:
         """Keep the claims' leases renewed while they are predicted and written."""

@@ -21,13 +21,16 @@ from service.jobs.priorities import higher
 from service.store.db import jobs
 
 
-def claim_expired(conn: Connection, job_id: str, lease_seconds: float) -> Claimed | None:
-    """Take one running job whose lease expired (its worker died), under a new lease."""
+def claim_expired(conn: Connection, job_id: str, lease_seconds: float,
+                  max_attempts: int) -> Claimed | None:
+    """Take one running job whose lease expired (its worker died), under a new lease, if it
+    has attempts left (`fail_exhausted` ends the others)."""
     now = utcnow()
     stmt = (
         update(jobs)
         .where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value,
-               jobs.c.lease_until < now, jobs.c.n_chunks.is_(None))
+               jobs.c.lease_until < now, jobs.c.n_chunks.is_(None),
+               jobs.c.attempts < max_attempts)
         .values(lease_until=now + timedelta(seconds=lease_seconds),
                 attempts=jobs.c.attempts + 1)
         .returning(jobs.c.id, jobs.c.model_id, jobs.c.inputs, jobs.c.n_rows, jobs.c.attempts,
@@ -40,15 +43,18 @@ def claim_expired(conn: Connection, job_id: str, lease_seconds: float) -> Claime
                    row.queue, row.tenant, row.created_at, row.request_id)
 
 
-def fail_exhausted(conn: Connection, max_attempts: int) -> list[str]:
-    """Fail running jobs whose lease expired after `max_attempts` claims: each time, the worker
-    running them died (poison input, out of memory), so they do not run again."""
+def fail_exhausted(conn: Connection, max_attempts: int,
+                   ids: Iterable[str] | None = None) -> list[str]:
+    """Fail running jobs (all, or those in `ids`) whose lease expired after `max_attempts`
+    claims: each time, the worker running them died (poison input, out of memory), so they do
+    not run again. Their attempt count stays `max_attempts`."""
     now = utcnow()
     error = exhausted_error(max_attempts)
+    only = [jobs.c.id.in_(list(ids))] if ids is not None else []
     stmt = (
         update(jobs)
         .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_until < now,
-               jobs.c.attempts >= max_attempts)
+               jobs.c.attempts >= max_attempts, *only)
         .values(status=JobStatus.FAILED.value, error=error, finished_at=now, lease_until=None)
         .returning(jobs.c.id)
     )

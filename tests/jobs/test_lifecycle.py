@@ -18,6 +18,7 @@ from service.store.db import jobs as jobs_table
 
 TENANT = "jobs-domain"
 LEASE = 60.0
+MAX_ATTEMPTS = 3
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def test_claim_marks_running_and_returns_inputs(engine: Engine, job_id: str) -> 
 def test_redelivered_message_does_not_write_a_second_result(engine: Engine, job_id: str) -> None:
     with engine.begin() as conn:  # two deliveries of the same message, racing
         first, second = jobs.claim(conn, [job_id], LEASE), jobs.claim(conn, [job_id], LEASE)
-        assert recovery.claim_expired(conn, job_id, LEASE) is None  # its lease is still valid
+        assert recovery.claim_expired(conn, job_id, LEASE, MAX_ATTEMPTS) is None  # lease valid
     assert first and second == []
     with engine.begin() as conn:
         assert jobs.finish(conn, [Outcome(job_id, 1, result={"predictions": ["setosa"]})]) == 1
@@ -57,7 +58,7 @@ def test_redelivered_message_does_not_write_a_second_result(engine: Engine, job_
         assert jobs.finish(conn, [Outcome(job_id, 1, result={"predictions": ["other"]})]) == 0
         assert jobs.finish(conn, [Outcome(job_id, 1, error="late failure")]) == 0
         assert jobs.claim(conn, [job_id], LEASE) == []  # a finished job is never claimed again
-        assert recovery.claim_expired(conn, job_id, LEASE) is None
+        assert recovery.claim_expired(conn, job_id, LEASE, MAX_ATTEMPTS) is None
     assert _row(engine, job_id) == finished
     assert finished["status"] == "succeeded"
     assert finished["attempts"] == 1
@@ -80,9 +81,9 @@ def test_a_job_whose_worker_died_is_claimed_again_once_its_lease_expires(
         assert jobs.claim(conn, [job_id], LEASE)
     _expire(engine, job_id)
     with engine.begin() as conn:
-        again = recovery.claim_expired(conn, job_id, LEASE)
+        again = recovery.claim_expired(conn, job_id, LEASE, MAX_ATTEMPTS)
         assert again is not None and again.attempts == 2
-        assert recovery.claim_expired(conn, job_id, LEASE) is None  # the new lease holds
+        assert recovery.claim_expired(conn, job_id, LEASE, MAX_ATTEMPTS) is None  # new lease
 
 
 def test_a_job_that_keeps_killing_workers_fails_after_max_attempts(
@@ -100,6 +101,22 @@ def test_a_job_that_keeps_killing_workers_fails_after_max_attempts(
     row = _row(engine, job_id)
     assert row["status"] == "failed"
     assert row["error"].startswith("gave up after 3 attempts: the worker running this job died")
+
+
+def test_a_redelivery_does_not_claim_a_job_past_its_last_attempt(
+    engine: Engine, job_id: str
+) -> None:
+    # A late redelivery can meet the job before the reconciler fails it: the worker must fail
+    # it too, not run it a fourth time and leave "attempts: 4" beside "gave up after 3".
+    with engine.begin() as conn:
+        jobs.claim(conn, [job_id], LEASE)
+    _expire(engine, job_id, attempts=MAX_ATTEMPTS)
+    with engine.begin() as conn:
+        assert recovery.claim_expired(conn, job_id, LEASE, MAX_ATTEMPTS) is None
+        assert recovery.fail_exhausted(conn, MAX_ATTEMPTS, ["another-job"]) == []
+        assert recovery.fail_exhausted(conn, MAX_ATTEMPTS, [job_id]) == [job_id]
+    row = _row(engine, job_id)
+    assert (row["status"], row["attempts"]) == ("failed", MAX_ATTEMPTS)
 
 
 def test_republish_takes_lost_queued_jobs_and_expired_leases_once_per_interval(
@@ -225,7 +242,7 @@ def test_a_claim_that_lost_its_job_writes_nothing(engine: Engine, job_id: str) -
         [first] = jobs.claim(conn, [job_id], LEASE)
     _expire(engine, job_id)
     with engine.begin() as conn:
-        second = recovery.claim_expired(conn, job_id, LEASE)
+        second = recovery.claim_expired(conn, job_id, LEASE, MAX_ATTEMPTS)
     assert second is not None and (first.attempts, second.attempts) == (1, 2)
     with engine.begin() as conn:
         assert jobs.renew_leases(conn, [(job_id, first.attempts)], LEASE) == 0
