@@ -1,0 +1,107 @@
+"""`make cluster`'s scaling figures: the same paced single-row load through the balancer with
+1, 2 and 3 worker hosts; jobs/s, CPU per job (every process on every host but the client) and
+the p50/p99 of a job's time from its commit by the API to its result's commit by a worker."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import psutil
+import requests
+from sqlalchemy import select
+
+from service.core import times
+from service.store.db import jobs as jobs_table
+
+if TYPE_CHECKING:
+    from tests.cluster import Cluster
+
+TOLERANCE = 0.20  # CPU per job and p50 with 3 worker hosts: within 20 % of 1 host
+
+
+def cpu_seconds(cluster: Cluster) -> float:
+    """User and system CPU seconds so far of every process on every host but the client."""
+    total = 0.0
+    for host in cluster.net.hosts:
+        if host == "client":
+            continue
+        for pid in cluster.net.pids(host):
+            try:
+                t = psutil.Process(pid).cpu_times()
+            except psutil.Error:
+                continue
+            total += t.user + t.system
+    return total
+
+
+def measure(cluster: Cluster, hosts: tuple[str, ...], rate: float, seconds: float
+            ) -> dict[str, Any]:
+    """Offer `rate` single-row jobs/s for `seconds`; wait for all; what it cost."""
+    n = int(rate * seconds)
+    rng = np.random.default_rng(len(hosts))
+    rows = rng.uniform([4, 2, 1, 0.1], [8, 4.5, 7, 2.5], (n, 4)).round(2)
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {cluster.key}"
+    before, cpu_before = cluster.jobs_per_host(), cpu_seconds(cluster)
+    start = time.monotonic()
+
+    def submit(i: int) -> str:
+        time.sleep(max(0.0, start + i / rate - time.monotonic()))
+        answer = http.post(cluster.url("/v1/jobs"), timeout=30,
+                           json={"model": "iris", "inputs": [rows[i].tolist()]})
+        answer.raise_for_status()
+        return str(answer.json()["id"])
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(submit, range(n)))
+    deadline = time.monotonic() + 120
+    while True:
+        with cluster.engine.connect() as conn:
+            found = conn.execute(select(jobs_table.c.status, jobs_table.c.created_at,
+                                        jobs_table.c.finished_at)
+                                 .where(jobs_table.c.id.in_(ids))).all()
+        if all(r.finished_at is not None for r in found) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    cpu = cpu_seconds(cluster) - cpu_before
+    time.sleep(2.5)  # the next heartbeat carries the last batches' counts (every 2 s or so)
+    after = cluster.jobs_per_host()
+    done = [r for r in found if r.finished_at is not None]
+    latency = np.array([(times.as_utc(r.finished_at) - times.as_utc(r.created_at))
+                        .total_seconds() for r in done]) * 1000
+    span = (max(times.as_utc(r.finished_at) for r in done)
+            - min(times.as_utc(r.created_at) for r in done)).total_seconds()
+    return {"worker_hosts": len(hosts), "jobs": n, "finished": len(done),
+            "jobs_s": round(len(done) / span, 1), "cpu_ms_per_job": round(1000 * cpu / n, 2),
+            "p50_ms": round(float(np.percentile(latency, 50)), 1),
+            "p99_ms": round(float(np.percentile(latency, 99)), 1),
+            "per_host": [after[h] - before[h] for h in ("w1", "w2", "w3")][:len(hosts)]}
+
+
+def verdict(rows: list[dict[str, Any]]) -> list[str]:
+    """What does not hold: CPU per job and p50 with the most hosts against one host, and
+    every host taking a share of the work."""
+    one, most = rows[0], rows[-1]
+    problems = [f"{what} {most[what]} with {most['worker_hosts']} hosts is more than "
+                f"{TOLERANCE:.0%} from {one[what]} with 1"
+                for what in ("cpu_ms_per_job", "p50_ms")
+                if abs(most[what] - one[what]) > TOLERANCE * one[what]]
+    share = min(most["per_host"]) / max(1, sum(most["per_host"]))
+    if share < 0.5 / len(most["per_host"]):
+        problems.append(f"the load did not spread: {most['per_host']}")
+    return problems
+
+
+def report(rows: list[dict[str, Any]]) -> None:
+    print("| worker hosts | jobs | jobs/s | CPU ms/job | p50 ms | p99 ms | jobs per host |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['worker_hosts']} | {r['jobs']} | {r['jobs_s']} | {r['cpu_ms_per_job']} | "
+              f"{r['p50_ms']} | {r['p99_ms']} | {r['per_host']} |")
+    problems = verdict(rows)
+    print("scaling: " + ("; ".join(problems) if problems else
+                         f"CPU per job and p50 within {TOLERANCE:.0%} of one host; "
+                         "the load spread"))
