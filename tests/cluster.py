@@ -263,7 +263,8 @@ def run(quick: bool) -> dict[str, Any]:
         after = cluster.jobs_per_host()
         fetched = list((workdir / "w3" / "models").glob("*.joblib"))
         figures.update(
-            workdir=str(workdir), scaling=scaling, hosts=len(net.hosts), balancer=cluster.balancer(),
+            workdir=str(workdir), scaling=scaling, hosts=len(net.hosts),
+            balancer=cluster.balancer(),
             partitions=cluster.partitions, w3_fetched_artifacts=len(fetched),
             per_worker_host=[after[h] - before[h] for h in WORKER_HOSTS])
         return figures
@@ -325,7 +326,8 @@ def main() -> None:
         print(f"cluster: failed; logs kept in {figures['workdir']}", file=sys.stderr)
     else:
         shutil.rmtree(figures["workdir"], ignore_errors=True)  # logs are kept only for a failure
-    print(f"cluster: hosts={figures['hosts']} api_hosts={len(API_HOSTS)} worker_hosts={len(WORKER_HOSTS)} "
+    print(f"cluster: hosts={figures['hosts']} api_hosts={len(API_HOSTS)} "
+          f"worker_hosts={len(WORKER_HOSTS)} "
           f"jobs={figures['jobs_accepted']} lost={figures['lost']} duplicated={dup} "
           f"partitions={figures['partitions']} "
           f"per_worker_host=[{','.join(str(n) for n in figures['per_worker_host'])}]")
