@@ -18,6 +18,7 @@ PostgreSQL, and `api2` dies (the balancer routes around it). Every accepted job 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
@@ -33,20 +34,24 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import numpy as np
 import redis
 import requests
+from sqlalchemy import func, select
 
 from bench.procs import Proc, ProcSet, wait_http, wait_log
 from service.cli.demo import register_demo_models
 from service.cli.embedded import redis_binary
 from service.core import times
 from service.core.settings import Settings
+from service.models.registry import add_model
 from service.ops import heartbeats
-from service.store.db import make_engine
+from service.store.db import job_chunks, make_engine
 from service.store.migrate import upgrade
 from service.tenants import keys
 from tests import chaos
 from tests.support import netns, pgserver
+from tests.support.sleepy import train_sleepy
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 PY = sys.executable
@@ -110,10 +115,14 @@ class Cluster:
         self.engine = make_engine(self.settings.database_url, pool_pre_ping=True)
         with self.engine.begin() as conn:
             register_demo_models(conn, self.settings.model_dir, workdir / "train")
+            add_model(conn, self.settings.model_dir,
+                      str(train_sleepy(workdir / "train" / "sleepy.joblib")), "sleepy", "1")
             self.key = keys.create_key(conn, "cluster")
         self.model = joblib.load(workdir / "train" / "iris.joblib")
         self.faults: list[chaos.Fault] = []
         self.partitions = 0
+        self.slow_job: tuple[str, np.ndarray] | None = None  # the job cut mid-chunk
+        self.mid_batch = False
         self.uploading = threading.Event()
         self.apis: dict[str, Proc] = {}
         self.workers: dict[str, Proc] = {}
@@ -194,12 +203,31 @@ class Cluster:
         print(f"  fault done: {name}", flush=True)
 
     def cut_worker_host(self, host: str = "w3") -> None:
+        """Mid-batch: a bulk job of the sleepy model (1.5 s a chunk) keeps every worker host's
+        one pool process busy; once three of its chunks run at once, `host` holds one."""
+        rows = np.column_stack([np.full(12 * 500, 1500.0), np.arange(6000.0)])
+        body = io.BytesIO()
+        np.save(body, rows)
+        answer = requests.post(self.url("/v1/jobs?model=sleepy"), data=body.getvalue(),
+                               timeout=60, headers={"Authorization": f"Bearer {self.key}",
+                                                    "Content-Type": "application/x-npy"})
+        assert answer.status_code == 202, answer.text
+        self.slow_job = (answer.json()["id"], rows)
+        running = (select(func.count()).select_from(job_chunks)
+                   .where(job_chunks.c.job_id == self.slow_job[0],
+                          job_chunks.c.status == "running"))
+        deadline = time.monotonic() + 30
+        while not self.mid_batch and time.monotonic() < deadline:
+            with self.engine.connect() as conn:
+                self.mid_batch = conn.execute(running).scalar_one() >= len(WORKER_HOSTS)
+            time.sleep(0.05)
+
         def act() -> None:
             self.net.cut(host)
             time.sleep(LEASE + 4)
             self.net.restore(host)
         self.partitions += 1
-        self._fault(f"cut {host}'s link for {LEASE + 4} s (lease {LEASE} s), restore it",
+        self._fault(f"cut {host}'s link for {LEASE + 4} s (lease {LEASE} s) mid-chunk, restore it",
                     "worker", act)
 
     def partition_api(self, what: str, host: str = "api1") -> None:
@@ -220,6 +248,24 @@ class Cluster:
             _until(lambda: self.balancer().get(host) == "DOWN", 15,
                    f"the balancer to mark {host} down")
         self._fault(f"kill API host {host} (processes and link)", "api", act)
+
+    def check_slow_job(self) -> dict[str, Any]:
+        """The job whose chunk was cut off: every row once, in order, and the cut host's late
+        writes refused (its log says what it discarded)."""
+        assert self.slow_job is not None
+        job_id, rows = self.slow_job
+        http = requests.Session()
+        http.headers["Authorization"] = f"Bearer {self.key}"
+        _until(lambda: http.get(self.url(f"/v1/jobs/{job_id}"), timeout=30).json()["status"]
+               not in ("queued", "running"), 120, "the sleepy bulk job to end")
+        got = http.get(self.url(f"/v1/jobs/{job_id}/result"), timeout=60)
+        right = got.status_code == 200 and bool(np.allclose(
+            got.json()["predictions"], joblib.load(self.workdir / "train" / "sleepy.joblib")
+            .predict(rows)))
+        fenced = sum(path.read_text(errors="replace").count("discarded")
+                     for path in self.workdir.glob("w*-worker.log"))
+        return {"cut_mid_chunk": self.mid_batch, "cut_job_right": right,
+                "late_writes_fenced": fenced}
 
     def close(self) -> None:
         self.receiver.close()
@@ -260,6 +306,7 @@ def run(quick: bool) -> dict[str, Any]:
                 scaling.append(measure(cluster, WORKER_HOSTS[:n], rate=80, seconds=12))
         before = cluster.jobs_per_host()
         figures = mixed_load(cluster, n=500 if quick else 2500, gap=2.0 if quick else 8.0)
+        figures.update(cluster.check_slow_job())
         after = cluster.jobs_per_host()
         fetched = list((workdir / "w3" / "models").glob("*.joblib"))
         figures.update(
@@ -320,7 +367,8 @@ def main() -> None:
         from tests.cluster_scaling import report
         report(figures["scaling"])
     dup = sum(figures["duplicated"].values())
-    bad = figures["lost"] + figures["wrong"] + figures["webhooks_undelivered"] + dup
+    bad = (figures["lost"] + figures["wrong"] + figures["webhooks_undelivered"] + dup
+           + (not figures["cut_job_right"]))
     print(f"cluster: took {time.monotonic() - began:.0f} s")
     if bad:
         print(f"cluster: failed; logs kept in {figures['workdir']}", file=sys.stderr)
