@@ -224,10 +224,10 @@ class Cluster:
 
         def act() -> None:
             self.net.cut(host)
-            time.sleep(LEASE + 4)
+            time.sleep(LEASE + 6)
             self.net.restore(host)
         self.partitions += 1
-        self._fault(f"cut {host}'s link for {LEASE + 4} s (lease {LEASE} s) mid-chunk, restore it",
+        self._fault(f"cut {host}'s link for {LEASE + 6} s (lease {LEASE} s) mid-chunk, restore it",
                     "worker", act)
 
     def partition_api(self, what: str, host: str = "api1") -> None:
@@ -328,7 +328,7 @@ def mixed_load(cluster: Cluster, n: int, gap: float) -> dict[str, Any]:
     steps: list[Callable[[], None]] = [
         cluster.cut_worker_host, lambda: cluster.partition_api("Redis"),
         lambda: cluster.partition_api("PostgreSQL"), cluster.kill_api_host]
-    duration = len(steps) * gap + (LEASE + 4) + 6 + 6 + 3 + gap
+    duration = len(steps) * gap + (LEASE + 6) + 6 + 6 + 3 + gap
     errors: list[BaseException] = []
 
     def inject() -> None:
@@ -356,6 +356,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="the faults once under a short load, no scaling figures (for CI)")
+    parser.add_argument("--keep", action="store_true", help="keep the logs of a passing run")
     args = parser.parse_args()
     began = time.monotonic()
     figures = run(args.quick)
@@ -372,7 +373,7 @@ def main() -> None:
     print(f"cluster: took {time.monotonic() - began:.0f} s")
     if bad:
         print(f"cluster: failed; logs kept in {figures['workdir']}", file=sys.stderr)
-    else:
+    elif not args.keep:
         shutil.rmtree(figures["workdir"], ignore_errors=True)  # logs are kept only for a failure
     print(f"cluster: hosts={figures['hosts']} api_hosts={len(API_HOSTS)} "
           f"worker_hosts={len(WORKER_HOSTS)} "
