@@ -4,6 +4,8 @@ the p50/p99 of a job's time from its commit by the API to its result's commit by
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -11,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import psutil
 import requests
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from service.core import times
 from service.store.db import jobs as jobs_table
@@ -37,6 +39,19 @@ def cpu_seconds(cluster: Cluster) -> float:
     return total
 
 
+def counters(cluster: Cluster) -> dict[str, float]:
+    """What the data host has done so far: Redis commands, PostgreSQL commits, bytes through
+    its link (both ways)."""
+    commands = int(cluster.redis.info("stats")["total_commands_processed"])
+    with cluster.engine.connect() as conn:
+        commits = conn.execute(text("SELECT sum(xact_commit) FROM pg_stat_database")).scalar()
+    link = json.loads(subprocess.run(
+        ["ip", "-n", cluster.net.hosts["data"].netns, "-s", "-j", "link", "show", "eth0"],
+        capture_output=True, text=True, check=True).stdout)[0]["stats64"]
+    return {"redis_commands": commands, "pg_commits": float(commits or 0),
+            "data_link_bytes": link["rx"]["bytes"] + link["tx"]["bytes"]}
+
+
 def measure(cluster: Cluster, hosts: tuple[str, ...], rate: float, seconds: float
             ) -> dict[str, Any]:
     """Offer `rate` single-row jobs/s for `seconds`; wait for all; what it cost."""
@@ -46,6 +61,7 @@ def measure(cluster: Cluster, hosts: tuple[str, ...], rate: float, seconds: floa
     http = requests.Session()
     http.headers["Authorization"] = f"Bearer {cluster.key}"
     before, cpu_before = cluster.jobs_per_host(), cpu_seconds(cluster)
+    data_before = counters(cluster)
     start = time.monotonic()
 
     def submit(i: int) -> str:
@@ -67,6 +83,7 @@ def measure(cluster: Cluster, hosts: tuple[str, ...], rate: float, seconds: floa
             break
         time.sleep(0.2)
     cpu = cpu_seconds(cluster) - cpu_before
+    data = {k: (v - data_before[k]) / n for k, v in counters(cluster).items()}
     time.sleep(2.5)  # the next heartbeat carries the last batches' counts (every 2 s or so)
     after = cluster.jobs_per_host()
     done = [r for r in found if r.finished_at is not None]
@@ -78,7 +95,10 @@ def measure(cluster: Cluster, hosts: tuple[str, ...], rate: float, seconds: floa
             "jobs_s": round(len(done) / span, 1), "cpu_ms_per_job": round(1000 * cpu / n, 2),
             "p50_ms": round(float(np.percentile(latency, 50)), 1),
             "p99_ms": round(float(np.percentile(latency, 99)), 1),
-            "per_host": [after[h] - before[h] for h in ("w1", "w2", "w3")][:len(hosts)]}
+            "per_host": [after[h] - before[h] for h in ("w1", "w2", "w3")][:len(hosts)],
+            "redis_commands_per_job": round(data["redis_commands"], 1),
+            "pg_commits_per_job": round(data["pg_commits"], 2),
+            "data_link_bytes_per_job": round(data["data_link_bytes"])}
 
 
 def verdict(rows: list[dict[str, Any]]) -> list[str]:
@@ -96,11 +116,14 @@ def verdict(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def report(rows: list[dict[str, Any]]) -> None:
-    print("| worker hosts | jobs | jobs/s | CPU ms/job | p50 ms | p99 ms | jobs per host |")
-    print("|---|---|---|---|---|---|---|")
+    print("| worker hosts | jobs | jobs/s | CPU ms/job | p50 ms | p99 ms | jobs per host | "
+          "Redis commands/job | PostgreSQL commits/job | data host bytes/job |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['worker_hosts']} | {r['jobs']} | {r['jobs_s']} | {r['cpu_ms_per_job']} | "
-              f"{r['p50_ms']} | {r['p99_ms']} | {r['per_host']} |")
+              f"{r['p50_ms']} | {r['p99_ms']} | {r['per_host']} | "
+              f"{r['redis_commands_per_job']} | {r['pg_commits_per_job']} | "
+              f"{r['data_link_bytes_per_job']} |")
     problems = verdict(rows)
     print("scaling: " + ("; ".join(problems) if problems else
                          f"CPU per job and p50 within {TOLERANCE:.0%} of one host; "
