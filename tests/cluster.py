@@ -37,7 +37,6 @@ import joblib
 import numpy as np
 import redis
 import requests
-from sqlalchemy import func, select
 
 from bench.procs import Proc, ProcSet, wait_http, wait_log
 from service.cli.demo import register_demo_models
@@ -46,7 +45,7 @@ from service.core import times
 from service.core.settings import Settings
 from service.models.registry import add_model
 from service.ops import heartbeats
-from service.store.db import job_chunks, make_engine
+from service.store.db import make_engine
 from service.store.migrate import upgrade
 from service.tenants import keys
 from tests import chaos
@@ -203,8 +202,8 @@ class Cluster:
         print(f"  fault done: {name}", flush=True)
 
     def cut_worker_host(self, host: str = "w3") -> None:
-        """Mid-batch: a bulk job of the sleepy model (1.5 s a chunk) keeps every worker host's
-        one pool process busy; once three of its chunks run at once, `host` holds one."""
+        """Mid-batch: a bulk job of the sleepy model (1.5 s a chunk) runs on every worker
+        host; the link is cut while `host` is inside a chunk's predict."""
         rows = np.column_stack([np.full(12 * 500, 1500.0), np.arange(6000.0)])
         body = io.BytesIO()
         np.save(body, rows)
@@ -213,13 +212,9 @@ class Cluster:
                                                     "Content-Type": "application/x-npy"})
         assert answer.status_code == 202, answer.text
         self.slow_job = (answer.json()["id"], rows)
-        running = (select(func.count()).select_from(job_chunks)
-                   .where(job_chunks.c.job_id == self.slow_job[0],
-                          job_chunks.c.status == "running"))
         deadline = time.monotonic() + 30
         while not self.mid_batch and time.monotonic() < deadline:
-            with self.engine.connect() as conn:
-                self.mid_batch = conn.execute(running).scalar_one() >= len(WORKER_HOSTS)
+            self.mid_batch = self.predicting(host)
             time.sleep(0.05)
 
         def act() -> None:
@@ -229,6 +224,19 @@ class Cluster:
         self.partitions += 1
         self._fault(f"cut {host}'s link for {LEASE + 6} s (lease {LEASE} s) mid-chunk, restore it",
                     "worker", act)
+
+    def predicting(self, host: str) -> bool:
+        """A process on `host` sleeps in the sleepy model's predict: its main thread is in
+        clock_nanosleep (an idle pool process waits in read or poll, Celery's main process in
+        epoll_wait)."""
+        for pid in self.net.pids(host):
+            try:
+                call = Path(f"/proc/{pid}/syscall").read_text().split()[0]
+            except (OSError, IndexError):
+                continue
+            if call in ("35", "230"):  # nanosleep, clock_nanosleep (x86-64)
+                return True
+        return False
 
     def partition_api(self, what: str, host: str = "api1") -> None:
         redis_address, pg_address = self.net.hosts["data"].addresses
