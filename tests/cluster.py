@@ -311,7 +311,7 @@ def run(quick: bool) -> dict[str, Any]:
             from tests.cluster_scaling import measure
             for n in range(1, len(WORKER_HOSTS) + 1):
                 cluster.start_workers((WORKER_HOSTS[n - 1],))
-                scaling.append(measure(cluster, WORKER_HOSTS[:n], rate=80, seconds=12))
+                scaling.append(measure(cluster, WORKER_HOSTS[:n], rate=40, seconds=15))
                 print(f"  measured with {n} worker host(s): {scaling[-1]}", flush=True)
         before = cluster.jobs_per_host()
         figures = mixed_load(cluster, n=500 if quick else 2500, gap=2.0 if quick else 8.0)

@@ -24,19 +24,24 @@ if TYPE_CHECKING:
 TOLERANCE = 0.20  # CPU per job and p50 with 3 worker hosts: within 20 % of 1 host
 
 
-def cpu_seconds(cluster: Cluster) -> float:
-    """User and system CPU seconds so far of every process on every host but the client."""
-    total = 0.0
+def cpu_seconds(cluster: Cluster) -> dict[str, float]:
+    """User and system CPU seconds so far of every process on each host but the client."""
+    total: dict[str, float] = {}
     for host in cluster.net.hosts:
         if host == "client":
             continue
+        total[host] = 0.0
         for pid in cluster.net.pids(host):
             try:
                 t = psutil.Process(pid).cpu_times()
             except psutil.Error:
                 continue
-            total += t.user + t.system
+            total[host] += t.user + t.system
     return total
+
+
+def _role(host: str) -> str:
+    return host.rstrip("0123456789").replace("w", "worker")
 
 
 def counters(cluster: Cluster) -> dict[str, float]:
@@ -93,13 +98,20 @@ def measure(cluster: Cluster, hosts: tuple[str, ...], rate: float, seconds: floa
     time.sleep(1.0)
     idle_from, idle_at = cpu_seconds(cluster), time.monotonic()
     time.sleep(3.0)
-    idle_cores = (cpu_seconds(cluster) - idle_from) / (time.monotonic() - idle_at)
+    idle_to, idled = cpu_seconds(cluster), time.monotonic() - idle_at
     before, cpu_before, data_before = cluster.jobs_per_host(), cpu_seconds(cluster), \
         counters(cluster)
     began = time.monotonic()
     done = _finished(cluster, _offer(cluster, rows[:n], rate))
     took = time.monotonic() - began
-    cpu = cpu_seconds(cluster) - cpu_before - idle_cores * took
+    cpu_after = cpu_seconds(cluster)
+    by_role: dict[str, float] = {}
+    for host, seconds_then in cpu_before.items():
+        idle = (idle_to[host] - idle_from[host]) / idled
+        by_role[_role(host)] = by_role.get(_role(host), 0.0) + (
+            cpu_after[host] - seconds_then - idle * took) * 1000 / n
+    idle_cores = sum(idle_to.values()) - sum(idle_from.values())
+    idle_cores /= idled
     data = {k: (v - data_before[k]) / n for k, v in counters(cluster).items()}
     time.sleep(2.5)  # the next heartbeat carries the last batches' counts (every 2 s or so)
     after = cluster.jobs_per_host()
@@ -108,7 +120,8 @@ def measure(cluster: Cluster, hosts: tuple[str, ...], rate: float, seconds: floa
     span = (max(times.as_utc(r.finished_at) for r in done)
             - min(times.as_utc(r.created_at) for r in done)).total_seconds()
     return {"worker_hosts": len(hosts), "jobs": n, "finished": len(done),
-            "jobs_s": round(len(done) / span, 1), "cpu_ms_per_job": round(1000 * cpu / n, 2),
+            "jobs_s": round(len(done) / span, 1), "cpu_ms_per_job": round(sum(by_role.values()), 2),
+            "cpu_ms_per_job_by_role": {k: round(v, 2) for k, v in by_role.items()},
             "idle_cores": round(idle_cores, 2),
             "p50_ms": round(float(np.percentile(latency, 50)), 1),
             "p99_ms": round(float(np.percentile(latency, 99)), 1),
@@ -133,11 +146,14 @@ def verdict(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def report(rows: list[dict[str, Any]]) -> None:
-    print("| worker hosts | jobs | jobs/s | CPU ms/job | idle cores | p50 ms | p99 ms | "
+    print("| worker hosts | jobs | jobs/s | CPU ms/job | of which API / workers / data / "
+          "balancer | idle cores | p50 ms | p99 ms | "
           "jobs per host | Redis commands/job | PostgreSQL commits/job | data host bytes/job |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        roles = r["cpu_ms_per_job_by_role"]
         print(f"| {r['worker_hosts']} | {r['jobs']} | {r['jobs_s']} | {r['cpu_ms_per_job']} | "
+              f"{' / '.join(str(roles[k]) for k in ('api', 'worker', 'data', 'lb'))} | "
               f"{r['idle_cores']} | "
               f"{r['p50_ms']} | {r['p99_ms']} | {r['per_host']} | "
               f"{r['redis_commands_per_job']} | {r['pg_commits_per_job']} | "
