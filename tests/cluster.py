@@ -295,7 +295,7 @@ def _until(check: Callable[[], object], timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(quick: bool, keep: bool = False) -> dict[str, Any]:
     if not (netns.available() and pgserver.available() and shutil.which("haproxy")):
         raise SystemExit("cluster needs root, iproute2, PostgreSQL server binaries and haproxy")
     workdir = Path(tempfile.mkdtemp(prefix="predq-cluster-"))
@@ -311,7 +311,8 @@ def run(quick: bool) -> dict[str, Any]:
             from tests.cluster_scaling import measure
             for n in range(1, len(WORKER_HOSTS) + 1):
                 cluster.start_workers((WORKER_HOSTS[n - 1],))
-                scaling.append(measure(cluster, WORKER_HOSTS[:n], rate=40, seconds=15))
+                # the same load per worker host each time: 20 jobs/s for each
+                scaling.append(measure(cluster, WORKER_HOSTS[:n], rate=20 * n, seconds=20))
                 print(f"  measured with {n} worker host(s): {scaling[-1]}", flush=True)
         before = cluster.jobs_per_host()
         figures = mixed_load(cluster, n=500 if quick else 2500, gap=2.0 if quick else 8.0)
@@ -330,6 +331,8 @@ def run(quick: bool) -> dict[str, Any]:
         net.close()
         if cluster is not None:
             cluster.procs.__exit__(None, None, None)
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def mixed_load(cluster: Cluster, n: int, gap: float) -> dict[str, Any]:
@@ -365,10 +368,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="the faults once under a short load, no scaling figures (for CI)")
-    parser.add_argument("--keep", action="store_true", help="keep the logs of a passing run")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the hosts' logs (else everything the run made is removed)")
     args = parser.parse_args()
     began = time.monotonic()
-    figures = run(args.quick)
+    figures = run(args.quick, args.keep)
     print(json.dumps({k: v for k, v in figures.items() if k != "scaling"}, indent=2,
                      default=str))
     for r in figures["recovery"]:
@@ -381,9 +385,8 @@ def main() -> None:
            + (not figures["cut_job_right"]))
     print(f"cluster: took {time.monotonic() - began:.0f} s")
     if bad:
-        print(f"cluster: failed; logs kept in {figures['workdir']}", file=sys.stderr)
-    elif not args.keep:
-        shutil.rmtree(figures["workdir"], ignore_errors=True)  # logs are kept only for a failure
+        print("cluster: failed" + (f"; logs in {figures['workdir']}" if args.keep else
+                                   " (--keep keeps the hosts' logs)"), file=sys.stderr)
     print(f"cluster: hosts={figures['hosts']} api_hosts={len(API_HOSTS)} "
           f"worker_hosts={len(WORKER_HOSTS)} "
           f"jobs={figures['jobs_accepted']} lost={figures['lost']} duplicated={dup} "
