@@ -308,12 +308,8 @@ def run(quick: bool, keep: bool = False) -> dict[str, Any]:
         if quick:
             cluster.start_workers(WORKER_HOSTS)
         else:
-            from tests.cluster_scaling import measure
-            for n in range(1, len(WORKER_HOSTS) + 1):
-                cluster.start_workers((WORKER_HOSTS[n - 1],))
-                # the same load per worker host each time: 20 jobs/s for each
-                scaling.append(measure(cluster, WORKER_HOSTS[:n], rate=20 * n, seconds=20))
-                print(f"  measured with {n} worker host(s): {scaling[-1]}", flush=True)
+            from tests.cluster_scaling import series
+            scaling = series(cluster, WORKER_HOSTS)
         before = cluster.jobs_per_host()
         figures = mixed_load(cluster, n=500 if quick else 2500, gap=2.0 if quick else 8.0)
         figures.update(cluster.check_slow_job())

@@ -1,6 +1,7 @@
-"""`make cluster`'s scaling figures: the same paced single-row load through the balancer with
-1, 2 and 3 worker hosts; jobs/s, CPU per job (every process on every host but the client) and
-the p50/p99 of a job's time from its commit by the API to its result's commit by a worker."""
+"""`make cluster`'s scaling figures: paced single-row jobs through the balancer with 1, 2 and 3
+worker hosts, the same total load and the same load per host; jobs/s, CPU per job (every
+process on every host but the client, less its idle use) and the p50/p99 of a job's time from
+its commit by the API to its result's commit by a worker."""
 
 from __future__ import annotations
 
@@ -131,6 +132,21 @@ def measure(cluster: Cluster, hosts: tuple[str, ...], rate: float, seconds: floa
             "data_link_bytes_per_job": round(data["data_link_bytes"])}
 
 
+def series(cluster: Cluster, hosts: tuple[str, ...], rate: float = 20, seconds: float = 20
+           ) -> list[dict[str, Any]]:
+    """Start the worker hosts one by one; with each number of them, `rate` jobs/s in all
+    (`same total`) and, from two hosts on, `rate` jobs/s for each (`same per host`)."""
+    rows = []
+    for n in range(1, len(hosts) + 1):
+        cluster.start_workers((hosts[n - 1],))
+        for mode, offered in (("same total", rate), ("same per host", rate * n)):
+            if n == 1 and mode == "same per host":
+                continue
+            rows.append({"load": mode, **measure(cluster, hosts[:n], offered, seconds)})
+            print(f"  measured: {rows[-1]}", flush=True)
+    return rows
+
+
 def verdict(rows: list[dict[str, Any]]) -> list[str]:
     """What does not hold: CPU per job and p50 with the most hosts against one host, and
     every host taking a share of the work."""
@@ -145,7 +161,19 @@ def verdict(rows: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
-def report(rows: list[dict[str, Any]]) -> None:
+def report(measured: list[dict[str, Any]]) -> None:
+    """The two tables (same total load, same load per host) and the verdict on the first."""
+    for mode in ("same total", "same per host"):
+        rows = [r for r in measured if r["load"] == mode or r["worker_hosts"] == 1]
+        print(f"{mode} load:")
+        _table(rows)
+    problems = verdict([r for r in measured if r["load"] == "same total"])
+    print("scaling: " + ("; ".join(problems) if problems else
+                         f"CPU per job and p50 within {TOLERANCE:.0%} of one host; "
+                         "the load spread"))
+
+
+def _table(rows: list[dict[str, Any]]) -> None:
     print("| worker hosts | jobs | jobs/s | CPU ms/job | of which API / workers / data / "
           "balancer | idle cores | p50 ms | p99 ms | "
           "jobs per host | Redis commands/job | PostgreSQL commits/job | data host bytes/job |")
@@ -158,7 +186,3 @@ def report(rows: list[dict[str, Any]]) -> None:
               f"{r['p50_ms']} | {r['p99_ms']} | {r['per_host']} | "
               f"{r['redis_commands_per_job']} | {r['pg_commits_per_job']} | "
               f"{r['data_link_bytes_per_job']} |")
-    problems = verdict(rows)
-    print("scaling: " + ("; ".join(problems) if problems else
-                         f"CPU per job and p50 within {TOLERANCE:.0%} of one host; "
-                         "the load spread"))
