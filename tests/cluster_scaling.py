@@ -20,7 +20,7 @@ from service.core import times
 from service.store.db import jobs as jobs_table
 
 if TYPE_CHECKING:
-    from tests.cluster import Cluster
+    from tests.support.cluster import Cluster
 
 TOLERANCE = 0.20  # CPU per job and p50 with 3 worker hosts: within 20 % of 1 host
 
