@@ -91,6 +91,7 @@ def mixed_load(cluster: Cluster, n: int, gap: float) -> dict[str, Any]:
     faults.start()
     submitted = chaos.load(cluster, cluster.receiver, n, duration)
     faults.join()
+    print(f"  load done after {time.monotonic() - started:.0f} s; settling", flush=True)
     if errors:
         raise RuntimeError(f"fault injection broke: {errors[0]!r}") from errors[0]
     outcome = chaos.settle(cluster, cluster.receiver, submitted, timeout=180)
