@@ -50,7 +50,7 @@ defaults
     timeout connect 2s
     timeout client 90s
     timeout server 90s
-    timeout check 2s
+    timeout check 1s
     retries 2
     option redispatch
 frontend predq
@@ -60,7 +60,9 @@ backend api
     balance roundrobin
     option httpchk GET /readyz
     http-check expect status 200
-    default-server inter 1s fall 2 rise 2
+    # an API host that stops answering /readyz is out within about 2 s, and the requests it
+    # holds are closed: their clients try again (with their Idempotency-Key) on another host
+    default-server inter 500ms fall 2 rise 2 on-marked-down shutdown-sessions
 {servers}
 """
 
