@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -42,8 +43,9 @@ def ip(*args: str, check: bool = True) -> str:
 
 def available() -> bool:
     """Network namespaces can be made here (root, iproute2)."""
-    return os.geteuid() == 0 and subprocess.run(
-        ["ip", "netns", "list"], capture_output=True).returncode == 0
+    return (os.geteuid() == 0 and shutil.which("ip") is not None
+            and shutil.which("unshare") is not None
+            and subprocess.run(["ip", "netns", "list"], capture_output=True).returncode == 0)
 
 
 @dataclass
