@@ -309,7 +309,11 @@ def load(chaos: Target, receiver: Receiver, n: int, duration_s: float, clients: 
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                response = local.http.post(chaos.url(path), headers=headers, timeout=30, **kw)
+                # a streamed body is made afresh for each attempt: a retry after a broken
+                # connection must not send the rest of a half-read generator
+                body = {"data": kw["data"]()} if callable(kw.get("data")) else {}
+                response = local.http.post(chaos.url(path), headers=headers, timeout=30,
+                                           **{**kw, **body})
             except requests.RequestException:
                 time.sleep(0.2)
                 continue
@@ -366,7 +370,7 @@ def load(chaos: Target, receiver: Receiver, n: int, duration_s: float, clients: 
             answer = None
             for _ in range(20):  # retried (with its key) when the API dies under it
                 answer = post("/v1/jobs?model=iris", key, {"Content-Type": "text/csv"},
-                              data=trickle(data))
+                              data=lambda body=data: trickle(body))
                 if answer is not None:
                     break
             if answer is not None:
