@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 T      ?= tests
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint bench chaos soak fuzz clean
+.PHONY: help install run test lint bench chaos cluster soak fuzz clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ bench: install ## Benchmark predq against a hand-written Celery service (QUICK=1
 
 chaos: install ## Kill workers, Redis and PostgreSQL under load; fail on any lost job (QUICK=1: one cycle)
 	$(PY) -m tests.chaos $(if $(QUICK),--quick)
+
+cluster: install ## predq on 8 netns hosts behind HAProxy; cut links, partitions; fail on any lost job (root; QUICK=1: CI)
+	$(PY) -m tests.cluster $(if $(QUICK),--quick)
 
 soak: install ## Steady mixed load for MINUTES (20) at RATE req/s (100); fail on growth that does not level off
 	$(PY) -m tests.soak --minutes $(or $(MINUTES),20) --rate $(or $(RATE),100) $(if $(AUTOVACUUM),--autovacuum $(AUTOVACUUM))

@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import joblib
 import numpy as np
 import psutil
 import requests
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from bench.procs import Proc, ProcSet, stop, wait_http, wait_log
 from service.cli import embedded
@@ -58,10 +58,11 @@ GOALS = {"broker or database": 10.0, "worker": 15.0}  # seconds, issue 19's reco
 
 
 class Receiver:
-    """A webhook consumer on 127.0.0.1: answers 2xx, except one call in seven (500) and one
+    """A webhook consumer on `host` (127.0.0.1): answers 2xx, except one call in seven (500) and one
     in eleven (it stalls 2 s first); records every delivery it acknowledged."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.delivered: dict[str, set[str]] = defaultdict(set)  # job id -> event ids
         self.calls = 0
         self.lock = threading.Lock()
@@ -88,7 +89,7 @@ class Receiver:
             def log_message(self, *_args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server = ThreadingHTTPServer((host, 0), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -126,6 +127,19 @@ class Submitted:
                 self.hooked.add(job_id)
             if bulk:
                 self.bulk.add(job_id)
+
+
+class Target(Protocol):
+    """What the load and the checks need of a system under test: `Chaos` here, the hosts of
+    `make cluster` (tests/cluster.py) there."""
+
+    key: str
+    engine: Engine
+    model: Any
+    faults: list[Fault]
+    uploading: threading.Event
+
+    def url(self, path: str) -> str: ...
 
 
 class Chaos:
@@ -275,7 +289,7 @@ def _secret() -> str:
     return Fernet.generate_key().decode()
 
 
-def load(chaos: Chaos, receiver: Receiver, n: int, duration_s: float, clients: int = 8,
+def load(chaos: Target, receiver: Receiver, n: int, duration_s: float, clients: int = 8,
          ) -> Submitted:
     """Submit n requests paced over duration_s, of every kind. A request that got no answer
     (a dead API, a 503) was not accepted: the client tries again, with the same
@@ -284,7 +298,7 @@ def load(chaos: Chaos, receiver: Receiver, n: int, duration_s: float, clients: i
     out = Submitted()
     start = time.monotonic()
     local = threading.local()
-    hook = f"http://127.0.0.1:{receiver.port}/hook"
+    hook = f"http://{receiver.host}:{receiver.port}/hook"
 
     def post(path: str, key: str | None, extra: dict[str, str] | None = None, **kw: Any
              ) -> requests.Response | None:
@@ -295,7 +309,11 @@ def load(chaos: Chaos, receiver: Receiver, n: int, duration_s: float, clients: i
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                response = local.http.post(chaos.url(path), headers=headers, timeout=30, **kw)
+                # a streamed body is made afresh for each attempt: a retry after a broken
+                # connection must not send the rest of a half-read generator
+                body = {"data": kw["data"]()} if callable(kw.get("data")) else {}
+                response = local.http.post(chaos.url(path), headers=headers, timeout=30,
+                                           **{**kw, **body})
             except requests.RequestException:
                 time.sleep(0.2)
                 continue
@@ -352,7 +370,7 @@ def load(chaos: Chaos, receiver: Receiver, n: int, duration_s: float, clients: i
             answer = None
             for _ in range(20):  # retried (with its key) when the API dies under it
                 answer = post("/v1/jobs?model=iris", key, {"Content-Type": "text/csv"},
-                              data=trickle(data))
+                              data=lambda body=data: trickle(body))
                 if answer is not None:
                     break
             if answer is not None:
@@ -410,7 +428,7 @@ def run(n: int, cycles: int, gap: float) -> dict[str, Any]:
         pg.remove()
 
 
-def settle(chaos: Chaos, receiver: Receiver, submitted: Submitted, timeout: float
+def settle(chaos: Target, receiver: Receiver, submitted: Submitted, timeout: float
            ) -> dict[str, Any]:
     """Wait until every job is final and every webhook delivered, then check everything."""
     deadline = time.monotonic() + timeout
@@ -461,7 +479,7 @@ def settle(chaos: Chaos, receiver: Receiver, submitted: Submitted, timeout: floa
     }
 
 
-def _jobs(chaos: Chaos, ids: list[str]) -> dict[str, dict[str, Any]]:
+def _jobs(chaos: Target, ids: list[str]) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     with chaos.engine.connect() as conn:
         for start in range(0, len(ids), 1000):
@@ -474,7 +492,7 @@ def _jobs(chaos: Chaos, ids: list[str]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _right(chaos: Chaos, job_id: str, rows: np.ndarray, row: dict[str, Any]) -> bool:
+def _right(chaos: Target, job_id: str, rows: np.ndarray, row: dict[str, Any]) -> bool:
     expected = chaos.model.predict(rows).tolist()
     if row["result"] is not None:
         return bool(json.loads(row["result"])["predictions"] == expected)
@@ -483,7 +501,7 @@ def _right(chaos: Chaos, job_id: str, rows: np.ndarray, row: dict[str, Any]) -> 
     return answer.status_code == 200 and answer.json()["predictions"] == expected
 
 
-def recovery(chaos: Chaos, rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def recovery(chaos: Target, rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Per fault: how long after it (after the part stopped, for a worker; after the fault's
     end otherwise) the last job that was in flight then became final."""
     out = []
