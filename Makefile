@@ -3,6 +3,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 T      ?= tests
+N      ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test lint bench chaos cluster soak fuzz clean
@@ -21,8 +22,8 @@ install: $(VENV)/.installed ## Create .venv and install predq with its dev tools
 run: install ## Start Redis, API, worker on http://127.0.0.1:8000 (SQLite under var/)
 	$(VENV)/bin/predq up
 
-test: install ## Run the tests (T=tests/path narrows; TEST_DATABASE_URL=postgresql+psycopg://... for PostgreSQL)
-	$(PY) -m pytest $(T)
+test: install ## Run the tests (T=tests/path narrows; N=1 runs them in one process; TEST_DATABASE_URL=postgresql+psycopg://... for PostgreSQL)
+	$(PY) -m pytest -n $(N) --dist loadfile $(T)
 
 lint: install ## ruff, mypy and the import contracts (pyproject.toml: tool.importlinter)
 	$(VENV)/bin/ruff check service workers migrations tests bench
