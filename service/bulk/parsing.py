@@ -76,17 +76,7 @@ def csv_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterator[
     except LineTooLong:
         raise InvalidInput("header", f"line 1: {text.reason(model)}") from None
     text.held = 0
-    names = [h.strip() for h in header]
-    index = {name: i for i, name in enumerate(model.feature_names)}
-    for name in names:
-        if len(name) > max_name or name not in index:
-            raise InvalidInput("header", f"unknown column {name[:100]!r}; model {model.name} "
-                                         f"has {', '.join(model.feature_names)[:2000]}")
-    missing = [n for n in model.feature_names if n not in names]
-    if missing or len(set(names)) != len(names):
-        raise InvalidInput("header", f"missing column {missing[0]!r}" if missing
-                           else "a column appears twice")
-    order = [names.index(n) for n in model.feature_names]
+    names, order = csv_header(header, model, max_name)
     width = len(names)
     batch: list[list[str]] = []
     lines: list[int] = []
@@ -117,6 +107,22 @@ def csv_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterator[
         yield _csv_matrix(batch, lines, number - len(batch) + 1, names, order)
     if number == 0:
         raise InvalidInput("inputs", "the body has no rows")
+
+
+def csv_header(header: list[str], model: ModelInfo, max_name: int) -> tuple[list[str], list[int]]:
+    """A CSV header's column names, checked against the model's features (any order), and
+    where each feature's column is."""
+    names = [h.strip() for h in header]
+    index = {name: i for i, name in enumerate(model.feature_names)}
+    for name in names:
+        if len(name) > max_name or name not in index:
+            raise InvalidInput("header", f"unknown column {name[:100]!r}; model {model.name} "
+                                         f"has {', '.join(model.feature_names)[:2000]}")
+    missing = [n for n in model.feature_names if n not in names]
+    if missing or len(set(names)) != len(names):
+        raise InvalidInput("header", f"missing column {missing[0]!r}" if missing
+                           else "a column appears twice")
+    return names, [names.index(n) for n in model.feature_names]
 
 
 def _csv_matrix(batch: list[list[str]], lines: list[int], first: int, names: list[str],

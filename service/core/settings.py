@@ -55,6 +55,11 @@ class Settings:
     max_bulk_rows: int = 10_000_000
     bulk_chunk_rows: int = 10_000
     bulk_window: int = 4
+    #: A directory bulk jobs may name their input and output files in instead of uploading
+    #: them (`{"input": "in/rows.npy", "output": "out/rows.parquet"}`): the API reads only a
+    #: file's header, each worker reads its own chunks. Every API and worker host must see it
+    #: at this same path (a shared volume). Empty: jobs by reference are refused.
+    data_root: str = ""
     #: Seconds after which the reconciler deletes the stored chunks of an upload that never
     #: became a job (the API was killed mid-upload, or the client went away).
     abandoned_upload_after: float = 3600.0

@@ -33,6 +33,7 @@ from service.core.settings import Settings
 from service.core.states import JobStatus
 from service.jobs import cache, chunks, idempotency
 from service.jobs.admission import QueueGauge
+from service.jobs.chunks import Reference
 from service.jobs.committer import GroupCommitter
 from service.jobs.lifecycle import JobRequest, KeyTaken, NewJob
 from service.ops import metrics
@@ -143,6 +144,32 @@ class Submitter:
         publish_or_defer(self.publish, CHUNK_TASK, req.queue,
                          [chunks.chunk_id(job_id, seq) for seq in first])
         _log_accepted(req, job_id, n_rows, False)
+        return Accepted(job_id, JobStatus.QUEUED, req.model.name, req.model.version)
+
+    def reference(self, req: JobRequest, ref: Reference, fingerprint: str) -> Accepted:
+        """A bulk job by reference: its rows stay in the file (`ref` says where each chunk's
+        are); admitted and charged like an upload, then its job and chunk rows committed in
+        one transaction."""
+        found = self._replay(req, lambda: fingerprint)
+        if found is not None:
+            return found
+        _check_rows(ref.n_rows)
+        self.gauge.admit(req.queue, req.tenant)
+        self.quotas.take_rows(req.tenant, ref.n_rows)
+        claim = idempotency.Claim(req.key, fingerprint) if req.key is not None else None
+        job_id = str(uuid.uuid4())
+        with self.engine.begin() as conn:
+            inserted = chunks.insert_job(conn, job_id, req, ref.n_rows, len(ref.ranges), claim,
+                                         ref)
+            if inserted:
+                chunks.add_ref_chunks(conn, job_id, ref.ranges)
+                first = chunks.next_unsent(conn, job_id, self.bulk_window)
+        if not inserted:
+            return self._after_race(req, fingerprint)
+        metrics.jobs_committed([_Counted(req.tenant, req.model.name, req.model.id, ref.n_rows)])
+        publish_or_defer(self.publish, CHUNK_TASK, req.queue,
+                         [chunks.chunk_id(job_id, seq) for seq in first])
+        _log_accepted(req, job_id, ref.n_rows, False)
         return Accepted(job_id, JobStatus.QUEUED, req.model.name, req.model.version)
 
     def _replay(self, req: JobRequest, fingerprint: Callable[[], str]) -> Accepted | None:
