@@ -12,6 +12,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
+import redis
 from sqlalchemy import Engine, select
 
 from service.core.settings import Settings
@@ -190,3 +191,54 @@ def test_a_header_that_does_not_fit_the_model_is_refused_at_submit(
     np.save(buffer, np.zeros((3, 4)))
     (root / "short.npy").write_bytes(buffer.getvalue()[:-8])
     assert "ends early" in refused(client, input=rel(root / "short.npy", settings))["message"]
+
+
+def test_an_output_whose_writer_died_is_written_once_the_reconciler_sends_again(
+    engine: Engine, settings: Settings, models: dict[str, ModelInfo], root: Path
+) -> None:
+    """The last chunk committed, then its worker died before writing the file: the job stays
+    running; the reconciler's sweep sends the last chunk again, and the worker that gets it
+    writes the file, then the job succeeds (with its webhook event, once)."""
+    from datetime import timedelta
+
+    from service.bulk import refs
+    from service.bulk.parsing import Bounds
+    from service.core.times import utcnow
+    from service.jobs import chunks, recovery
+    from service.jobs.lifecycle import JobRequest
+    from service.jobs.submit import make_submitter
+    from workers.batching import Runner
+    from workers.bulkrun import ChunkRunner
+    from workers.modelcore import predict
+
+    rows = iris_rows(500, seed=31)
+    np.save(root / "rows.npy", rows)
+    ref = refs.plan(settings.data_root, rel(root / "rows.npy", settings),
+                    rel(root / "out.npy", settings), models["iris"], Bounds(300, 10_000))
+    client = redis.Redis.from_url(settings.redis_url)
+    job_id = make_submitter(settings, engine, client, None).reference(
+        JobRequest("recovery", models["iris"]), ref, "").id
+    client.close()
+    runner = Runner(engine, model_dir=settings.model_dir, data_root=settings.data_root)
+    assert ChunkRunner(runner).run([chunks.chunk_id(job_id, 0)], None) == 300
+    with engine.begin() as conn:  # the last chunk, as a worker that dies right after it does
+        claimed = chunks.claim(conn, job_id, 1, 60)
+        assert claimed is not None
+        claimed = claimed.__class__(**{**claimed.__dict__, "inputs": rows[300:]})
+        out = predict(joblib.load(models["iris"].artifact_path), models["iris"], rows[300:])
+        assert chunks.finish(conn, claimed, {k: v.tolist() for k, v in out.items()}) == \
+            "running"
+    assert not (root / "out.npy").exists()
+    later = utcnow() + timedelta(seconds=5)
+    with engine.begin() as conn:
+        assert chunks.sweep(conn, recovery.Cutoffs(utcnow() - timedelta(seconds=60),
+                                                   utcnow()), 2, 3, 100)[0] == []  # too soon
+        send, _failed = chunks.sweep(conn, recovery.Cutoffs(later, later), 2, 3, 100)
+    assert send == [(job_id, "predict.normal", 1)]
+    assert ChunkRunner(runner).run([chunks.chunk_id(job_id, 1)], None) == 0
+    assert np.load(root / "out.npy").tolist() == expected(models, rows)
+    with engine.connect() as conn:
+        assert conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar() == \
+            "succeeded"
+    runner.engine.dispose()
+
