@@ -87,30 +87,27 @@ class ChunkRunner:
                     runner.tally.add(1, 0)
             self._ended(job_id, events, publish)
             return 0
-        result = {k: v.tolist() for k, v in out.items()}
         with engine.begin() as conn:
-            status = chunks.finish(conn, claimed, result)
+            done = chunks.finish(conn, claimed, out)
+            status = done.status if done else None
             following = chunks.next_unsent(conn, job_id, 1) if status == "running" else []
             events = webhook_events.record(conn, [job_id], runner.webhook_max_inline) \
                 if status == JobStatus.SUCCEEDED.value else []
-            queue = chunks.queue_of(conn, job_id)
-        if status is None:
+        if done is None:
             metrics.RESULTS_DISCARDED.labels("claim_lost").inc()
             log.warning("discarded chunk %d of job %s (attempt %d): this worker's claim no "
                         "longer holds it, or the job ended", seq, job_id, claimed.attempt,
                         extra={"job_id": job_id})
-        publish_or_defer(publish, CHUNK_TASK, queue,
-                         [chunks.chunk_id(job_id, s) for s in following])
+        else:
+            publish_or_defer(publish, CHUNK_TASK, done.queue,
+                             [chunks.chunk_id(job_id, s) for s in following])
         if status == JobStatus.SUCCEEDED.value:
             self._count(claimed, name, failed=False)
             self._ended(job_id, events, publish)
         if status and runner.tally is not None:  # rows chunk by chunk; the job once, at its end
             runner.tally.add(int(status == JobStatus.SUCCEEDED.value), len(claimed.rows))
-        if status == JobStatus.RUNNING.value and claimed.source is not None:
-            with engine.connect() as conn:
-                output = chunks.awaiting_output(conn, job_id)
-            if output is not None:
-                self._write_output(job_id, output, publish, claimed, name)
+        if done is not None and done.output is not None:
+            self._write_output(job_id, done.output, publish, claimed, name)
         return len(claimed.rows) if status else 0
 
     def _write_output(self, job_id: str, output: str, publish: Publisher | None,

@@ -9,7 +9,6 @@ statement that adds its last rows. A worker that dies loses only the chunk it he
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,9 +20,9 @@ from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select
 from service.core.messaging import PREDICT_QUEUES
 from service.core.states import JobStatus
 from service.core.times import as_utc, utcnow
-from service.jobs import idempotency
+from service.jobs import idempotency, payloads
 from service.jobs.idempotency import Claim
-from service.jobs.lifecycle import JobRequest, encode_inputs
+from service.jobs.lifecycle import JobRequest
 from service.jobs.priorities import higher
 from service.jobs.recovery import Cutoffs, exhausted_error
 from service.store.db import job_chunks, jobs
@@ -47,7 +46,7 @@ def add_chunk(conn: Connection, job_id: str, seq: int, rows: np.ndarray) -> None
     chunks without a job, which `discard` or the reconciler removes)."""
     conn.execute(insert(job_chunks), {
         "job_id": job_id, "seq": seq, "n_rows": len(rows), "status": PENDING,
-        "inputs": zlib.compress(encode_inputs(rows), 1), "attempts": 0,
+        "inputs": payloads.encode_rows(rows), "attempts": 0,
         "created_at": utcnow()})
 
 
@@ -128,16 +127,26 @@ def claim(conn: Connection, job_id: str, seq: int, lease_seconds: float) -> Clai
     if job.input_ref is not None:
         return ClaimedChunk(job_id, seq, job.model_id, None, row.attempts, job.tenant,
                             job.n_rows, job.created_at, job.input_ref, row.start, row.stop)
-    matrix = np.frombuffer(zlib.decompress(row.inputs), dtype="<f8").reshape(row.n_rows, -1)
+    matrix = payloads.decode_rows(row.inputs, row.n_rows)
     return ClaimedChunk(job_id, seq, job.model_id, matrix, row.attempts, job.tenant,
                         job.n_rows, job.created_at)
 
 
-def finish(conn: Connection, chunk: ClaimedChunk, result: dict[str, Any]) -> str | None:
-    """Commit a chunk's result if this claim still holds it; returns the job's status after
-    (`succeeded` once this was its last chunk), or None if the chunk was not written. A job
-    with an output file stays `running` after its last chunk: `complete` ends it once the
-    file is written."""
+@dataclass(frozen=True)
+class Finished:
+    """A chunk committed: its job's status after (`succeeded` once this was its last chunk),
+    queue, and the output file to write now (every chunk done, a job with an output)."""
+
+    status: str
+    queue: str
+    output: str | None = None
+
+
+def finish(conn: Connection, chunk: ClaimedChunk, result: dict[str, np.ndarray]
+           ) -> Finished | None:
+    """Commit a chunk's result if this claim still holds it, or return None if the chunk was
+    not written. A job with an output file stays `running` after its last chunk: `complete`
+    ends it once the file is written."""
     now = utcnow()
     n = len(chunk.rows)
     written = conn.execute(
@@ -145,7 +154,7 @@ def finish(conn: Connection, chunk: ClaimedChunk, result: dict[str, Any]) -> str
         .where(job_chunks.c.job_id == chunk.job_id, job_chunks.c.seq == chunk.seq,
                job_chunks.c.status == RUNNING, job_chunks.c.attempts == chunk.attempt)
         .values(status=DONE, finished_at=now, lease_until=None, n_rows=n,
-                result=zlib.compress(json.dumps(result).encode(), 1))).rowcount
+                result=payloads.encode_result(result))).rowcount
     if not written:
         return None
     by_ref = jobs.c.input_ref.is_not(None)
@@ -161,12 +170,15 @@ def finish(conn: Connection, chunk: ClaimedChunk, result: dict[str, Any]) -> str
                 n_rows=case((and_(last, by_ref), jobs.c.rows_done + n), else_=jobs.c.n_rows),
                 status=case((ends, JobStatus.SUCCEEDED.value), else_=jobs.c.status),
                 finished_at=case((ends, now), else_=jobs.c.finished_at))
-        .returning(jobs.c.status, jobs.c.keep_inputs)).first()
+        .returning(jobs.c.status, jobs.c.keep_inputs, jobs.c.queue, jobs.c.output_ref,
+                   jobs.c.chunks_done, jobs.c.n_chunks)).first()
     if row is None:
         return None  # cancelled meanwhile: its chunk results stay unread
     if row.status == JobStatus.SUCCEEDED.value and not row.keep_inputs:
         drop_inputs(conn, chunk.job_id)
-    return str(row.status)
+    pending_output = row.output_ref if row.status == JobStatus.RUNNING.value and \
+        row.chunks_done >= row.n_chunks else None
+    return Finished(str(row.status), str(row.queue), pending_output)
 
 
 def awaiting_output(conn: Connection, job_id: str) -> str | None:
@@ -311,7 +323,7 @@ def results(conn: Connection, job_id: str) -> Iterator[dict[str, Any]]:
     for seq in seqs:
         data = conn.execute(select(job_chunks.c.result).where(
             job_chunks.c.job_id == job_id, job_chunks.c.seq == seq)).scalar_one()
-        yield json.loads(zlib.decompress(data))
+        yield payloads.decode_result(data)
 
 
 def next_unsent(conn: Connection, job_id: str, count: int) -> list[int]:

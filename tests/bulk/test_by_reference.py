@@ -226,8 +226,9 @@ def test_an_output_whose_writer_died_is_written_once_the_reconciler_sends_again(
         assert claimed is not None
         claimed = claimed.__class__(**{**claimed.__dict__, "inputs": rows[300:]})
         out = predict(joblib.load(models["iris"].artifact_path), models["iris"], rows[300:])
-        assert chunks.finish(conn, claimed, {k: v.tolist() for k, v in out.items()}) == \
-            "running"
+        done = chunks.finish(conn, claimed, out)
+        assert done is not None and done.status == "running" and done.output == "/".join(
+            [root.name, "out.npy"])
     assert not (root / "out.npy").exists()
     later = utcnow() + timedelta(seconds=5)
     with engine.begin() as conn:
