@@ -25,6 +25,7 @@ from bench.run_predq import predq_stack
 
 N_FEATURES = 20
 CHUNK_ROWS = 10_000
+REF_CHUNK_ROWS = 100_000  # PREDQ_BULK_REF_CHUNK_ROWS: jobs by reference
 NPY, CSV = "application/x-npy", "text/csv"
 PARQUET, ARROW = "application/vnd.apache.parquet", "application/vnd.apache.arrow.stream"
 
@@ -114,10 +115,13 @@ class _Run:
         }
 
 
-def _stack(model: str, root: str, plan: list[tuple[str, str]], paths: dict[str, str], n: int
-           ) -> dict[str, dict[str, Any]]:
+def _stack(model: str, root: str, plan: list[tuple[str, str]], paths: dict[str, str], n: int,
+           ceiling_of: Any = None) -> dict[str, dict[str, Any]]:
+    """Run each (key, body) of `plan` on one stack; with `ceiling_of` (the model), each run
+    is compared with the model's own predict on all cores at its chunk size."""
     env = {"PREDQ_MAX_DEPTH_BULK": "10000000", "PREDQ_DATA_ROOT": root,
-           "PREDQ_BULK_CHUNK_ROWS": str(CHUNK_ROWS)}
+           "PREDQ_BULK_CHUNK_ROWS": str(CHUNK_ROWS),
+           "PREDQ_BULK_REF_CHUNK_ROWS": str(REF_CHUNK_ROWS)}
     out: dict[str, dict[str, Any]] = {}
     with predq_stack(model, env) as (port, key, _engine, api, worker), \
             TreeSampler([api, worker]) as sampler:
@@ -126,17 +130,25 @@ def _stack(model: str, root: str, plan: list[tuple[str, str]], paths: dict[str, 
         np.save(warm, np.load(paths[NPY], mmap_mode="r")[:4 * CHUNK_ROWS])
         run.by_reference(os.path.basename(warm), 4 * CHUNK_ROWS)
         for name, how in plan:
+            chunk = REF_CHUNK_ROWS if how == "ref" else CHUNK_ROWS
+            # The ceiling next to the run it is compared with: other load on the machine
+            # moves both alike (measured with the stack idle, a second either side).
+            before = all_cores_at(ceiling_of, chunk, N_FEATURES) if ceiling_of else 0.0
             if how == "ref":
                 out[name] = run.by_reference(os.path.relpath(paths[NPY], root), n)
             else:
                 out[name] = run.upload(paths[how], how, n)
+            if ceiling_of is not None:
+                ceiling = (before + all_cores_at(ceiling_of, chunk, N_FEATURES)) / 2
+                out[name].update(chunk_rows=chunk, ceiling_rows_s=round(ceiling),
+                                 vs_ceiling=round(out[name]["rows_s"] / ceiling, 3))
     return out
 
 
 def bench_bulk(quick: bool) -> dict[str, Any]:
     """Every bulk key, and `bulk` (the uploads of the LR model, as before) for older readers."""
     n_lr = 200_000 if quick else 1_000_000
-    n_rf = 100_000 if quick else 1_000_000
+    n_rf = n_lr  # quick: two chunks by reference, one per pool process
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="predq-bulk-") as root:
         paths = _write_inputs(root, n_lr, [CSV, PARQUET, ARROW])
@@ -145,12 +157,7 @@ def bench_bulk(quick: bool) -> dict[str, Any]:
             ("bulk_lr_parquet", PARQUET), ("bulk_lr_arrow", ARROW)], paths, n_lr))
         rf_paths = paths if n_rf == n_lr else _write_inputs(root, n_rf, [])
         results.update(_stack("rf", root, [("bulk_rf_npy_ref", "ref"), ("bulk_rf_npy", NPY)],
-                              rf_paths, n_rf))
-    ceiling = all_cores_at(make_models()["rf"], CHUNK_ROWS, N_FEATURES,
-                           1.0 if quick else 3.0)
-    for name in ("bulk_rf_npy_ref", "bulk_rf_npy"):
-        results[name].update(ceiling_rows_s=round(ceiling),
-                             vs_ceiling=round(results[name]["rows_s"] / ceiling, 3))
+                              rf_paths, n_rf, make_models()["rf"]))
     results["bulk"] = {"rows": n_lr, "chunk_rows": CHUNK_ROWS,
                        "runs": [results["bulk_lr_csv"], results["bulk_lr_npy"]]}
     return results

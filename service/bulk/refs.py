@@ -30,6 +30,7 @@ from service.models.registry import ModelInfo
 
 INPUTS = (formats.NPY, formats.PARQUET, formats.CSV)
 CSV_SAMPLE = 1 << 16  # bytes after the header read to estimate a CSV's row length
+CHUNK_BYTES = 32 << 20  # the most float64 input one chunk by reference holds
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ def submit_reference(submitter: Submitter, settings: Settings, req: JobRequest, 
                      output: object, fingerprint: str) -> Accepted:
     """Submit the rows of the file `given` (relative to the data root) as a bulk job, its
     result to be written to `output` too (None: stored only)."""
-    bounds = parsing.Bounds(settings.bulk_chunk_rows, settings.max_bulk_rows,
-                            settings.max_string_length)
+    rows = max(settings.bulk_chunk_rows,
+               min(settings.bulk_ref_chunk_rows, refs.CHUNK_BYTES // (8 * req.model.n_features)))
+    bounds = parsing.Bounds(rows, settings.max_bulk_rows, settings.max_string_length)
     ref = refs.plan(settings.data_root, given, output, req.model, bounds)
     return submitter.reference(req, ref, fingerprint)

@@ -60,6 +60,10 @@ class Settings:
     #: file's header, each worker reads its own chunks. Every API and worker host must see it
     #: at this same path (a shared volume). Empty: jobs by reference are refused.
     data_root: str = ""
+    #: Rows per chunk of a job by reference (at most 32 MiB of float64 rows, at least
+    #: `bulk_chunk_rows`): the API stores no rows, so fewer, larger chunks cost only the
+    #: granularity of progress and of priority (an interactive job may wait one such chunk).
+    bulk_ref_chunk_rows: int = 100_000
     #: Seconds after which the reconciler deletes the stored chunks of an upload that never
     #: became a job (the API was killed mid-upload, or the client went away).
     abandoned_upload_after: float = 3600.0

@@ -25,7 +25,8 @@ from tests.support.tenants import Tenant, make_tenant
 
 @pytest.fixture(scope="module")
 def server(settings: Settings, engine: Engine) -> Iterator[LiveServer]:
-    live = LiveServer(settings.replace(bulk_chunk_rows=300, bulk_window=2))
+    live = LiveServer(settings.replace(bulk_chunk_rows=100, bulk_ref_chunk_rows=300,
+                                       bulk_window=2))
     yield live
     live.stop()
 
@@ -83,7 +84,7 @@ def test_npy_by_reference_is_read_by_the_workers_and_equals_the_model(
         stored = conn.execute(select(job_chunks.c.n_rows, job_chunks.c.start, job_chunks.c.stop)
                               .where(job_chunks.c.job_id == job["id"])
                               .order_by(job_chunks.c.seq)).all()
-    # The API stored no rows: row ranges of the file, one a chunk of 300.
+    # The API stored no rows: row ranges of the file, one a chunk by reference of 300.
     assert [tuple(r) for r in stored] == [(300, 0, 300), (300, 300, 600), (300, 600, 900),
                                           (100, 900, 1000)]
 
