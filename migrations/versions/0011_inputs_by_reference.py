@@ -1,4 +1,5 @@
-"""Bulk jobs whose input is a file under the data root, read by the workers, not uploaded.
+"""Bulk jobs whose input is a file under the data root, read by the workers, not uploaded;
+and uploads whose chunks are predicted while they arrive (`jobs.uploading`).
 
 `jobs.input_ref` names the file (JSON: path relative to the root and format), `output_ref` the
 result file written when the job completes, `chunks_done` counts committed chunks (a CSV's rows
@@ -26,6 +27,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("output_ref", sa.Text, nullable=True))
         batch.add_column(sa.Column("chunks_done", sa.Integer, nullable=False,
                                    server_default="0"))
+        batch.add_column(sa.Column("uploading", sa.Boolean, nullable=False,
+                                   server_default=sa.false()))
     with op.batch_alter_table("job_chunks") as batch:
         batch.add_column(sa.Column("start", sa.BigInteger, nullable=True))
         batch.add_column(sa.Column("stop", sa.BigInteger, nullable=True))
@@ -36,6 +39,7 @@ def downgrade() -> None:
         batch.drop_column("stop")
         batch.drop_column("start")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("uploading")
         batch.drop_column("chunks_done")
         batch.drop_column("output_ref")
         batch.drop_column("input_ref")

@@ -160,7 +160,7 @@ def finish(conn: Connection, chunk: ClaimedChunk, result: dict[str, np.ndarray]
     by_ref = jobs.c.input_ref.is_not(None)
     # Uploaded rows are counted at submit; a file's chunks (a CSV's rows are estimated) by
     # chunk. Either way the UPDATE of the job's row serializes concurrent last chunks.
-    last = or_(and_(~by_ref, jobs.c.rows_done + n >= jobs.c.n_rows),
+    last = or_(and_(~by_ref, jobs.c.uploading.is_(False), jobs.c.rows_done + n >= jobs.c.n_rows),
                and_(by_ref, jobs.c.chunks_done + 1 >= jobs.c.n_chunks))
     ends = and_(last, jobs.c.output_ref.is_(None))
     row = conn.execute(
@@ -344,9 +344,10 @@ def queue_of(conn: Connection, job_id: str) -> str:
 
 
 def insert_job(conn: Connection, job_id: str, req: JobRequest, n_rows: int, n_chunks: int,
-               claim: Claim | None = None, ref: Reference | None = None) -> bool:
-    """The bulk job's row, once all its chunks are stored; False if its Idempotency-Key
-    belongs to another job (then nothing was inserted)."""
+               claim: Claim | None = None, ref: Reference | None = None,
+               uploading: bool = False) -> bool:
+    """The bulk job's row (`uploading`: with an upload's first chunk, see `uploads`); False
+    if its Idempotency-Key belongs to another job (then nothing was inserted)."""
     now = utcnow()
     if claim is not None and job_id not in idempotency.take(conn, [{
             "tenant": req.tenant, "key": claim.key, "fingerprint": claim.fingerprint,
@@ -359,7 +360,7 @@ def insert_job(conn: Connection, job_id: str, req: JobRequest, n_rows: int, n_ch
         "webhook_url": req.webhook_url, "request_id": req.request_id, "n_chunks": n_chunks,
         "rows_done": 0, "keep_inputs": req.keep_inputs, "from_cache": False,
         "retention": req.retention, "input_ref": ref.source if ref else None,
-        "output_ref": ref.output if ref else None, "chunks_done": 0})
+        "output_ref": ref.output if ref else None, "chunks_done": 0, "uploading": uploading})
     return True
 
 

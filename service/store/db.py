@@ -161,6 +161,8 @@ jobs = Table(
     Column("input_ref", Text, nullable=True),
     Column("output_ref", Text, nullable=True),
     Column("chunks_done", Integer, nullable=False, server_default="0"),
+    # An upload still arriving: its chunks are predicted, it cannot end (service/jobs/uploads.py)
+    Column("uploading", Boolean, nullable=False, server_default=false()),
     Index("ix_jobs_tenant_created", "tenant", "created_at"),
     Index("ix_jobs_status_created", "status", "created_at"),
     Index("ix_jobs_status_queue_tenant", "status", "queue", "tenant", "created_at"),
