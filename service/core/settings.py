@@ -49,8 +49,9 @@ class Settings:
     max_string_length: int = 1000
     #: Bulk uploads (CSV, NDJSON, .npy bodies): the largest body in bytes (413 beyond), the
     #: most rows, the rows per chunk (a chunk is one message and one commit), and how many
-    #: chunk messages of one job are out at once (more spread a job over more workers; an
-    #: interactive job waits behind at most one chunk per worker process either way).
+    #: chunk messages of one job are out at once at least (a job keeps two per pool process of
+    #: the live workers reading its queue, if that is more; an interactive job waits behind at
+    #: most two chunks per worker process).
     max_upload_bytes: int = 2 * 1024**3
     max_bulk_rows: int = 10_000_000
     bulk_chunk_rows: int = 10_000

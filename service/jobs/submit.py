@@ -37,7 +37,7 @@ from service.jobs.admission import QueueGauge
 from service.jobs.chunks import Reference
 from service.jobs.committer import GroupCommitter
 from service.jobs.lifecycle import JobRequest, KeyTaken, NewJob
-from service.ops import metrics
+from service.ops import heartbeats, metrics
 from service.tenants.limits import Limits, Quotas, TenantLimits
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,25 @@ class Submitter:
         self.committer = committer
         self.cache_client = cache_client
         self.bulk_window = bulk_window
+        self._pools: dict[str, tuple[float, int]] = {}  # queue -> (when read, pool processes)
+
+    def window(self, queue: str) -> int:
+        """Chunk messages of one bulk job out at once: two for every pool process of the live
+        workers that read `queue` (at least `bulk_window`), so that one job keeps them all
+        busy, each with its next chunk in hand while it predicts one; read from the workers'
+        heartbeats every 5 s. Not Celery's whole prefetch (4 a process): an interactive job
+        would wait behind every bulk chunk a process holds."""
+        now = time.monotonic()
+        seen = self._pools.get(queue)
+        if self.cache_client is not None and (seen is None or now - seen[0] > 5):
+            try:
+                live = heartbeats.workers(self.cache_client)
+            except redis.RedisError:
+                live = []
+            seen = (now, sum(w.identity.concurrency for w in live
+                             if not w.stale and queue in w.identity.queues))
+            self._pools[queue] = seen
+        return max(self.bulk_window, (seen[1] if seen else 0) * 2)
 
     def rows(self, req: JobRequest, rows: np.ndarray, fingerprint: str = "",
              on_id: Callable[[str], None] | None = None) -> Accepted:
@@ -122,6 +141,7 @@ class Submitter:
             return found
         self.gauge.admit(req.queue, req.tenant)
         job_id = str(uuid.uuid4())
+        window = self.window(req.queue)
         try:
             n_rows = n_chunks = 0
             held: np.ndarray | None = None  # the newest chunk: stored when the upload ends
@@ -129,8 +149,7 @@ class Submitter:
                 self.quotas.take_rows(req.tenant, len(matrix))
                 if held is not None:
                     with self.engine.begin() as conn:
-                        sends = uploads.add(conn, job_id, req, n_chunks - 1, held,
-                                            self.bulk_window)
+                        sends = uploads.add(conn, job_id, req, n_chunks - 1, held, window)
                     publish_or_defer(self.publish, CHUNK_TASK, req.queue,
                                      [chunks.chunk_id(job_id, seq) for seq in sends])
                 held = matrix
@@ -141,8 +160,7 @@ class Submitter:
             assert held is not None
             claim = idempotency.Claim(req.key, fingerprint()) if req.key is not None else None
             with self.engine.begin() as conn:
-                first = uploads.end(conn, job_id, req, n_chunks - 1, held, self.bulk_window,
-                                    claim)
+                first = uploads.end(conn, job_id, req, n_chunks - 1, held, window, claim)
                 if first is None:
                     uploads.discard(conn, job_id)
         except BaseException:
@@ -174,7 +192,7 @@ class Submitter:
                                          ref)
             if inserted:
                 chunks.add_ref_chunks(conn, job_id, ref.ranges)
-                first = chunks.next_unsent(conn, job_id, self.bulk_window)
+                first = chunks.next_unsent(conn, job_id, self.window(req.queue))
         if not inserted:
             return self._after_race(req, fingerprint)
         metrics.jobs_committed([_Counted(req.tenant, req.model.name, req.model.id, ref.n_rows)])
