@@ -116,12 +116,12 @@ class _Run:
 
 
 def _stack(model: str, root: str, plan: list[tuple[str, str]], paths: dict[str, str], n: int,
-           ceiling_of: Any = None) -> dict[str, dict[str, Any]]:
+           ceiling_of: Any = None, ref_chunk: int = REF_CHUNK_ROWS) -> dict[str, dict[str, Any]]:
     """Run each (key, body) of `plan` on one stack; with `ceiling_of` (the model), each run
     is compared with the model's own predict on all cores at its chunk size."""
     env = {"PREDQ_MAX_DEPTH_BULK": "10000000", "PREDQ_DATA_ROOT": root,
            "PREDQ_BULK_CHUNK_ROWS": str(CHUNK_ROWS),
-           "PREDQ_BULK_REF_CHUNK_ROWS": str(REF_CHUNK_ROWS)}
+           "PREDQ_BULK_REF_CHUNK_ROWS": str(ref_chunk)}
     out: dict[str, dict[str, Any]] = {}
     with predq_stack(model, env) as (port, key, _engine, api, worker), \
             TreeSampler([api, worker]) as sampler:
@@ -130,7 +130,7 @@ def _stack(model: str, root: str, plan: list[tuple[str, str]], paths: dict[str, 
         np.save(warm, np.load(paths[NPY], mmap_mode="r")[:4 * CHUNK_ROWS])
         run.by_reference(os.path.basename(warm), 4 * CHUNK_ROWS)
         for name, how in plan:
-            chunk = REF_CHUNK_ROWS if how == "ref" else CHUNK_ROWS
+            chunk = ref_chunk if how == "ref" else CHUNK_ROWS
             # The ceiling next to the run it is compared with: other load on the machine
             # moves both alike (measured with the stack idle, a second either side).
             before = all_cores_at(ceiling_of, chunk, N_FEATURES) if ceiling_of else 0.0
@@ -147,17 +147,19 @@ def _stack(model: str, root: str, plan: list[tuple[str, str]], paths: dict[str, 
 
 def bench_bulk(quick: bool) -> dict[str, Any]:
     """Every bulk key, and `bulk` (the uploads of the LR model, as before) for older readers."""
-    n_lr = 200_000 if quick else 1_000_000
-    n_rf = n_lr  # quick: two chunks by reference, one per pool process
+    n_lr = 100_000 if quick else 1_000_000  # quick: the whole `make bench` in 3 minutes
+    n_rf = n_lr
+    ref_chunk = n_lr // 2 if quick else REF_CHUNK_ROWS  # quick: a chunk per pool process
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="predq-bulk-") as root:
         paths = _write_inputs(root, n_lr, [CSV, PARQUET, ARROW])
         results.update(_stack("lr", root, [
             ("bulk_lr_npy_ref", "ref"), ("bulk_lr_npy", NPY), ("bulk_lr_csv", CSV),
-            ("bulk_lr_parquet", PARQUET), ("bulk_lr_arrow", ARROW)], paths, n_lr))
+            ("bulk_lr_parquet", PARQUET), ("bulk_lr_arrow", ARROW)], paths, n_lr,
+            ref_chunk=ref_chunk))
         rf_paths = paths if n_rf == n_lr else _write_inputs(root, n_rf, [])
         results.update(_stack("rf", root, [("bulk_rf_npy_ref", "ref"), ("bulk_rf_npy", NPY)],
-                              rf_paths, n_rf, make_models()["rf"]))
+                              rf_paths, n_rf, make_models()["rf"], ref_chunk))
     results["bulk"] = {"rows": n_lr, "chunk_rows": CHUNK_ROWS,
                        "runs": [results["bulk_lr_csv"], results["bulk_lr_npy"]]}
     return results
