@@ -19,8 +19,11 @@ def blocks(stream: IO[bytes], limit: int) -> Iterator[bytes]:
     than `limit` is given as soon as that is clear, not held: `parse` then leaves it."""
     carry = b""
     size = 1 << 16
+    # read1: what has arrived (one read of the socket), not a wait for `size` bytes: a slow
+    # upload's first rows are stored, and predicted, as they come.
+    read = getattr(stream, "read1", stream.read)
     while True:
-        data = stream.read(size)
+        data = read(size)
         size = min(size * 2, BLOCK)
         if not data:
             if carry:
