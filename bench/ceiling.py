@@ -106,6 +106,20 @@ def _all_cores(path: str, x: np.ndarray, plan: dict[int, int], procs: int) -> di
     return out
 
 
+def all_cores_at(model: Any, batch: int, n_features: int, seconds: float = 1.0) -> float:
+    """rows/s of `model.predict` on `batch`-row slices in one process per core (one BLAS
+    thread each): what a worker of as many pool processes could reach at that chunk size."""
+    procs = os.cpu_count() or 1
+    x = np.random.default_rng(0).standard_normal((max(batch * 4, 100_000), n_features))
+    with threadpool_limits(1):
+        rate = _time_predict(model, x, batch, seconds / 2, 1)["rows_s"]
+    calls = max(1, int(rate * seconds / batch))
+    with tempfile.TemporaryDirectory(prefix="predq-ceiling-") as tmp:
+        path = os.path.join(tmp, "model.joblib")
+        joblib.dump(model, path)
+        return _all_cores(path, x, {batch: calls * batch}, procs)[str(batch)]
+
+
 def measure_ceiling(
     models: dict[str, Any], n_features: int = 20, quick: bool = False
 ) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from bench.run_baseline import REPO, free_port, pct
 ADMIN_URL = os.environ.get(
     "BENCH_ADMIN_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-DB_NAME = "predq_bench"
+DB_NAME = os.environ.get("BENCH_DB_NAME", "predq_bench")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 

@@ -65,8 +65,10 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def settings(tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str,
              ) -> Settings:
     var = tmp_path_factory.mktemp("var")
+    (var / "data").mkdir()  # the data root of bulk jobs by reference
     return Settings.from_env(
         {}, database_url=database_url, redis_url=redis_url, var_dir=str(var),
+        data_root=str(var / "data"),
         model_dir=str(var / "models"), batch_flush_interval=0.005, log_level="INFO",
         key_epoch_check_interval=0.0, secret_key=Fernet.generate_key().decode(),
     )

@@ -53,6 +53,8 @@ def test_each_predq_service_has_the_environment_and_a_real_command(name: str) ->
     assert env["REDIS_URL"].startswith("redis://")
     assert "PREDQ_SECRET_KEY" in env and "PREDQ_WEBHOOK_ALLOW_HOSTS" in env
     assert "/data/models" in " ".join(service["volumes"])
+    # Jobs by reference: the API and every worker see the data root at the same path.
+    assert f"shared:{env['PREDQ_DATA_ROOT']}" in service["volumes"]
     command = _command(service)
     if command[:2] == ["sh", "-c"]:
         steps = [shlex.split(step) for step in command[2].split("&&")]

@@ -41,8 +41,10 @@ class Runner:
                  max_attempts: int = 3, announcer: redis.Redis | None = None,
                  publish: Publisher | None = None,
                  webhook_max_inline: int = 256 * 1024,
-                 tally: heartbeats.Tally | None = None, model_dir: str | None = None) -> None:
+                 tally: heartbeats.Tally | None = None, model_dir: str | None = None,
+                 data_root: str = "") -> None:
         self.engine = engine
+        self.data_root = data_root  # where bulk jobs by reference read and write their files
         self.tally = tally  # jobs and rows finished, for the dashboard's workers
         self.announcer = announcer  # wake-ups, prediction cache and counters; None: none
         self.publish = publish  # sends webhook event ids to their queue; None: the sweep does

@@ -20,7 +20,7 @@ from service.core.messaging import (
     publish_or_defer,
 )
 from service.core.settings import Settings
-from service.jobs import chunks, idempotency, recovery
+from service.jobs import chunks, idempotency, recovery, uploads
 from service.jobs import lifecycle as jobs
 from service.ops import metrics
 from service.tenants import retention
@@ -78,8 +78,8 @@ def reconcile(engine: Engine, settings: Settings, publish: Publisher,
     for job_id, queue in due:
         by_queue[queue].append(job_id)
     with engine.begin() as conn:  # bulk jobs: lost chunk messages, dead workers' chunks
-        abandoned = chunks.delete_abandoned(
-            conn, now - timedelta(seconds=settings.abandoned_upload_after))
+        stale = now - timedelta(seconds=settings.abandoned_upload_after)
+        abandoned = chunks.delete_abandoned(conn, stale) + uploads.delete_abandoned(conn, stale)
         chunk_sends, chunk_failed = chunks.sweep(conn, cutoffs, settings.bulk_window,
                                                  settings.max_attempts, limit)
         new_events += webhook_events.record(conn, chunk_failed, settings.webhook_max_inline_bytes)

@@ -69,7 +69,8 @@ def runner(settings: Settings, publish: Publisher | None = None,
         _runner = (os.getpid(), Runner(engine, settings.model_cache_size,
                                        settings.lease_seconds, settings.max_attempts, announcer,
                                        publish, settings.webhook_max_inline_bytes,
-                                       tally(announcer), model_dir=settings.model_dir))
+                                       tally(announcer), model_dir=settings.model_dir,
+                                       data_root=settings.data_root))
     if publish is not None:  # the warm-up made it before the app's publisher was at hand
         _runner[1].publish = publish
     return _runner[1]

@@ -12,7 +12,7 @@ from service.api.auth import current_tenant
 from service.api.bulk import submit_bulk
 from service.api.openapi import documented
 from service.api.submission import check_fields, json_body, version_of
-from service.bulk import download, formats
+from service.bulk import download, formats, upload
 from service.core.errors import InvalidInput, JobNotFound, PredqError
 from service.core.messaging import DELIVER_TASK, WEBHOOK_QUEUE, publish_or_defer
 from service.jobs import idempotency, options, priorities, view, wakeups
@@ -24,7 +24,8 @@ from service.ops import logs, metrics
 from service.webhooks import events as webhook_events
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
-FIELDS = {"model", "version", "inputs", "priority", "deadline", "webhook_url", "retention"}
+FIELDS = {"model", "version", "inputs", "input", "output", "priority", "deadline",
+          "webhook_url", "retention"}
 
 
 @bp.url_value_preprocessor
@@ -67,8 +68,13 @@ def submit() -> tuple[Response, int, dict[str, str]]:
     name = body.get("model")
     if not isinstance(name, str) or not name:
         raise InvalidInput("model", "required: the name of a registered model")
-    if "inputs" not in body:
-        raise InvalidInput("inputs", "required: a list of rows")
+    by_reference = "input" in body
+    if by_reference == ("inputs" in body):
+        raise InvalidInput("inputs", "either a list of rows in `inputs` or a file under the "
+                                     "data root in `input`, not both" if by_reference else
+                           "required: a list of rows (or `input`, a file under the data root)")
+    if "output" in body and not by_reference:
+        raise InvalidInput("output", "only a job by reference (`input`) writes a result file")
     key = request.headers.get(idempotency.HEADER)
     svc = services()
     priority = body.get("priority")
@@ -81,6 +87,11 @@ def submit() -> tuple[Response, int, dict[str, str]]:
         retention=options.parse_retention(body.get("retention")),
         request_id=logs.request_id.get(),
         key=None if key is None else idempotency.check_key(key))
+    if by_reference:
+        fingerprint = idempotency.fingerprint("POST /v1/jobs", body)
+        return answer(tenant, upload.submit_reference(svc.submitter, svc.settings, req,
+                                                      body["input"], body.get("output"),
+                                                      fingerprint))
     rows = parse_rows(body["inputs"], req.model, svc.settings.max_rows_per_job,
                       svc.settings.max_string_length)
     fingerprint = idempotency.fingerprint("POST /v1/jobs", body) if key is not None else ""

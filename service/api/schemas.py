@@ -75,11 +75,22 @@ class JobSubmit(Strict):
         {"model": "iris", "inputs": [{"sepal_length": 5.9, "sepal_width": 3.0,
                                       "petal_length": 4.2, "petal_width": 1.5}],
          "priority": "interactive", "deadline": 60},
+        {"model": "iris", "input": "nightly/rows.parquet", "output": "nightly/preds.parquet"},
     ]})
 
     model: str = Field(min_length=1, description="name of a registered model")
     version: str | int | None = Field(None, description="default: the latest version")
-    inputs: Rows
+    inputs: Rows | None = Field(None, description="the rows; or give `input` instead")
+    input: str | None = Field(
+        None, min_length=1, description=(
+            "instead of `inputs`: a .npy, .parquet or .csv file under the server's data root "
+            "(PREDQ_DATA_ROOT), relative to it; a bulk job whose workers read the file. "
+            "`..`, paths outside the root and symbolic links leading out are refused (400)"))
+    output: str | None = Field(
+        None, min_length=1, description=(
+            "with `input`: a file under the data root the result is also written to once "
+            "every chunk is done (its suffix names the format: .json, .csv, .ndjson, .npy, "
+            ".parquet, .arrow); the job succeeds once it is written"))
     priority: Priority | Level | None = Field(
         None, description="a name, or 0 (lowest) to 9; default normal")
     deadline: Seconds | datetime | None = Field(

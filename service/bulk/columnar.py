@@ -67,7 +67,7 @@ def arrow_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterato
     try:
         source.keep()  # the schema message is read twice: to choose the columns, then for good
         schema = pa.ipc.open_stream(source).schema
-        fields = _feature_fields(schema, model)
+        fields = feature_fields(schema, model)
         source.rewind()
         options = pa.ipc.IpcReadOptions(included_fields=fields)
         batches = pa.ipc.open_stream(source, options=options)
@@ -79,7 +79,7 @@ def arrow_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterato
         raise InvalidInput("inputs", f"not an Arrow IPC stream: {str(exc)[:200]}") from None
 
 
-def _feature_fields(schema: Any, model: ModelInfo) -> list[int]:
+def feature_fields(schema: Any, model: ModelInfo) -> list[int]:
     import pyarrow as pa
 
     fields = []

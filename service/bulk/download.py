@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -20,6 +21,19 @@ def render(engine: Engine, tenant: str, job_id: str, fmt: Format) -> Iterator[by
     raised here, before the first byte."""
     with engine.connect() as conn:
         meta = jobs.result_source(conn, tenant, job_id)
+    return _render(engine, job_id, meta, fmt)
+
+
+def render_any(engine: Engine, job_id: str, fmt: Format) -> Iterator[bytes]:
+    """`render` for a job of any tenant whose chunks are all done, succeeded or not yet (a
+    job's output file is written before it succeeds)."""
+    with engine.connect() as conn:
+        meta = jobs.output_source(conn, job_id)
+    return _render(engine, job_id, meta, fmt)
+
+
+def _render(engine: Engine, job_id: str, meta: dict[str, Any], fmt: Format
+            ) -> Iterator[bytes]:
     source = chunks.result_chunks(engine, job_id, meta["result"])
     info = ResultInfo(meta["n_rows"], meta["labels"], {
         "model": meta["name"], "version": meta["version"], "sha256": meta["sha256"]})

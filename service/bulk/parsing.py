@@ -11,10 +11,11 @@ import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
+from service.bulk import csvfast
 from service.bulk.lines import Lines, LineTooLong, line_limit
 from service.core.errors import InvalidInput
 from service.jobs.inputs import row_of
@@ -61,9 +62,93 @@ def too_many(max_rows: int) -> InvalidInput:
 
 
 def csv_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterator[np.ndarray]:
-    """CSV with a header of feature names (any order), converted a chunk at a time by numpy
-    (in C); only a chunk that fails is looked at row by row, to name its first bad row."""
+    """CSV with a header of feature names (any order): blocks of lines parsed in C
+    (`csvfast`); from the first block that path leaves, the rest row by row, which names the
+    first bad row."""
+    limit = line_limit(model)
+    first = stream.readline(limit + 2)
+    try:
+        header = next(csv.reader([first.decode("utf-8")]))
+        names, order = csv_header(header, model, bounds.max_name)
+    except (UnicodeDecodeError, csv.Error, StopIteration, InvalidInput):
+        header = []
+    if not first.endswith(b"\n") or first.count(b'"') % 2 or not header:
+        yield from _csv_slow(_Joined(first, stream), model, bounds)  # it says what is wrong
+        return
+    number = lines = 0
+    held: list[np.ndarray] = []
+    source = csvfast.blocks(stream, limit)
+    for block in source:
+        matrix = csvfast.parse(block, names, order, limit)
+        if matrix is None:  # the row-by-row reader from this block on
+            if held:
+                yield np.concatenate(held)
+            rest = _Joined(first + block, _Rest(source))
+            yield from _csv_slow(rest, model, bounds, number, lines)
+            return
+        number += len(matrix)
+        lines += csvfast.lines_in(block)
+        if number > bounds.max_rows:
+            raise too_many(bounds.max_rows)
+        held.append(matrix)
+        while sum(len(m) for m in held) >= bounds.chunk_rows:
+            joined = np.concatenate(held)
+            yield joined[:bounds.chunk_rows]
+            held = [joined[bounds.chunk_rows:]]
+    if held and sum(len(m) for m in held):
+        yield np.concatenate(held)
+    if number == 0:
+        raise InvalidInput("inputs", "the body has no rows")
+
+
+class _Joined(io.RawIOBase):
+    """`head`, then the stream: a body handed on after part of it was read."""
+
+    def __init__(self, head: bytes, stream: IO[bytes] | io.RawIOBase) -> None:
+        super().__init__()
+        self._head = head
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n], self._head = self._head[:n], self._head[n:]
+            return n
+        data = self._stream.read(len(buffer)) or b""
+        buffer[:len(data)] = data
+        return len(data)
+
+
+class _Rest(io.RawIOBase):
+    """What a block iterator has not given yet, as a stream."""
+
+    def __init__(self, source: Iterator[bytes]) -> None:
+        super().__init__()
+        self._source = source
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._pending:
+            self._pending = next(self._source, b"")
+        n = min(len(buffer), len(self._pending))
+        buffer[:n], self._pending = self._pending[:n], self._pending[n:]
+        return n
+
+
+def _csv_slow(raw: IO[bytes] | io.RawIOBase, model: ModelInfo, bounds: Bounds,
+              rows_before: int = 0, lines_before: int = 0) -> Iterator[np.ndarray]:
+    """Row by row, converted a chunk at a time by numpy (in C); only a chunk that fails is
+    looked at value by value, to name its first bad row. Rows and lines are numbered after
+    `rows_before` and `lines_before` (the header not counted) read by the fast path."""
     chunk_rows, max_rows, max_name = bounds.chunk_rows, bounds.max_rows, bounds.max_name
+    stream: Any = raw if isinstance(raw, io.BufferedIOBase) else io.BufferedReader(raw)  # type: ignore[arg-type]
+    at = lines_before
     text = Lines(io.TextIOWrapper(stream, encoding="utf-8", newline=""), line_limit(model))
     reader = csv.reader(text)
     try:
@@ -76,6 +161,43 @@ def csv_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterator[
     except LineTooLong:
         raise InvalidInput("header", f"line 1: {text.reason(model)}") from None
     text.held = 0
+    names, order = csv_header(header, model, max_name)
+    width = len(names)
+    batch: list[list[str]] = []
+    lines: list[int] = []
+    number = rows_before
+    try:
+        for fields in reader:
+            text.held = 0  # a row ends here: the bound is on each row
+            if not fields:
+                continue  # blank line
+            number += 1
+            if len(fields) != width:
+                raise bad_row(number, f"line {reader.line_num + at}: {len(fields)} fields; the "
+                                      f"header has {width}")
+            if number > max_rows:
+                raise too_many(max_rows)
+            batch.append(fields)
+            lines.append(reader.line_num + at)
+            if len(batch) == chunk_rows:
+                yield _csv_matrix(batch, lines, number - len(batch) + 1, names, order)
+                batch, lines = [], []
+    except UnicodeDecodeError as exc:
+        raise bad_row(number + 1, f"not UTF-8: {exc.reason}") from None
+    except csv.Error as exc:
+        raise bad_row(number + 1, f"line {reader.line_num + at}: {exc}") from None
+    except LineTooLong:
+        raise bad_row(number + 1, f"line {reader.line_num + at + 1}: {text.reason(model)}"
+                      ) from None
+    if batch:
+        yield _csv_matrix(batch, lines, number - len(batch) + 1, names, order)
+    if number == 0:
+        raise InvalidInput("inputs", "the body has no rows")
+
+
+def csv_header(header: list[str], model: ModelInfo, max_name: int) -> tuple[list[str], list[int]]:
+    """A CSV header's column names, checked against the model's features (any order), and
+    where each feature's column is."""
     names = [h.strip() for h in header]
     index = {name: i for i, name in enumerate(model.feature_names)}
     for name in names:
@@ -86,37 +208,7 @@ def csv_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterator[
     if missing or len(set(names)) != len(names):
         raise InvalidInput("header", f"missing column {missing[0]!r}" if missing
                            else "a column appears twice")
-    order = [names.index(n) for n in model.feature_names]
-    width = len(names)
-    batch: list[list[str]] = []
-    lines: list[int] = []
-    number = 0
-    try:
-        for fields in reader:
-            text.held = 0  # a row ends here: the bound is on each row
-            if not fields:
-                continue  # blank line
-            number += 1
-            if len(fields) != width:
-                raise bad_row(number, f"line {reader.line_num}: {len(fields)} fields; the "
-                                      f"header has {width}")
-            if number > max_rows:
-                raise too_many(max_rows)
-            batch.append(fields)
-            lines.append(reader.line_num)
-            if len(batch) == chunk_rows:
-                yield _csv_matrix(batch, lines, number - len(batch) + 1, names, order)
-                batch, lines = [], []
-    except UnicodeDecodeError as exc:
-        raise bad_row(number + 1, f"not UTF-8: {exc.reason}") from None
-    except csv.Error as exc:
-        raise bad_row(number + 1, f"line {reader.line_num}: {exc}") from None
-    except LineTooLong:
-        raise bad_row(number + 1, f"line {reader.line_num + 1}: {text.reason(model)}") from None
-    if batch:
-        yield _csv_matrix(batch, lines, number - len(batch) + 1, names, order)
-    if number == 0:
-        raise InvalidInput("inputs", "the body has no rows")
+    return names, [names.index(n) for n in model.feature_names]
 
 
 def _csv_matrix(batch: list[list[str]], lines: list[int], first: int, names: list[str],

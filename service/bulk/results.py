@@ -37,7 +37,7 @@ def json_body(chunks: Chunks, info: ResultInfo) -> Iterator[bytes]:
         yield (b", " if i else b"") + json.dumps(key).encode() + b": ["
         first = True
         for chunk in chunks():
-            values = chunk.get(key, [])
+            values = _list(chunk.get(key, []))
             if values:
                 text = json.dumps(values)[1:-1]
                 yield (b"" if first else b", ") + text.encode()
@@ -49,9 +49,9 @@ def json_body(chunks: Chunks, info: ResultInfo) -> Iterator[bytes]:
 def ndjson_body(chunks: Chunks, _info: ResultInfo) -> Iterator[bytes]:
     """One line per row: {"prediction": ..., "probabilities": [...]}."""
     for chunk in chunks():
-        probabilities = chunk.get("probabilities")
+        probabilities = _list(chunk.get("probabilities"))
         lines = []
-        for i, prediction in enumerate(chunk["predictions"]):
+        for i, prediction in enumerate(_list(chunk["predictions"])):
             row: dict[str, Any] = {"prediction": prediction}
             if probabilities is not None:
                 row["probabilities"] = probabilities[i]
@@ -66,8 +66,8 @@ def csv_body(chunks: Chunks, info: ResultInfo) -> Iterator[bytes]:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["prediction"] + [f"p_{label}" for label in info.labels or []])
     for chunk in chunks():
-        probabilities = chunk.get("probabilities")
-        for i, prediction in enumerate(chunk["predictions"]):
+        probabilities = _list(chunk.get("probabilities"))
+        for i, prediction in enumerate(_list(chunk["predictions"])):
             writer.writerow([prediction] + (list(probabilities[i]) if probabilities else []))
         yield out.getvalue().encode()
         out.seek(0)
@@ -152,6 +152,11 @@ class _Sink(io.RawIOBase):
     def take(self) -> bytes:
         out, self._parts = b"".join(self._parts), []
         return out
+
+
+def _list(values: Any) -> Any:
+    """A chunk's values as a list: results are stored as arrays (older ones as lists)."""
+    return values.tolist() if isinstance(values, np.ndarray) else values
 
 
 def _npy_dtype(labels: list[Any] | None) -> np.dtype[Any]:

@@ -6,13 +6,17 @@
     tenant = "acme"
     model = "iris"                   # version = "..." to pin one
     input = "/data/iris/*.csv"       # a file or a glob: the newest match is used
-    output = "/data/out/iris-{time}.csv"   # optional: .csv, .ndjson or .parquet
+    output = "/data/out/iris-{time}.csv"   # optional: .csv, .ndjson, .parquet, .npy, .arrow
 
 `predq beat` runs `run_due` every minute. A run is submitted with the idempotency key
 `schedule:<name>:<scheduled time>` in the job's own transaction, so a restarted beat, a second
 beat or an overlapping run never enqueues a run twice. A run missed by more than `catch_up`
 seconds (beat was down) is skipped, not replayed late. Once the job succeeds, its result is
 written to `output` (through a temporary file, renamed when complete).
+
+An input under the data root (PREDQ_DATA_ROOT) in a format read by reference (.npy, Parquet,
+CSV) is submitted by reference: beat reads only its header, the workers its rows, and an
+output under the root too is written by the worker that finishes the job.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from pathlib import Path
 from croniter import croniter
 from sqlalchemy import Engine, insert, select, update
 
-from service.bulk import download, formats, upload
+from service.bulk import download, formats, refs, upload
 from service.core import states, times
 from service.core.errors import PredqError
 from service.core.settings import Settings
@@ -40,7 +44,7 @@ from service.store.db import jobs as job_rows
 from service.store.db import schedule_runs
 
 log = logging.getLogger(__name__)
-OUTPUTS = (formats.CSV, formats.NDJSON, formats.PARQUET)
+OUTPUTS = (formats.CSV, formats.NDJSON, formats.PARQUET, formats.NPY, formats.ARROW)
 
 
 class ScheduleError(PredqError):
@@ -134,17 +138,35 @@ def _submit(submitter: Submitter, settings: Settings, schedule: Schedule, when: 
     assert fmt is not None
     req = JobRequest(schedule.tenant, model, priorities.queue_for(schedule.priority), key=key)
     wanted = idempotency.fingerprint("schedule", schedule.name, key)
-    with open(path, "rb") as stream:
-        accepted = upload.submit_stream(submitter, settings, req, fmt, stream, lambda: wanted)
+    output = _output_path(schedule, when)
+    if under_root(settings.data_root, path) and fmt in refs.INPUTS:
+        # The workers read it, and write the output too if it is under the root as well.
+        out = output if output and under_root(settings.data_root, output) else None
+        accepted = upload.submit_reference(submitter, settings, req, path, out, wanted)
+    else:
+        with open(path, "rb") as stream:
+            accepted = upload.submit_stream(submitter, settings, req, fmt, stream,
+                                            lambda: wanted)
     if accepted.replayed:
         return None  # another beat won the race: one run only
     with engine.begin() as conn:
         conn.execute(insert(schedule_runs), {
             "schedule": schedule.name, "scheduled_for": when, "job_id": accepted.id,
-            "input": path, "output": _output_path(schedule, when), "written_at": None})
+            "input": path, "output": output, "written_at": None})
     log.info("schedule %s: run for %s submitted as job %s from %s", schedule.name,
              when.isoformat(), accepted.id, path)
     return accepted.id
+
+
+def under_root(data_root: str, path: str) -> bool:
+    """Whether `path` is (really) under the data root: then jobs name it by reference."""
+    if not data_root:
+        return False
+    try:
+        refs.resolve(data_root, str(Path(path).absolute()), "input", exists=False)
+    except PredqError:
+        return False
+    return True
 
 
 def newest(pattern: str) -> str:
@@ -163,6 +185,7 @@ def write_outputs(engine: Engine, schedules: list[Schedule]) -> int:
                    schedule_runs.c.job_id, schedule_runs.c.output)
             .join(job_rows, job_rows.c.id == schedule_runs.c.job_id)
             .where(schedule_runs.c.written_at.is_(None), schedule_runs.c.output.is_not(None),
+                   job_rows.c.output_ref.is_(None),  # else its worker wrote it
                    job_rows.c.status == states.JobStatus.SUCCEEDED.value)).all()
     written = 0
     for row in rows:

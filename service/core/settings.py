@@ -49,12 +49,22 @@ class Settings:
     max_string_length: int = 1000
     #: Bulk uploads (CSV, NDJSON, .npy bodies): the largest body in bytes (413 beyond), the
     #: most rows, the rows per chunk (a chunk is one message and one commit), and how many
-    #: chunk messages of one job are out at once (more spread a job over more workers; an
-    #: interactive job waits behind at most one chunk per worker process either way).
+    #: chunk messages of one job are out at once at least (a job keeps two per pool process of
+    #: the live workers reading its queue, if that is more; an interactive job waits behind at
+    #: most two chunks per worker process).
     max_upload_bytes: int = 2 * 1024**3
     max_bulk_rows: int = 10_000_000
     bulk_chunk_rows: int = 10_000
     bulk_window: int = 4
+    #: A directory bulk jobs may name their input and output files in instead of uploading
+    #: them (`{"input": "in/rows.npy", "output": "out/rows.parquet"}`): the API reads only a
+    #: file's header, each worker reads its own chunks. Every API and worker host must see it
+    #: at this same path (a shared volume). Empty: jobs by reference are refused.
+    data_root: str = ""
+    #: Rows per chunk of a job by reference (at most 32 MiB of float64 rows, at least
+    #: `bulk_chunk_rows`): the API stores no rows, so fewer, larger chunks cost only the
+    #: granularity of progress and of priority (an interactive job may wait one such chunk).
+    bulk_ref_chunk_rows: int = 100_000
     #: Seconds after which the reconciler deletes the stored chunks of an upload that never
     #: became a job (the API was killed mid-upload, or the client went away).
     abandoned_upload_after: float = 3600.0

@@ -9,21 +9,20 @@ statement that adds its last rows. A worker that dies loses only the chunk it he
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, and_, case, delete, insert, or_, select, update
+from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select, update
 
 from service.core.messaging import PREDICT_QUEUES
 from service.core.states import JobStatus
 from service.core.times import as_utc, utcnow
-from service.jobs import idempotency
+from service.jobs import idempotency, payloads
 from service.jobs.idempotency import Claim
-from service.jobs.lifecycle import JobRequest, encode_inputs
+from service.jobs.lifecycle import JobRequest
 from service.jobs.priorities import higher
 from service.jobs.recovery import Cutoffs, exhausted_error
 from service.store.db import job_chunks, jobs
@@ -47,8 +46,30 @@ def add_chunk(conn: Connection, job_id: str, seq: int, rows: np.ndarray) -> None
     chunks without a job, which `discard` or the reconciler removes)."""
     conn.execute(insert(job_chunks), {
         "job_id": job_id, "seq": seq, "n_rows": len(rows), "status": PENDING,
-        "inputs": zlib.compress(encode_inputs(rows), 1), "attempts": 0,
+        "inputs": payloads.encode_rows(rows), "attempts": 0,
         "created_at": utcnow()})
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A bulk job by reference, planned: the input file (as `service.bulk.refs.Source` JSON),
+    where its result goes (relative to the data root; None: stored only), its rows, and each
+    chunk's (rows, start, stop) in that file."""
+
+    source: str
+    output: str | None
+    n_rows: int
+    ranges: list[tuple[int, int, int]]
+
+
+def add_ref_chunks(conn: Connection, job_id: str, ranges: Sequence[tuple[int, int, int]]
+                   ) -> None:
+    """A job by reference's chunks: ranges of its input file, read by the worker."""
+    now = utcnow()
+    conn.execute(insert(job_chunks), [
+        {"job_id": job_id, "seq": seq, "n_rows": rows, "status": PENDING, "inputs": None,
+         "attempts": 0, "created_at": now, "start": start, "stop": stop}
+        for seq, (rows, start, stop) in enumerate(ranges)])
 
 
 def discard(conn: Connection, job_id: str) -> None:
@@ -66,11 +87,19 @@ class ClaimedChunk:
     job_id: str
     seq: int
     model_id: int
-    inputs: np.ndarray
+    inputs: np.ndarray | None  # None: by reference, rows `start`-`stop` of `source`
     attempt: int
     tenant: str
     job_rows: int = 0  # rows of the whole job
     created_at: datetime | None = None  # the job's, for the submit-to-result time
+    source: str | None = None
+    start: int = 0
+    stop: int = 0
+
+    @property
+    def rows(self) -> np.ndarray:
+        assert self.inputs is not None, "a chunk by reference is read first"
+        return self.inputs
 
 
 def claim(conn: Connection, job_id: str, seq: int, lease_seconds: float) -> ClaimedChunk | None:
@@ -78,7 +107,7 @@ def claim(conn: Connection, job_id: str, seq: int, lease_seconds: float) -> Clai
     it is done, held by a live worker, or its job ended (cancelled, failed, expired)."""
     now = utcnow()
     job = conn.execute(select(jobs.c.status, jobs.c.model_id, jobs.c.tenant, jobs.c.n_chunks,
-                              jobs.c.n_rows, jobs.c.created_at)
+                              jobs.c.n_rows, jobs.c.created_at, jobs.c.input_ref)
                        .where(jobs.c.id == job_id)).first()
     if job is None or job.status not in ACTIVE or job.n_chunks is None:
         return None
@@ -89,42 +118,83 @@ def claim(conn: Connection, job_id: str, seq: int, lease_seconds: float) -> Clai
         .where(job_chunks.c.job_id == job_id, job_chunks.c.seq == seq, takeable)
         .values(status=RUNNING, lease_until=now + timedelta(seconds=lease_seconds),
                 attempts=job_chunks.c.attempts + 1)
-        .returning(job_chunks.c.inputs, job_chunks.c.n_rows, job_chunks.c.attempts)).first()
+        .returning(job_chunks.c.inputs, job_chunks.c.n_rows, job_chunks.c.attempts,
+                   job_chunks.c.start, job_chunks.c.stop)).first()
     if row is None:
         return None
     conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == JobStatus.QUEUED.value)
                  .values(status=JobStatus.RUNNING.value, started_at=now))
-    matrix = np.frombuffer(zlib.decompress(row.inputs), dtype="<f8").reshape(row.n_rows, -1)
+    if job.input_ref is not None:
+        return ClaimedChunk(job_id, seq, job.model_id, None, row.attempts, job.tenant,
+                            job.n_rows, job.created_at, job.input_ref, row.start, row.stop)
+    matrix = payloads.decode_rows(row.inputs, row.n_rows)
     return ClaimedChunk(job_id, seq, job.model_id, matrix, row.attempts, job.tenant,
                         job.n_rows, job.created_at)
 
 
-def finish(conn: Connection, chunk: ClaimedChunk, result: dict[str, Any]) -> str | None:
-    """Commit a chunk's result if this claim still holds it; returns the job's status after
-    (`succeeded` once this was its last chunk), or None if the chunk was not written."""
+@dataclass(frozen=True)
+class Finished:
+    """A chunk committed: its job's status after (`succeeded` once this was its last chunk),
+    queue, and the output file to write now (every chunk done, a job with an output)."""
+
+    status: str
+    queue: str
+    output: str | None = None
+
+
+def finish(conn: Connection, chunk: ClaimedChunk, result: dict[str, np.ndarray]
+           ) -> Finished | None:
+    """Commit a chunk's result if this claim still holds it, or return None if the chunk was
+    not written. A job with an output file stays `running` after its last chunk: `complete`
+    ends it once the file is written."""
     now = utcnow()
+    n = len(chunk.rows)
     written = conn.execute(
         update(job_chunks)
         .where(job_chunks.c.job_id == chunk.job_id, job_chunks.c.seq == chunk.seq,
                job_chunks.c.status == RUNNING, job_chunks.c.attempts == chunk.attempt)
-        .values(status=DONE, finished_at=now, lease_until=None,
-                result=zlib.compress(json.dumps(result).encode(), 1))).rowcount
+        .values(status=DONE, finished_at=now, lease_until=None, n_rows=n,
+                result=payloads.encode_result(result))).rowcount
     if not written:
         return None
-    n = len(chunk.inputs)
-    last = jobs.c.rows_done + n >= jobs.c.n_rows
+    by_ref = jobs.c.input_ref.is_not(None)
+    # Uploaded rows are counted at submit; a file's chunks (a CSV's rows are estimated) by
+    # chunk. Either way the UPDATE of the job's row serializes concurrent last chunks.
+    last = or_(and_(~by_ref, jobs.c.uploading.is_(False), jobs.c.rows_done + n >= jobs.c.n_rows),
+               and_(by_ref, jobs.c.chunks_done + 1 >= jobs.c.n_chunks))
+    ends = and_(last, jobs.c.output_ref.is_(None))
     row = conn.execute(
         update(jobs)
         .where(jobs.c.id == chunk.job_id, jobs.c.status == JobStatus.RUNNING.value)
-        .values(rows_done=jobs.c.rows_done + n,
-                status=case((last, JobStatus.SUCCEEDED.value), else_=jobs.c.status),
-                finished_at=case((last, now), else_=jobs.c.finished_at))
-        .returning(jobs.c.status, jobs.c.keep_inputs)).first()
+        .values(rows_done=jobs.c.rows_done + n, chunks_done=jobs.c.chunks_done + 1,
+                n_rows=case((and_(last, by_ref), jobs.c.rows_done + n), else_=jobs.c.n_rows),
+                status=case((ends, JobStatus.SUCCEEDED.value), else_=jobs.c.status),
+                finished_at=case((ends, now), else_=jobs.c.finished_at))
+        .returning(jobs.c.status, jobs.c.keep_inputs, jobs.c.queue, jobs.c.output_ref,
+                   jobs.c.chunks_done, jobs.c.n_chunks)).first()
     if row is None:
         return None  # cancelled meanwhile: its chunk results stay unread
     if row.status == JobStatus.SUCCEEDED.value and not row.keep_inputs:
         drop_inputs(conn, chunk.job_id)
-    return str(row.status)
+    pending_output = row.output_ref if row.status == JobStatus.RUNNING.value and \
+        row.chunks_done >= row.n_chunks else None
+    return Finished(str(row.status), str(row.queue), pending_output)
+
+
+def awaiting_output(conn: Connection, job_id: str) -> str | None:
+    """The output file of a running job whose chunks are all done (it is written, then the
+    job succeeds), else None."""
+    return conn.execute(select(jobs.c.output_ref).where(
+        jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value,
+        jobs.c.output_ref.is_not(None), jobs.c.chunks_done >= jobs.c.n_chunks)).scalar()
+
+
+def complete(conn: Connection, job_id: str) -> bool:
+    """A job whose output file is written succeeds (once: a second writer changes nothing)."""
+    return bool(conn.execute(
+        update(jobs).where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING.value,
+                           jobs.c.chunks_done >= jobs.c.n_chunks)
+        .values(status=JobStatus.SUCCEEDED.value, finished_at=utcnow())).rowcount)
 
 
 def holds(conn: Connection, chunk: ClaimedChunk) -> bool:
@@ -149,6 +219,10 @@ def fail(conn: Connection, job_id: str, error: str) -> bool:
     return bool(conn.execute(
         update(jobs).where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE))
         .values(status=JobStatus.FAILED.value, error=error, finished_at=utcnow())).rowcount)
+
+
+def keeps_inputs(conn: Connection, job_id: str) -> bool:
+    return bool(conn.execute(select(jobs.c.keep_inputs).where(jobs.c.id == job_id)).scalar())
 
 
 def drop_inputs(conn: Connection, job_id: str) -> None:
@@ -182,16 +256,20 @@ def delete_abandoned(conn: Connection, older_than: datetime) -> int:
 def _due(conn: Connection, cutoffs: Cutoffs, window: int, max_attempts: int, limit: int
          ) -> tuple[list[tuple[str, str, int]], list[str]]:
     now = utcnow()
-    active = conn.execute(select(jobs.c.id, jobs.c.queue).where(
-        jobs.c.status.in_(ACTIVE), jobs.c.n_chunks.is_not(None)).limit(limit)).all()
+    active = conn.execute(select(jobs.c.id, jobs.c.queue, jobs.c.output_ref, jobs.c.n_chunks)
+                          .where(jobs.c.status.in_(ACTIVE), jobs.c.n_chunks.is_not(None))
+                          .limit(limit)).all()
     send: list[tuple[str, str, int]] = []
     exhausted: list[str] = []
-    for job_id, queue in active:
+    for job_id, queue, output, n_chunks in active:
         rows = conn.execute(select(job_chunks).where(
             job_chunks.c.job_id == job_id, job_chunks.c.status != DONE)
             .order_by(job_chunks.c.seq)).mappings().all()
         in_flight = 0
         cutoff = cutoffs.for_queue(queue)
+        if not rows and output is not None and _output_lost(conn, job_id, cutoff):
+            send.append((job_id, queue, n_chunks - 1))  # its worker died writing the file
+            continue
         for row in rows:
             expired = row["status"] == RUNNING and row["lease_until"] is not None and \
                 as_utc(row["lease_until"]) < now
@@ -209,6 +287,16 @@ def _due(conn: Connection, cutoffs: Cutoffs, window: int, max_attempts: int, lim
                 send.append((job_id, queue, row["seq"]))
                 in_flight += 1
     return send, exhausted
+
+
+def _output_lost(conn: Connection, job_id: str, cutoff: datetime) -> bool:
+    """Whether a job's chunks all finished before `cutoff` and its output is still not
+    written: the worker that finished the last one died (the message of that chunk, sent
+    again, writes it)."""
+    last = conn.execute(select(func.max(job_chunks.c.finished_at))
+                        .where(job_chunks.c.job_id == job_id)).scalar()
+    return awaiting_output(conn, job_id) is not None and last is not None and \
+        as_utc(last) < cutoff
 
 
 def result_chunks(engine: Any, job_id: str, stored: str | None
@@ -229,12 +317,13 @@ def stream_results(engine: Any, job_id: str) -> Iterator[dict[str, Any]]:
 
 def results(conn: Connection, job_id: str) -> Iterator[dict[str, Any]]:
     """Each chunk's result in input order, one chunk in memory at a time."""
-    seqs = conn.execute(select(job_chunks.c.seq).where(job_chunks.c.job_id == job_id)
+    seqs = conn.execute(select(job_chunks.c.seq).where(job_chunks.c.job_id == job_id,
+                                                       job_chunks.c.n_rows > 0)
                         .order_by(job_chunks.c.seq)).scalars().all()
     for seq in seqs:
         data = conn.execute(select(job_chunks.c.result).where(
             job_chunks.c.job_id == job_id, job_chunks.c.seq == seq)).scalar_one()
-        yield json.loads(zlib.decompress(data))
+        yield payloads.decode_result(data)
 
 
 def next_unsent(conn: Connection, job_id: str, count: int) -> list[int]:
@@ -255,9 +344,10 @@ def queue_of(conn: Connection, job_id: str) -> str:
 
 
 def insert_job(conn: Connection, job_id: str, req: JobRequest, n_rows: int, n_chunks: int,
-               claim: Claim | None = None) -> bool:
-    """The bulk job's row, once all its chunks are stored; False if its Idempotency-Key
-    belongs to another job (then nothing was inserted)."""
+               claim: Claim | None = None, ref: Reference | None = None,
+               uploading: bool = False) -> bool:
+    """The bulk job's row (`uploading`: with an upload's first chunk, see `uploads`); False
+    if its Idempotency-Key belongs to another job (then nothing was inserted)."""
     now = utcnow()
     if claim is not None and job_id not in idempotency.take(conn, [{
             "tenant": req.tenant, "key": claim.key, "fingerprint": claim.fingerprint,
@@ -269,7 +359,8 @@ def insert_job(conn: Connection, job_id: str, req: JobRequest, n_rows: int, n_ch
         "attempts": 0, "created_at": now, "published_at": now, "deadline": req.deadline,
         "webhook_url": req.webhook_url, "request_id": req.request_id, "n_chunks": n_chunks,
         "rows_done": 0, "keep_inputs": req.keep_inputs, "from_cache": False,
-        "retention": req.retention})
+        "retention": req.retention, "input_ref": ref.source if ref else None,
+        "output_ref": ref.output if ref else None, "chunks_done": 0, "uploading": uploading})
     return True
 
 

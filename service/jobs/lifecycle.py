@@ -311,6 +311,16 @@ def result_source(conn: Connection, tenant: str, job_id: str) -> dict[str, Any]:
     return dict(row)
 
 
+def output_source(conn: Connection, job_id: str) -> dict[str, Any]:
+    """`result_source` for a job whose chunks are all done but which has not succeeded yet:
+    its result file is written before it does."""
+    return dict(conn.execute(
+        select(jobs.c.n_rows, jobs.c.n_chunks, jobs.c.result, models.c.name, models.c.version,
+               models.c.sha256, models.c.labels)
+        .join(models, models.c.id == jobs.c.model_id).where(jobs.c.id == job_id)
+    ).mappings().one())
+
+
 def get_result(conn: Connection, tenant: str, job_id: str) -> str | None:
     """The predictions with the model version and artifact sha256 that produced them, as JSON
     text: the stored result is passed through, not parsed and encoded again."""

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, func, select
 
 from service.core.states import JobStatus
 from service.core.times import iso
-from service.jobs import chunks, view
+from service.jobs import chunks, payloads, view
 from service.store.db import job_chunks, jobs, models
 
 PREVIEW_ROWS = 10
@@ -41,7 +41,8 @@ def overview(conn: Connection, tenant: str, job_id: str) -> dict[str, Any]:
 def _preview(conn: Connection, job_id: str, stored: str | None, labels: list[Any] | None,
              n_rows: int) -> dict[str, Any]:
     """The first rows only: a bulk job's first chunk is read, never the whole result."""
-    first = json.loads(stored) if stored is not None else next(chunks.results(conn, job_id), {})
+    first = json.loads(stored) if stored is not None else \
+        payloads.as_lists(next(chunks.results(conn, job_id), {}))
     probabilities = first.get("probabilities")
     return {
         "rows": n_rows,

@@ -5,8 +5,9 @@ schedules all call `Submitter`, which runs the same steps in the same order:
 2. admission: a full queue, or a tenant's full share of it, is refused (429) before anything
    is written; a single row served from the prediction cache needs no queue slot;
 3. quota: the rows count against the tenant's rows per minute (429, or 400 if they never fit);
-4. insert: the job row is committed (small jobs through the group committer, bulk jobs as
-   their chunks, then the job row with its Idempotency-Key);
+4. insert: the job row is committed (small jobs through the group committer; an upload with
+   its first chunk, so that workers predict it as it arrives, and its Idempotency-Key with its
+   last, see `uploads`; a job by reference with all its chunk rows);
 5. publish, or leave it to the reconciler;
 6. metrics: jobs and rows submitted.
 
@@ -31,11 +32,12 @@ from service.core.errors import InvalidInput
 from service.core.messaging import CHUNK_TASK, Publisher, publish_or_defer
 from service.core.settings import Settings
 from service.core.states import JobStatus
-from service.jobs import cache, chunks, idempotency
+from service.jobs import cache, chunks, idempotency, uploads
 from service.jobs.admission import QueueGauge
+from service.jobs.chunks import Reference
 from service.jobs.committer import GroupCommitter
 from service.jobs.lifecycle import JobRequest, KeyTaken, NewJob
-from service.ops import metrics
+from service.ops import heartbeats, metrics
 from service.tenants.limits import Limits, Quotas, TenantLimits
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,25 @@ class Submitter:
         self.committer = committer
         self.cache_client = cache_client
         self.bulk_window = bulk_window
+        self._pools: dict[str, tuple[float, int]] = {}  # queue -> (when read, pool processes)
+
+    def window(self, queue: str) -> int:
+        """Chunk messages of one bulk job out at once: two for every pool process of the live
+        workers that read `queue` (at least `bulk_window`), so that one job keeps them all
+        busy, each with its next chunk in hand while it predicts one; read from the workers'
+        heartbeats every 5 s. Not Celery's whole prefetch (4 a process): an interactive job
+        would wait behind every bulk chunk a process holds."""
+        now = time.monotonic()
+        seen = self._pools.get(queue)
+        if self.cache_client is not None and (seen is None or now - seen[0] > 5):
+            try:
+                live = heartbeats.workers(self.cache_client)
+            except redis.RedisError:
+                live = []
+            seen = (now, sum(w.identity.concurrency for w in live
+                             if not w.stale and queue in w.identity.queues))
+            self._pools[queue] = seen
+        return max(self.bulk_window, (seen[1] if seen else 0) * 2)
 
     def rows(self, req: JobRequest, rows: np.ndarray, fingerprint: str = "",
              on_id: Callable[[str], None] | None = None) -> Accepted:
@@ -111,38 +132,73 @@ class Submitter:
 
     def chunks(self, req: JobRequest, matrices: Iterable[np.ndarray],
                fingerprint: Callable[[], str]) -> Accepted:
-        """A bulk job: its rows stored chunk by chunk as they are parsed, then the job row.
-        `fingerprint` is asked once the input has been read (it may hash the body). On any
-        error (a bad row, a quota) nothing is left behind."""
+        """A bulk job: its rows stored chunk by chunk as they are parsed, and predicted by the
+        workers as they arrive (`uploads`); each chunk's rows are charged to the tenant when
+        it is read. `fingerprint` is asked once the input has been read (it may hash the
+        body). On any error (a bad row, a quota) nothing is left behind."""
         found = self._replay(req, fingerprint)
         if found is not None:
             return found
         self.gauge.admit(req.queue, req.tenant)
         job_id = str(uuid.uuid4())
+        window = self.window(req.queue)
         try:
             n_rows = n_chunks = 0
+            held: np.ndarray | None = None  # the newest chunk: stored when the upload ends
             for matrix in matrices:
-                with self.engine.begin() as conn:
-                    chunks.add_chunk(conn, job_id, n_chunks, matrix)
+                self.quotas.take_rows(req.tenant, len(matrix))
+                if held is not None:
+                    with self.engine.begin() as conn:
+                        sends = uploads.add(conn, job_id, req, n_chunks - 1, held, window)
+                    publish_or_defer(self.publish, CHUNK_TASK, req.queue,
+                                     [chunks.chunk_id(job_id, seq) for seq in sends])
+                held = matrix
                 n_chunks += 1
                 n_rows += len(matrix)
                 time.sleep(0)  # parsing is CPU work: under gevent, let other requests in
             _check_rows(n_rows)
-            self.quotas.take_rows(req.tenant, n_rows)
+            assert held is not None
             claim = idempotency.Claim(req.key, fingerprint()) if req.key is not None else None
             with self.engine.begin() as conn:
-                if not chunks.insert_job(conn, job_id, req, n_rows, n_chunks, claim):
-                    chunks.discard(conn, job_id)
-                    return self._after_race(req, fingerprint())
-                first = chunks.next_unsent(conn, job_id, self.bulk_window)
+                first = uploads.end(conn, job_id, req, n_chunks - 1, held, window, claim)
+                if first is None:
+                    uploads.discard(conn, job_id)
         except BaseException:
             with self.engine.begin() as conn:
-                chunks.discard(conn, job_id)
+                uploads.discard(conn, job_id)
             raise
+        if first is None:
+            return self._after_race(req, fingerprint())
         metrics.jobs_committed([_Counted(req.tenant, req.model.name, req.model.id, n_rows)])
         publish_or_defer(self.publish, CHUNK_TASK, req.queue,
                          [chunks.chunk_id(job_id, seq) for seq in first])
         _log_accepted(req, job_id, n_rows, False)
+        return Accepted(job_id, JobStatus.QUEUED, req.model.name, req.model.version)
+
+    def reference(self, req: JobRequest, ref: Reference, fingerprint: str) -> Accepted:
+        """A bulk job by reference: its rows stay in the file (`ref` says where each chunk's
+        are); admitted and charged like an upload, then its job and chunk rows committed in
+        one transaction."""
+        found = self._replay(req, lambda: fingerprint)
+        if found is not None:
+            return found
+        _check_rows(ref.n_rows)
+        self.gauge.admit(req.queue, req.tenant)
+        self.quotas.take_rows(req.tenant, ref.n_rows)
+        claim = idempotency.Claim(req.key, fingerprint) if req.key is not None else None
+        job_id = str(uuid.uuid4())
+        with self.engine.begin() as conn:
+            inserted = chunks.insert_job(conn, job_id, req, ref.n_rows, len(ref.ranges), claim,
+                                         ref)
+            if inserted:
+                chunks.add_ref_chunks(conn, job_id, ref.ranges)
+                first = chunks.next_unsent(conn, job_id, self.window(req.queue))
+        if not inserted:
+            return self._after_race(req, fingerprint)
+        metrics.jobs_committed([_Counted(req.tenant, req.model.name, req.model.id, ref.n_rows)])
+        publish_or_defer(self.publish, CHUNK_TASK, req.queue,
+                         [chunks.chunk_id(job_id, seq) for seq in first])
+        _log_accepted(req, job_id, ref.n_rows, False)
         return Accepted(job_id, JobStatus.QUEUED, req.model.name, req.model.version)
 
     def _replay(self, req: JobRequest, fingerprint: Callable[[], str]) -> Accepted | None:

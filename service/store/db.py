@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -88,6 +89,9 @@ job_chunks = Table(
     Column("lease_until", DateTime(timezone=True), nullable=True),
     Column("finished_at", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # By reference: the chunk's rows (.npy, Parquet) or bytes (CSV) of the job's input file.
+    Column("start", BigInteger, nullable=True),
+    Column("stop", BigInteger, nullable=True),
     Index("ix_job_chunks_status", "status", "published_at"),
     # The retention sweep's input clean-up reads only chunks that still hold inputs.
     Index("ix_job_chunks_holding_inputs", "job_id", postgresql_where=text("inputs IS NOT NULL"),
@@ -152,6 +156,13 @@ jobs = Table(
     Column("rows_done", Integer, nullable=False, server_default="0"),  # rows with results
     Column("keep_inputs", Boolean, nullable=False, server_default=false()),  # after finishing
     Column("retention", Integer, nullable=True),  # seconds kept once final; None: default
+    # Bulk jobs by reference (service/bulk/refs.py): the input file under the data root (JSON
+    # {"path", "format"}), the result file written once every chunk is done, chunks committed.
+    Column("input_ref", Text, nullable=True),
+    Column("output_ref", Text, nullable=True),
+    Column("chunks_done", Integer, nullable=False, server_default="0"),
+    # An upload still arriving: its chunks are predicted, it cannot end (service/jobs/uploads.py)
+    Column("uploading", Boolean, nullable=False, server_default=false()),
     Index("ix_jobs_tenant_created", "tenant", "created_at"),
     Index("ix_jobs_status_created", "status", "created_at"),
     Index("ix_jobs_status_queue_tenant", "status", "queue", "tenant", "created_at"),

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from jsonschema import Draft202012Validator
 from sqlalchemy import Engine
 
 from service.api import apidocs, error_docs
+from service.core.settings import Settings
 from service.models.registry import ModelInfo
 from service.tenants import limits
 from service.tenants.keys import SCOPES
@@ -127,9 +129,20 @@ def admin(engine: Engine, api_url: str, models: dict[str, ModelInfo]) -> Iterato
 
 
 def test_the_live_api_accepts_every_request_body_example(
-    document: dict[str, Any], admin: Tenant, worker: WorkerProcess,
+    document: dict[str, Any], admin: Tenant, worker: WorkerProcess, settings: Settings,
+    models: dict[str, ModelInfo],
 ) -> None:
-    """Valid against the schema is not enough: each example is a request that works."""
+    """Valid against the schema is not enough: each example is a request that works (the
+    file a job by reference names is put under the data root first)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    nightly = Path(settings.data_root) / "nightly"
+    nightly.mkdir(exist_ok=True)
+    rows = np.random.default_rng(1).uniform(1, 5, (50, 4))
+    pq.write_table(pa.table({name: rows[:, i] for i, name in
+                             enumerate(models["iris"].feature_names)}), nightly / "rows.parquet")
     for method, path, op in operations(document):
         media = op.get("requestBody", {}).get("content", {}).get("application/json")
         for example in schema_examples(document, media) if media else []:

@@ -195,3 +195,47 @@ def test_predq_beat_submits_a_due_schedule_once_even_with_two_beats(
         for beat in beats:
             os.killpg(beat.pid, 15)
             beat.wait(30)
+
+
+def test_a_schedule_reading_from_the_data_root_submits_by_reference(
+    engine: Engine, settings: Settings, tenant: Tenant, worker: object,
+    models: dict[str, ModelInfo],
+) -> None:
+    """Input and output under the data root: beat reads only the header, a worker the rows,
+    and the worker that finishes the job writes the output (beat does not write it again)."""
+    import numpy as np
+
+    here = Path(settings.data_root) / f"schedule-{tenant.name}"
+    (here / "in").mkdir(parents=True)
+    rows = iris_rows(700, seed=5)
+    np.save(here / "in" / "rows.npy", rows)
+    name = f"ref-{tenant.name}"
+    path = here / "schedules.toml"
+    path.write_text(f'''
+[[schedule]]
+name = "{name}"
+cron = "0 2 * * *"
+tenant = "{tenant.name}"
+model = "iris"
+input = "{here / 'in' / '*.npy'}"
+output = "{here / 'out' / '{name}-{date}.npy'}"
+''')
+    celery = make_celery(settings)
+    submitter = make_submitter(settings, engine, redis.Redis.from_url(settings.redis_url),
+                               celery_publisher(celery))
+    try:
+        [job_id] = schedules.run_due(submitter, settings, schedules.load(str(path)),
+                                     datetime(2026, 11, 29, 2, 3, tzinfo=UTC))
+        assert tenant.wait(job_id, timeout=60)["status"] == "succeeded"
+        with engine.connect() as conn:
+            job = conn.execute(select(jobs.c.input_ref, jobs.c.output_ref).where(
+                jobs.c.id == job_id)).one()
+        assert job.input_ref is not None and job.output_ref is not None
+        model = joblib.load(models["iris"].artifact_path)
+        out = here / "out" / f"{name}-2026-11-29.npy"
+        assert np.load(out).tolist() == model.predict(rows).tolist()
+        assert schedules.write_outputs(engine, schedules.load(str(path))) == 0
+    finally:
+        celery.close()
+        with engine.begin() as conn:
+            conn.execute(delete(schedule_runs).where(schedule_runs.c.schedule == name))

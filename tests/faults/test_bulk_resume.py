@@ -12,10 +12,11 @@ from collections.abc import Callable
 
 import joblib
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from service.core import times
-from service.jobs import chunks
+from service.jobs import chunks, uploads
+from service.jobs.lifecycle import JobRequest
 from service.models.registry import ModelInfo
 from service.ops import metrics
 from service.store.db import job_chunks, jobs
@@ -95,14 +96,15 @@ def test_a_bulk_job_that_waits_too_long_moves_up_and_runs(
 
 
 def test_the_chunks_of_an_upload_whose_api_was_killed_are_removed_and_counted(
-    stack: Callable[..., Stack],
+    stack: Callable[..., Stack], models: dict[str, ModelInfo]
 ) -> None:
-    """`predq api` is SIGKILLed in the middle of an upload: the chunks it stored belong to no
-    job. The reconciler deletes them once they are `abandoned_upload_after` old, and counts
-    them; the chunks of an upload still arriving are left alone."""
+    """`predq api` is SIGKILLed in the middle of an upload: its job row, still `uploading`
+    (workers predict an upload as it arrives), will never be finished. The reconciler deletes
+    it and its chunks once no chunk came for `abandoned_upload_after`, and counts them; an
+    upload still arriving, and chunks of one that has no job row yet, are left alone."""
     s = stack(bulk_chunk_rows=100, abandoned_upload_after=2.0)
     client = s.tenant()
-    earlier = set(orphans(s))
+    earlier = set(uploading(s))
     api = ApiProcess(s.settings.replace(port=free_port()), s.directory / "api.log")
     sock = socket.create_connection(("127.0.0.1", int(api.url.rsplit(":", 1)[1])), timeout=30)
     try:
@@ -111,27 +113,42 @@ def test_the_chunks_of_an_upload_whose_api_was_killed_are_removed_and_counted(
                       "Transfer-Encoding: chunked\r\n\r\n").encode())
         part = b"sepal_length,sepal_width,petal_length,petal_width\n" + b"5.1,3.5,1.4,0.2\n" * 6000
         sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))  # and the rest never comes
-        until(lambda: len(set(orphans(s)) - earlier) >= 1, timeout=30, step=lambda: None)
-        os.killpg(api.proc.pid, signal.SIGKILL)  # mid-upload: no job row, ever
+        until(lambda: len(set(uploading(s)) - earlier) >= 1, timeout=30, step=lambda: None)
+        time.sleep(1)  # more chunks go in
+        os.killpg(api.proc.pid, signal.SIGKILL)  # mid-upload: the job row is never finished
         api.proc.wait(10)
     finally:
         sock.close()
-    killed = [job_id for job_id in orphans(s) if job_id not in earlier]
-    assert len(killed) >= 10  # chunks of 100 rows of the 6,000 sent
-    young = str(uuid.uuid4())  # an upload that is still arriving elsewhere
+    [killed] = [job_id for job_id in uploading(s) if job_id not in earlier]
+    with s.engine.connect() as conn:
+        stored = conn.execute(select(func.count()).select_from(job_chunks).where(
+            job_chunks.c.job_id == killed)).scalar_one()
+    assert stored >= 10  # chunks of 100 rows of the 6,000 sent
+    young, orphan = str(uuid.uuid4()), str(uuid.uuid4())  # uploads still arriving elsewhere
     with s.engine.begin() as conn:
-        chunks.add_chunk(conn, young, 0, np.ones((3, 4)))
+        uploads.add(conn, young, JobRequest(client.name, models["iris"]), 0, np.ones((3, 4)), 0)
+        chunks.add_chunk(conn, orphan, 0, np.ones((3, 4)))
     time.sleep(2.2)
-    with s.engine.begin() as conn:  # ... and is younger than the limit when the sweep runs
-        conn.execute(update(job_chunks).where(job_chunks.c.job_id == young)
+    with s.engine.begin() as conn:  # ... and are younger than the limit when the sweep runs
+        conn.execute(update(job_chunks).where(job_chunks.c.job_id.in_([young, orphan]))
                      .values(created_at=times.utcnow()))
     before = metrics.UPLOAD_CHUNKS_ABANDONED._value.get()
-    assert s.reconcile()["abandoned_chunks"] >= len(killed)
-    assert metrics.UPLOAD_CHUNKS_ABANDONED._value.get() - before >= len(killed)
-    left = orphans(s)
-    assert not set(killed) & set(left) and young in left
+    assert s.reconcile()["abandoned_chunks"] >= stored
+    assert metrics.UPLOAD_CHUNKS_ABANDONED._value.get() - before >= stored
+    assert killed not in uploading(s) and young in uploading(s) and orphan in orphans(s)
+    with s.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(job_chunks).where(
+            job_chunks.c.job_id == killed)).scalar_one() == 0
     with s.engine.begin() as conn:
-        chunks.discard(conn, young)
+        uploads.discard(conn, young)
+        chunks.discard(conn, orphan)
+    assert young not in uploading(s)
+
+
+def uploading(s: Stack) -> list[str]:
+    """Ids of jobs whose upload has not ended."""
+    with s.engine.connect() as conn:
+        return list(conn.execute(select(jobs.c.id).where(jobs.c.uploading.is_(True))).scalars())
 
 
 def orphans(s: Stack) -> list[str]:
