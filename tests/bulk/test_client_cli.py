@@ -86,14 +86,14 @@ def test_parquet_input_and_cancel_from_the_cli(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({"x0": [3000.0] * 1000, "x1": [1.0] * 1000})  # sleepy: 3 s a chunk
+    table = pa.table({"x0": [10000.0] * 1000, "x1": [1.0] * 1000})  # sleepy: 10 s a chunk
     path = tmp_path / "rows.parquet"
     pq.write_table(table, path)
     submitted = predq(tenant, "submit", "--model", "sleepy", "--input", str(path))
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip()
     assert json.loads(predq(tenant, "status", job_id).stdout)["rows_total"] == 1000
-    cancelled = predq(tenant, "cancel", job_id)  # queued or running: 3 s is long enough
+    cancelled = predq(tenant, "cancel", job_id)  # queued or running: 10 s is long enough
     assert cancelled.stdout.strip() == "cancelled", cancelled.stderr
     again = predq(tenant, "cancel", job_id)
     assert again.returncode == 1 and "409 conflict" in again.stderr
