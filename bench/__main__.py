@@ -24,6 +24,7 @@ from bench.ceiling import blas_info, measure_ceiling
 from bench.models import make_demo_models, make_models
 from bench.run_baseline import bench_baseline
 from bench.run_bulk import bench_bulk
+from bench.run_floor import bench_floor
 from bench.run_predq import bench_predq
 from bench.run_sync import bench_sync
 
@@ -73,6 +74,8 @@ def run(quick: bool) -> dict[str, Any]:
     step("ceiling")
     models = {**make_models(), **make_demo_models()}
     results["ceiling"] = measure_ceiling(models, 20, quick)
+    step("http floor")
+    results["http_floor"] = repeat(reps, partial(bench_floor, 2 * n_single, c, quick))
     for model in ("lr", "rf"):
         step(f"baseline {model}")
         base = repeat(reps, partial(bench_baseline, n_base, c, quick, model))
@@ -94,6 +97,8 @@ def run(quick: bool) -> dict[str, Any]:
             )
         }
         ours["vs_baseline"] = round(ours["jobs_s"] / base["jobs_s"], 2)
+        # The same server configuration answering a route that does nothing: what is left.
+        ours["vs_floor"] = round(ours["jobs_s"] / results["http_floor"]["req_s"], 2)
         # Submit latency at the rate where the baseline saturates (open loop, paced clients).
         step(f"predq single-row {model} at the baseline's rate")
         paced = repeat(reps, partial(bench_predq, n_base // 4, c, quick, model,
@@ -123,7 +128,7 @@ def table(results: dict[str, Any]) -> str:
         "",
     ]
     lines.append(
-        f"{'scenario':<18}{'jobs/s':>9}{'rows/s':>10}{'baseline':>10}{'x':>6}"
+        f"{'scenario':<18}{'jobs/s':>9}{'rows/s':>10}{'baseline':>10}{'x':>6}{'floor':>7}"
         f"{'submit p50/p99 ms':>20}{'done p50/p99 ms':>18}{'cpu ms/job':>11}"
         f"{'rss api/wrk MB':>16}"
     )
@@ -135,6 +140,7 @@ def table(results: dict[str, Any]) -> str:
         lines.append(
             f"{name:<18}{r['jobs_s']:>9.0f}{r['rows_s']:>10.0f}"
             f"{base.get('jobs_s', float('nan')):>10.0f}{r.get('vs_baseline', float('nan')):>6.1f}"
+            f"{(format(r['vs_floor'], '>7.2f') if 'vs_floor' in r else ''):>7}"
             f"{r['submit_p50_ms']:>10.1f}/{r['submit_p99_ms']:<9.1f}"
             f"{r['completion_p50_ms']:>8.0f}/{r['completion_p99_ms']:<9.0f}"
             f"{r['cpu_s_per_1000_jobs']:>11.2f}{r['rss_mb_api']:>8.0f}/{r['rss_mb_worker']:<7.0f}"
@@ -142,18 +148,24 @@ def table(results: dict[str, Any]) -> str:
         paced = r.get("at_baseline_rate")
         if paced:
             lines.append(
-                f"{'  at base rate':<18}{paced['jobs_s']:>9.0f}{'':>10}{'':>10}{'':>6}"
+                f"{'  at base rate':<18}{paced['jobs_s']:>9.0f}{'':>10}{'':>10}{'':>13}"
                 f"{paced['submit_p50_ms']:>10.1f}/{paced['submit_p99_ms']:<9.1f}"
                 f"{paced['completion_p50_ms']:>8.0f}/{paced['completion_p99_ms']:<9.0f}"
                 f"{paced['cpu_s_per_1000_jobs']:>11.2f}")
         if base:
             lines.append(
-                f"{'  baseline':<18}{base['jobs_s']:>9.0f}{'':>10}{'':>10}{'':>6}"
+                f"{'  baseline':<18}{base['jobs_s']:>9.0f}{'':>10}{'':>10}{'':>13}"
                 f"{base['submit_p50_ms']:>10.1f}/{base['submit_p99_ms']:<9.1f}"
                 f"{base['completion_p50_ms']:>8.0f}/{base['completion_p99_ms']:<9.0f}"
                 f"{base['cpu_s_per_1000_jobs']:>11.2f}"
                 f"{base['rss_mb_api']:>8.0f}/{base['rss_mb_worker']:<7.0f}"
             )
+    floor = results.get("http_floor")
+    if floor:
+        lines += ["", f"http floor (predq's server configuration, a route that does nothing): "
+                  f"{floor['req_s']:.0f} req/s, p50 {floor['p50_ms']:.1f} ms, p99 "
+                  f"{floor['p99_ms']:.1f} ms, cpu {floor['cpu_ms_per_request']:.2f} ms/request; "
+                  "the 'floor' column is jobs/s over it"]
     sync = results.get("sync_predict")
     if sync:
         light = sync["light_load"]

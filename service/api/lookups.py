@@ -32,6 +32,8 @@ class ModelLookup:
                 hit = self._latest.get(name)
                 if hit and now - hit[0] < self._ttl:
                     return hit[1]
+                if hit:  # one request re-reads "latest"; the others use the last until it has
+                    self._latest[name] = (now, hit[1])
             elif (name, version) in self._versions:
                 return self._versions[(name, version)]
         with self._engine.connect() as conn:
@@ -90,6 +92,7 @@ class KeyLookup:
         now = time.monotonic()
         if now - self._epoch_read_at < self._check_interval:
             return self._epoch_value
+        self._epoch_read_at = now  # one request reads it; the others use the last until it has
         try:
             value = self._redis.get(keys.REVOCATION_EPOCH)
             epoch = value if isinstance(value, bytes) else b"0"

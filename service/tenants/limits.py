@@ -87,6 +87,15 @@ class TenantLimits:
         now = time.monotonic()
         if hit and now - hit[0] < self._ttl:
             return hit[1]
+        if hit:
+            # One request re-reads; the others go on with what it replaces until it has. Without
+            # this, every request in flight when the entry expired took a connection of its own
+            # (measured: a pool past its size, connections opened and closed every 2 s).
+            with self._lock:
+                if self._cache.get(tenant) is hit:
+                    self._cache[tenant] = (now, hit[1])
+                else:
+                    return self.of(tenant)
         with self._engine.connect() as conn:
             row = conn.execute(select(tenant_limits).where(
                 tenant_limits.c.tenant == tenant)).mappings().first()
