@@ -8,8 +8,10 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 import uuid
 from contextvars import ContextVar
+from types import TracebackType
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -57,6 +59,10 @@ def configure(level: str, fmt: str, stream: object = None) -> None:
     else:
         handler.setFormatter(_Text("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     logging.captureWarnings(True)  # warnings become log lines in the same format
+    # An exception nothing caught (a background thread's, or the process's own at exit) is a
+    # line in the same format too, not a bare traceback among JSON lines.
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
@@ -64,3 +70,20 @@ def configure(level: str, fmt: str, stream: object = None) -> None:
     # every few seconds, a webhook attempt): predq logs what matters about jobs itself.
     for noisy in ("urllib3", "kombu", "amqp", "celery.app.trace", "celery.worker.strategy"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def _log_uncaught(kind: type[BaseException], value: BaseException,
+                  tb: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, tb)
+        return
+    logging.getLogger("predq").critical("uncaught exception", exc_info=(kind, value, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("predq").error("uncaught exception in thread %s", name,
+                                     exc_info=(args.exc_type, args.exc_value,
+                                               args.exc_traceback))  # type: ignore[arg-type]

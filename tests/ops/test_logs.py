@@ -63,8 +63,12 @@ def _json_lines(path: Path) -> list[dict[str, Any]]:
     lines = [line for line in path.read_text().splitlines()
              if line.strip() and line != CELERY_SHUTDOWN_NOTICE]
     parsed = []
-    for line in lines:
-        value = json.loads(line)  # raises on a line that is not JSON
+    for number, line in enumerate(lines):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            raise AssertionError(f"{path.name}: not JSON:\n" +
+                                 "\n".join(lines[number:number + 40])) from None
         assert isinstance(value, dict), line
         parsed.append(value)
     return parsed
