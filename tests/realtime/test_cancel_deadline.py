@@ -20,7 +20,7 @@ def test_cancel_wins_over_a_worker_already_holding_the_message(
     s = stack()
     s.start_worker()
     tenant = s.tenant()
-    sleepers = occupy(s, tenant, 2500)
+    sleepers = occupy(s, tenant, 6000)  # long enough for a loaded machine
     held = tenant.submit("iris", [SETOSA])
     later = tenant.submit("iris", [SETOSA])
     until(lambda: s.redis_queue_length("predict.normal") == 0,
