@@ -30,7 +30,7 @@ lint: install ## ruff, mypy and the import contracts (pyproject.toml: tool.impor
 	$(VENV)/bin/mypy service workers bench
 	$(VENV)/bin/lint-imports
 
-bench: install ## Benchmark predq against a hand-written Celery service (QUICK=1: under 2 minutes)
+bench: install ## Benchmark predq against a hand-written Celery service (QUICK=1: under 3 minutes)
 	$(PY) -m bench $(if $(QUICK),--quick)
 
 chaos: install ## Kill workers, Redis and PostgreSQL under load; fail on any lost job (QUICK=1: one cycle)

@@ -130,7 +130,7 @@ def measure_ceiling(
     Returns {"cpu_count", "blas", "batch_sizes", "models": {name: {"n_features", "single_process":
     {batch: {rows_s, us_per_call, rows_s_median}}, "all_cores": {batch: rows_s}}}}.
     """
-    budget_s, repeats = (0.25, 2) if quick else (1.0, 3)
+    budget_s, repeats = (0.15, 2) if quick else (1.0, 3)
     max_rows = 100_000 if quick else 400_000
     procs = os.cpu_count() or 1
     rng = np.random.default_rng(0)

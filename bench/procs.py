@@ -236,7 +236,7 @@ class ProcSet:
             stop(p)
 
 
-def wait_quiet(max_busy_pct: float = 15.0, timeout_s: float = 60.0, window_s: float = 2.0) -> float:
+def wait_quiet(max_busy_pct: float = 15.0, timeout_s: float = 60.0, window_s: float = 1.0) -> float:
     """Wait (bounded) until machine-wide CPU use over window_s is below max_busy_pct.
 
     Returns the last measured %.
