@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, or_, select, update
 
 from service.core.messaging import PREDICT_QUEUES
 from service.core.states import JobStatus
@@ -310,20 +310,42 @@ def result_chunks(engine: Any, job_id: str, stored: str | None
 
 
 def stream_results(engine: Any, job_id: str) -> Iterator[dict[str, Any]]:
-    """`results` on a connection of its own: for a response body written after the view."""
-    with engine.connect() as conn:
+    """`results` on a connection of its own: for a response body written after the view.
+    Autocommit: no transaction stays open while a slow client reads the body."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         yield from results(conn, job_id)
 
 
+#: Chunk results read per statement when a result is streamed: a round trip per chunk held a
+#: 10M-row download to ~50 MB/s; a page's results are in memory at once (~1.5 MB for 16
+#: chunks of 10,000 rows with two class probabilities).
+RESULT_PAGE = 16
+
+
 def results(conn: Connection, job_id: str) -> Iterator[dict[str, Any]]:
-    """Each chunk's result in input order, one chunk in memory at a time."""
-    seqs = conn.execute(select(job_chunks.c.seq).where(job_chunks.c.job_id == job_id,
-                                                       job_chunks.c.n_rows > 0)
-                        .order_by(job_chunks.c.seq)).scalars().all()
-    for seq in seqs:
-        data = conn.execute(select(job_chunks.c.result).where(
-            job_chunks.c.job_id == job_id, job_chunks.c.seq == seq)).scalar_one()
-        yield payloads.decode_result(data)
+    """Each chunk's result in input order, a page of chunks in memory at a time."""
+    after = -1
+    query = select(job_chunks.c.seq, job_chunks.c.result).where(
+        job_chunks.c.job_id == job_id, job_chunks.c.n_rows > 0,
+        job_chunks.c.seq > bindparam("after")).order_by(job_chunks.c.seq).limit(RESULT_PAGE)
+    while True:
+        page = _fetch_binary(conn, query, {"after": after})
+        for seq, data in page:
+            after = seq
+            yield payloads.decode_result(data)
+        if len(page) < RESULT_PAGE:
+            return
+
+
+def _fetch_binary(conn: Connection, query: Any, params: dict[str, Any]) -> list[Any]:
+    """The rows of `query`; on PostgreSQL in the binary protocol, where a bytea column arrives
+    as its bytes instead of hex text to decode (a fifth of a result download's CPU)."""
+    if conn.dialect.name != "postgresql":
+        return list(conn.execute(query, params).all())
+    compiled = query.compile(dialect=conn.dialect)
+    with conn.connection.driver_connection.cursor(binary=True) as cursor:  # type: ignore[union-attr]
+        cursor.execute(str(compiled), compiled.construct_params(params))
+        return cursor.fetchall()
 
 
 def next_unsent(conn: Connection, job_id: str, count: int) -> list[int]:

@@ -81,8 +81,10 @@ job_chunks = Table(
     Column("job_id", String(36), primary_key=True),
     Column("seq", Integer, primary_key=True),  # 0, 1, ... in input order
     Column("n_rows", Integer, nullable=False),
-    Column("inputs", LargeBinary, nullable=True),  # zlib of float64 rows; None once finished
-    Column("result", LargeBinary, nullable=True),  # zlib of the JSON result of these rows
+    # service.jobs.payloads: raw float64 rows (None once finished, or by reference) and the
+    # result's .npy arrays; stored uncompressed by PostgreSQL (migration 0012)
+    Column("inputs", LargeBinary, nullable=True),
+    Column("result", LargeBinary, nullable=True),
     Column("status", String(12), nullable=False),  # pending | running | done
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("published_at", DateTime(timezone=True), nullable=True),
@@ -232,7 +234,33 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_recycle", 1800)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    event.listen(engine, "connect", _postgresql_session, insert=True)
+    return engine
+
+
+#: Each PostgreSQL session's settings, so that a client host that vanishes mid-transaction (its
+#: link cut, its machine gone: no FIN, no RST) cannot hold its locks for the two hours of the
+#: kernel's default keepalive. Seen in `make cluster`: an API host killed inside a group INSERT
+#: kept its Idempotency-Key's row locked, and the client's retry of that key on the other API
+#: host waited on it, and with it every job that host committed after. Keepalives end such a
+#: session about 11 s after the host's last packet; a process frozen inside a transaction
+#: (SIGSTOP, a hung VM) is ended after a minute without a statement. predq holds no
+#: transaction open while it waits on anything but the database (result downloads read each
+#: chunk outside one).
+SESSION_SETTINGS = {
+    "tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2", "tcp_keepalives_count": "3",
+    "idle_in_transaction_session_timeout": "60s",
+}
+
+
+def _postgresql_session(dbapi_connection: Any, _record: Any) -> None:
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True
+    with dbapi_connection.cursor() as cursor:
+        for name, value in SESSION_SETTINGS.items():
+            cursor.execute(f"SET {name} = '{value}'")
+    dbapi_connection.autocommit = autocommit
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
