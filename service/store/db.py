@@ -244,13 +244,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 #: kernel's default keepalive. Seen in `make cluster`: an API host killed inside a group INSERT
 #: kept its Idempotency-Key's row locked, and the client's retry of that key on the other API
 #: host waited on it, and with it every job that host committed after. Keepalives end such a
-#: session about 11 s after the host's last packet; a process frozen inside a transaction
-#: (SIGSTOP, a hung VM) is ended after a minute without a statement. predq holds no
+#: session about 11 s after the host's last packet, and the user timeout 20 s after it when
+#: its last answer was never acknowledged (the host died first: TCP then retransmits for 15
+#: minutes and keepalives never start). A process frozen inside a transaction (SIGSTOP, a
+#: hung VM) is ended after a minute without a statement. predq holds no
 #: transaction open while it waits on anything but the database (result downloads read each
 #: chunk outside one).
 SESSION_SETTINGS = {
     "tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2", "tcp_keepalives_count": "3",
-    "idle_in_transaction_session_timeout": "60s",
+    "tcp_user_timeout": "20s", "idle_in_transaction_session_timeout": "60s",
 }
 
 
