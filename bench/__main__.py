@@ -181,7 +181,9 @@ def table(results: dict[str, Any]) -> str:
         lines += ["", "bulk jobs (20 features, chunks of 10,000 rows; first byte sent, or the "
                       "submit by reference, to job final):"]
         lines += [f"  {k:<16} {r['rows']:>9,} rows {r['seconds']:>6.1f} s {r['rows_s']:>10,} "
-                  f"rows/s  result .npy {r['result_download_s']:.1f} s, peak rss api/worker "
+                  f"rows/s  result .npy {r['result_download_s']:.1f} s"
+                  + (f" ({r['download_mb_s']:,} MB/s)" if "download_mb_s" in r else "")
+                  + ", peak rss api/worker "
                   f"{r['peak_rss_mb_api']:.0f}/{r['peak_rss_mb_worker']:.0f} MB"
                   + (f", {r['vs_ceiling']:.2f} of the ceiling {r['ceiling_rows_s']:,}/s"
                      if "vs_ceiling" in r else "") for k, r in bulk]

@@ -100,6 +100,7 @@ class _Run:
                               headers={**self.auth, "Accept": NPY})
         fetched = time.monotonic()
         predictions = np.load(io.BytesIO(result.content)) if result.ok else np.empty(0)
+        download_s = max(1e-9, fetched - done)
         return {
             "rows": n, "status": job["status"],
             "complete": job["status"] == "succeeded" and len(predictions) == n,
@@ -109,6 +110,8 @@ class _Run:
             "upload_rows_s": round(n / max(1e-9, submitted - started)),
             "total_s": round(done - started, 2),  # the key's name before `seconds`
             "result_download_s": round(fetched - done, 2),
+            "result_mb": round(len(result.content) / 2**20, 1),
+            "download_mb_s": round(len(result.content) / 2**20 / download_s),
             "cpu_s": round(self.sampler.cpu_seconds() - cpu_before, 2),
             "peak_rss_mb_api": self.sampler.peak_rss_mb("api"),
             "peak_rss_mb_worker": self.sampler.peak_rss_mb("worker"),
@@ -116,9 +119,11 @@ class _Run:
 
 
 def _stack(model: str, root: str, plan: list[tuple[str, str]], paths: dict[str, str], n: int,
-           ceiling_of: Any = None, ref_chunk: int = REF_CHUNK_ROWS) -> dict[str, dict[str, Any]]:
+           ceiling_of: Any = None, ref_chunk: int = REF_CHUNK_ROWS,
+           large: tuple[str, str, int] | None = None) -> dict[str, dict[str, Any]]:
     """Run each (key, body) of `plan` on one stack; with `ceiling_of` (the model), each run
-    is compared with the model's own predict on all cores at its chunk size."""
+    is compared with the model's own predict on all cores at its chunk size. `large` (key,
+    .npy path, rows): one more upload, last, for the memory bounds of a very large job."""
     env = {"PREDQ_MAX_DEPTH_BULK": "10000000", "PREDQ_DATA_ROOT": root,
            "PREDQ_BULK_CHUNK_ROWS": str(CHUNK_ROWS),
            "PREDQ_BULK_REF_CHUNK_ROWS": str(ref_chunk)}
@@ -142,7 +147,23 @@ def _stack(model: str, root: str, plan: list[tuple[str, str]], paths: dict[str, 
                 ceiling = (before + all_cores_at(ceiling_of, chunk, N_FEATURES)) / 2
                 out[name].update(chunk_rows=chunk, ceiling_rows_s=round(ceiling),
                                  vs_ceiling=round(out[name]["rows_s"] / ceiling, 3))
+        if large is not None:
+            name, path, rows = large
+            out[name] = run.upload(path, NPY, rows)
     return out
+
+
+def _write_large(directory: str, n: int) -> str:
+    """n rows of .npy written a million at a time (10M rows are 1.6 GB)."""
+    path = os.path.join(directory, f"rows-{n}.npy")
+    out = np.lib.format.open_memmap(path, mode="w+", dtype="<f8", shape=(n, N_FEATURES))
+    rng = np.random.default_rng(10)
+    for start in range(0, n, 1_000_000):
+        stop = min(n, start + 1_000_000)
+        out[start:stop] = rng.standard_normal((stop - start, N_FEATURES)).round(5)
+    out.flush()
+    del out
+    return path
 
 
 def bench_bulk(quick: bool) -> dict[str, Any]:
@@ -153,10 +174,14 @@ def bench_bulk(quick: bool) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="predq-bulk-") as root:
         paths = _write_inputs(root, n_lr, [CSV, PARQUET, ARROW])
+        # Full run: a 10M-row upload, for the API's and the worker's memory bounds and the
+        # result's download speed at a size where anything held whole would show.
+        large = None if quick else ("bulk_lr_npy_10m", _write_large(root, 10_000_000),
+                                    10_000_000)
         results.update(_stack("lr", root, [
             ("bulk_lr_npy_ref", "ref"), ("bulk_lr_npy", NPY), ("bulk_lr_csv", CSV),
             ("bulk_lr_parquet", PARQUET), ("bulk_lr_arrow", ARROW)], paths, n_lr,
-            ref_chunk=ref_chunk))
+            ref_chunk=ref_chunk, large=large))
         rf_paths = paths if n_rf == n_lr else _write_inputs(root, n_rf, [])
         results.update(_stack("rf", root, [("bulk_rf_npy_ref", "ref"), ("bulk_rf_npy", NPY)],
                               rf_paths, n_rf, make_models()["rf"], ref_chunk))
