@@ -150,8 +150,7 @@ class Submitter:
                 if held is not None:
                     with self.engine.begin() as conn:
                         sends = uploads.add(conn, job_id, req, n_chunks - 1, held, window)
-                    publish_or_defer(self.publish, CHUNK_TASK, req.queue,
-                                     [chunks.chunk_id(job_id, seq) for seq in sends])
+                    self._send_chunks(req.queue, job_id, sends)
                 held = matrix
                 n_chunks += 1
                 n_rows += len(matrix)
@@ -170,8 +169,7 @@ class Submitter:
         if first is None:
             return self._after_race(req, fingerprint())
         metrics.jobs_committed([_Counted(req.tenant, req.model.name, req.model.id, n_rows)])
-        publish_or_defer(self.publish, CHUNK_TASK, req.queue,
-                         [chunks.chunk_id(job_id, seq) for seq in first])
+        self._send_chunks(req.queue, job_id, first)
         _log_accepted(req, job_id, n_rows, False)
         return Accepted(job_id, JobStatus.QUEUED, req.model.name, req.model.version)
 
@@ -196,10 +194,16 @@ class Submitter:
         if not inserted:
             return self._after_race(req, fingerprint)
         metrics.jobs_committed([_Counted(req.tenant, req.model.name, req.model.id, ref.n_rows)])
-        publish_or_defer(self.publish, CHUNK_TASK, req.queue,
-                         [chunks.chunk_id(job_id, seq) for seq in first])
+        self._send_chunks(req.queue, job_id, first)
         _log_accepted(req, job_id, ref.n_rows, False)
         return Accepted(job_id, JobStatus.QUEUED, req.model.name, req.model.version)
+
+    def _send_chunks(self, queue: str, job_id: str, seqs: list[int]) -> None:
+        """One message per chunk, so that the window's chunks go to different pool processes
+        (a message naming several runs them one after another in one process, while the
+        others wait: the start of every job by reference did so)."""
+        for seq in seqs:
+            publish_or_defer(self.publish, CHUNK_TASK, queue, [chunks.chunk_id(job_id, seq)])
 
     def _replay(self, req: JobRequest, fingerprint: Callable[[], str]) -> Accepted | None:
         if req.key is None:
