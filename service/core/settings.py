@@ -79,8 +79,11 @@ class Settings:
     #: Most jobs the API commits in one transaction and publishes in one message.
     submit_group_max: int = 256
     #: Seconds the API's committer waits for more jobs when the last group had company (never
-    #: for a lone request): larger groups cost less per job.
-    submit_linger: float = 0.003
+    #: for a lone request): larger groups cost less per job, each job waits longer. 0 (the
+    #: default): a group is what arrived while the last one committed. Measured under gevent,
+    #: against 0.003: +10 % jobs/s at saturation, -2.5 ms submit p50 at 500 jobs/s, +20 % CPU
+    #: per job at that rate (smaller groups).
+    submit_linger: float = 0.0
     #: Celery messages a worker buffers before it runs a micro-batch.
     batch_flush_every: int = 64
     #: Seconds a worker waits for more messages before it runs a partial micro-batch.
