@@ -9,12 +9,13 @@ from pathlib import Path
 
 import joblib
 import pytest
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, delete, func, select
 
 from service.core.settings import Settings
 from service.models.registry import ModelInfo, add_model
 from service.store.db import jobs as jobs_table
 from service.store.db import models as models_table
+from service.store.db import webhook_events as webhook_events_table
 from tests.faults.conftest import Stack
 from tests.faults.crashing import MARKER, CrashOnMarker
 
@@ -54,9 +55,15 @@ def test_jobs_accepted_while_redis_was_down_or_lost_in_a_restart_run_once_it_is_
         assert job["status"] == "succeeded" and job["attempts"] == 1
     assert tenant.get(f"/v1/jobs/{queued[0]}/result").json()["predictions"] == ["setosa"]
     assert tenant.get(f"/v1/jobs/{ids[-1]}/result").json()["predictions"] == ["virginica"]
-    assert s.reconcile() == {"failed": 0, "expired": 0, "promoted": 0, "republished": 0,
-                             "webhooks": 0, "chunks": 0, "deleted": 0,
-                             "abandoned_chunks": 0}
+    # Nothing of these jobs is sent again. (The session's database is shared with the tests
+    # run before this one in the process: a webhook retry one of them left may fall due now,
+    # so the sweep's other counts are not this test's to assert.)
+    again = s.reconcile()
+    assert {k: again[k] for k in ("failed", "expired", "promoted", "republished")} == {
+        "failed": 0, "expired": 0, "promoted": 0, "republished": 0}
+    with s.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(webhook_events_table).where(
+            webhook_events_table.c.job_id.in_(ids))).scalar_one() == 0
 
 
 def test_a_worker_keeps_batching_after_redis_restarts_under_it(
