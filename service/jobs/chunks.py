@@ -322,18 +322,19 @@ def stream_results(engine: Any, job_id: str) -> Iterator[dict[str, Any]]:
 RESULT_PAGE = 16
 
 
-def results(conn: Connection, job_id: str) -> Iterator[dict[str, Any]]:
-    """Each chunk's result in input order, a page of chunks in memory at a time."""
+def results(conn: Connection, job_id: str, page: int = RESULT_PAGE
+            ) -> Iterator[dict[str, Any]]:
+    """Each chunk's result in input order, `page` chunks read (and in memory) at a time."""
     after = -1
     query = select(job_chunks.c.seq, job_chunks.c.result).where(
         job_chunks.c.job_id == job_id, job_chunks.c.n_rows > 0,
-        job_chunks.c.seq > bindparam("after")).order_by(job_chunks.c.seq).limit(RESULT_PAGE)
+        job_chunks.c.seq > bindparam("after")).order_by(job_chunks.c.seq).limit(page)
     while True:
-        page = conn.execute(query, {"after": after}).all()
-        for seq, data in page:
+        rows = conn.execute(query, {"after": after}).all()
+        for seq, data in rows:
             after = seq
             yield payloads.decode_result(data)
-        if len(page) < RESULT_PAGE:
+        if len(rows) < page:
             return
 
 

@@ -42,7 +42,7 @@ def _preview(conn: Connection, job_id: str, stored: str | None, labels: list[Any
              n_rows: int) -> dict[str, Any]:
     """The first rows only: a bulk job's first chunk is read, never the whole result."""
     first = json.loads(stored) if stored is not None else \
-        payloads.as_lists(next(chunks.results(conn, job_id), {}))
+        payloads.as_lists(next(chunks.results(conn, job_id, page=1), {}))
     probabilities = first.get("probabilities")
     return {
         "rows": n_rows,
