@@ -23,7 +23,8 @@ class LoadResult:
 
     latencies_ms: list[float] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
-    statuses: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[str] = field(default_factory=Counter)  # HTTP status codes
+    without_id: int = 0  # 2xx answers with no job id (a synchronous predict's, say)
     started: float = 0.0  # time.time() at start
     finished: float = 0.0  # time.time() at end
     sent_at: list[float] = field(default_factory=list)  # time.time() when each request was sent
@@ -37,7 +38,7 @@ class LoadResult:
             try:
                 job_id = str(json.loads(body)["id"])
             except (ValueError, KeyError, TypeError):
-                self.statuses["no_id"] += 1
+                self.without_id += 1
         self.latencies_ms.append(latency_s * 1000.0)
         self.ids.append(job_id)
         self.sent_at.append(sent_wall)

@@ -57,7 +57,8 @@ def test_hosts_talk_over_the_bridge_and_faults_drop_packets_and_close_removes_ev
         net.cut("srv")
         assert not _reaches(net, "cli", a, 7000)
         net.restore("srv")
-        assert _reaches(net, "cli", a, 7000)
+        # A restored link may drop the first probe's SYN (seen once in CI): a few tries.
+        assert any(_reaches(net, "cli", a, 7000) for _ in range(5))
         assert listening.pid in net.pids("srv")
     finally:
         net.close()

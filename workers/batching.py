@@ -58,13 +58,22 @@ class Runner:
         self._infos: dict[int, registry.ModelInfo] = {}
         self._events: list[str] = []  # webhook events committed, not yet published
 
+    def adopt(self, other: Runner) -> None:
+        """Start with the models and metadata `other` loaded (the main process's runner, before
+        the fork)."""
+        self.models.adopt(other.models)
+        self._infos.update(other._infos)
+
     def preload(self, limit: int) -> int:
-        """Load the `limit` most recently registered model versions; return how many loaded."""
+        """Load the `limit` most recently registered model versions not loaded yet; return
+        how many it loaded."""
         with self.engine.connect() as conn:
             infos = sorted(registry.list_models(conn), key=lambda info: info.id)[-limit:]
         loaded = 0
         for info in infos:
             self._infos[info.id] = info
+            if info.id in self.models:
+                continue
             try:
                 self.models.get(info)
                 loaded += 1
@@ -119,10 +128,13 @@ class Runner:
 
     def _claim(self, ids: list[str]) -> tuple[list[Claimed], list[str]]:
         with self.engine.begin() as conn:
-            expired = jobs.expire(conn, ids)  # past their deadline: never run
+            claimed = jobs.claim(conn, ids, self.lease_seconds)
+            # The claim takes no job past its deadline: those of the rest never run. (Usually
+            # every id is claimed, and this costs nothing.)
+            taken = {job.id for job in claimed}
+            expired = jobs.expire(conn, [i for i in ids if i not in taken])
             events = webhook_events.record(conn, expired, self.webhook_max_inline)
             ended = jobs.labels_of(conn, expired)
-            claimed = jobs.claim(conn, ids, self.lease_seconds)
         self._events += events  # committed
         metrics.jobs_ended(ended)
         return claimed, expired

@@ -106,6 +106,17 @@ class ModelCache:
         self._models: OrderedDict[int, Any] = OrderedDict()
         self._lock = threading.Lock()
 
+    def adopt(self, other: ModelCache) -> None:
+        """Take the models `other` holds (a cache filled by the main process before the pool
+        forked: a pool process starts with them, their memory shared until written)."""
+        with self._lock:
+            self._models.update(other._models)
+            self._evict()
+
+    def __contains__(self, model_id: object) -> bool:
+        with self._lock:
+            return model_id in self._models
+
     def get(self, info: ModelInfo) -> Any:
         with self._lock:
             if info.id in self._models:
@@ -114,9 +125,13 @@ class ModelCache:
         model = load_verified(info, self._read)
         with self._lock:
             self._models[info.id] = model
-            while len(self._models) > self._size:
-                self._models.popitem(last=False)
+            self._evict()
         return model
+
+    def _evict(self) -> None:
+        """Drop the least recently used models past the size (the lock held)."""
+        while len(self._models) > self._size:
+            self._models.popitem(last=False)
 
 
 def predict(model: Any, info: ModelInfo, rows: np.ndarray) -> dict[str, np.ndarray]:

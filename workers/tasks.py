@@ -66,11 +66,13 @@ def runner(settings: Settings, publish: Publisher | None = None,
         engine = make_engine(settings.database_url, **small)
         announcer = redis.Redis.from_url(settings.redis_url, socket_timeout=2,
                                          socket_connect_timeout=2)
-        _runner = (os.getpid(), Runner(engine, settings.model_cache_size,
-                                       settings.lease_seconds, settings.max_attempts, announcer,
-                                       publish, settings.webhook_max_inline_bytes,
-                                       tally(announcer), model_dir=settings.model_dir,
-                                       data_root=settings.data_root))
+        made = Runner(engine, settings.model_cache_size, settings.lease_seconds,
+                      settings.max_attempts, announcer, publish,
+                      settings.webhook_max_inline_bytes, tally(announcer),
+                      model_dir=settings.model_dir, data_root=settings.data_root)
+        if _runner is not None:  # the main process's, from before the fork (preload_main)
+            made.adopt(_runner[1])
+        _runner = (os.getpid(), made)
     if publish is not None:  # the warm-up made it before the app's publisher was at hand
         _runner[1].publish = publish
     return _runner[1]
@@ -87,10 +89,33 @@ def submitter(settings: Settings, publish: Publisher) -> Submitter:
     return _submitter[1]
 
 
-def warm_up(settings: Settings) -> None:
-    """Load the latest models in a fresh pool process, so the first job does not pay for it."""
+def preload_main(sender: Any, **_: Any) -> None:
+    """At worker_init, in a prediction worker's main process, before the pool forks: load the
+    latest models once. Every pool process starts with them (their memory shared until
+    written), and the worker says it is ready only once they are loaded: its first job does
+    not wait for a pool process to load them. No connection crosses the fork."""
+    settings: Settings = sender.app.conf.predq_settings
+    if not set(sender.app.amqp.queues.consume_from) & set(PREDICT_QUEUES):
+        return  # a deliverer or a maintenance worker predicts nothing
+    main = runner(settings)
     try:
-        runner(settings).preload(settings.model_cache_size)
+        loaded = main.preload(settings.model_cache_size)
+        log.info("preloaded %d model versions before starting the pool", loaded)
+    except Exception:  # noqa: BLE001 - a cold start is slower, not broken
+        log.exception("model preload failed; models will load on first use")
+    finally:
+        main.engine.dispose()
+        if main.announcer is not None:
+            main.announcer.close()
+
+
+def warm_up(settings: Settings) -> None:
+    """In a fresh pool process: load the latest models the main process did not (all of them
+    if its preload failed), so the first job does not pay for it."""
+    try:
+        loaded = runner(settings).preload(settings.model_cache_size)
+        log.info("pool process %d: %d model versions loaded here, the rest from the main "
+                 "process", os.getpid(), loaded)
     except Exception:  # noqa: BLE001 - a cold start is slower, not broken
         log.exception("model preload failed; models will load on first use")
 
@@ -218,6 +243,7 @@ def register(app: Celery) -> None:
     signals.setup_logging.connect(
         lambda **_: logs.configure(settings.log_level, settings.log_format), weak=False)
     signals.worker_init.connect(identify, weak=False)
+    signals.worker_init.connect(preload_main, weak=False)  # after identify: the tally's name
     signals.worker_process_init.connect(lambda **_: warm_up(settings), weak=False)
     signals.worker_ready.connect(lambda **_: start_heartbeat(settings), weak=False)
     signals.worker_process_shutdown.connect(lambda pid, **_: metrics.process_exited(pid),

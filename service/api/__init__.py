@@ -79,7 +79,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None) -> Flask:
     default_limits = Limits(settings.rate_limit_rps, settings.rate_limit_rows_per_minute)
     quotas = Quotas(settings.redis_url, TenantLimits(reads, default_limits))
     rate_hooks.register(app, quotas)
-    submitter = make_submitter(settings, reads, client, publish, committer, quotas)
+    submitter = make_submitter(settings, engine, client, publish, committer, quotas)
     app.extensions["predq"] = Services(
         settings, engine, reads, submitter, ModelLookup(reads),
         KeyLookup(reads, client, settings.key_epoch_check_interval), client, submitter.gauge,

@@ -173,7 +173,7 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
 def _model_arg() -> str | None:
     raw = request.args.get("model")
     if raw is not None and not (0 < len(raw) <= 100 and "\x00" not in raw):
-        raise InvalidInput("model", "a model's name, 1 to 100 characters")
+        raise InvalidInput("model", "a model's name, 1 to 100 characters without NUL")
     return raw
 
 

@@ -14,8 +14,9 @@ from service.api.schemas import Delivery, EventType, Job, JobStatus, Priority, S
 class JobListQuery(Strict):
     limit: int = Field(50, ge=1, le=500, description="most jobs to list")
     status: JobStatus | None = Field(None, description="only jobs in this status")
-    model: str | None = Field(None, min_length=1, max_length=100,
-                              description="only jobs of the model of this name (any version)")
+    model: str | None = Field(None, min_length=1, max_length=100, pattern="^[^\x00]*$",
+                              description="only jobs of the model of this name (any version); "
+                                          "no NUL character (no name holds one)")
     priority: Priority | None = Field(None, description="only jobs in this priority's queue")
     id: str | None = Field(None, pattern=r"^[0-9a-fA-F-]{1,36}$",
                            description="only jobs whose id starts with this (case ignored)")

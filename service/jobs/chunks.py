@@ -72,8 +72,16 @@ def add_ref_chunks(conn: Connection, job_id: str, ranges: Sequence[tuple[int, in
         for seq, (rows, start, stop) in enumerate(ranges)])
 
 
-def discard(conn: Connection, job_id: str) -> None:
-    conn.execute(delete(job_chunks).where(job_chunks.c.job_id == job_id))
+def discard(conn: Connection, job_ids: Sequence[str]) -> int:
+    """Delete these jobs' chunks; return how many."""
+    # Lock the chunks in (job, seq) order before deleting them: a worker finishing chunk k
+    # stamps the next unsent chunks (after k) in the same transaction, so a DELETE that took
+    # the rows in the table's order could hold a later chunk while waiting for chunk k, and
+    # deadlock with it (seen on PostgreSQL: the refused upload then answered 503, not 400).
+    owned = job_chunks.c.job_id.in_(list(job_ids))
+    conn.execute(select(job_chunks.c.seq).where(owned)
+                 .order_by(job_chunks.c.job_id, job_chunks.c.seq).with_for_update()).all()
+    return int(conn.execute(delete(job_chunks).where(owned)).rowcount)
 
 
 def mark_published(conn: Connection, job_id: str, seqs: Sequence[int]) -> None:

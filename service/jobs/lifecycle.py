@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Update, and_, bindparam, func, or_, select, update
 
 from service.core.errors import Conflict, JobNotFinished, JobNotFound
 from service.core.messaging import NORMAL
@@ -23,7 +23,7 @@ from service.core.times import utcnow
 from service.jobs import idempotency
 from service.jobs.idempotency import Claim
 from service.models.registry import ModelInfo
-from service.store.db import jobs, models
+from service.store.db import insert_many, jobs, models, over_rows
 
 
 @dataclass(frozen=True)
@@ -156,10 +156,25 @@ def insert_jobs(conn: Connection, new_jobs: Sequence[NewJob]) -> list[str]:
     if any(job.retention is not None for job in new_jobs):  # rare: keep the common INSERT short
         for row, job in zip(rows, new_jobs, strict=True):
             row["retention"] = job.retention
-    # RETURNING makes SQLAlchemy send one multi-row INSERT ("insertmanyvalues") instead of one
-    # statement per row.
-    conn.execute(insert(jobs).returning(jobs.c.id), rows).all()
+    insert_many(conn, jobs, rows)
     return [job.id for job in new_jobs]
+
+
+# The statements a worker runs for every batch are built once, with bind parameters: building
+# one costs more client CPU than running it (measured on PostgreSQL: the claim of one job
+# 336 µs built per call, 93 µs prebuilt), and at a few jobs per batch that was half the
+# worker's CPU per job.
+_CLAIM = (
+    update(jobs)
+    .where(jobs.c.id.in_(bindparam("ids", expanding=True)),
+           jobs.c.status == JobStatus.QUEUED.value,
+           jobs.c.n_chunks.is_(None),  # a bulk job runs chunk by chunk (chunks.py)
+           or_(jobs.c.deadline.is_(None), jobs.c.deadline > bindparam("now")))
+    .values(status=JobStatus.RUNNING.value, started_at=bindparam("now"),
+            lease_until=bindparam("lease"), attempts=jobs.c.attempts + 1)
+    .returning(jobs.c.id, jobs.c.model_id, jobs.c.inputs, jobs.c.n_rows, jobs.c.attempts,
+               jobs.c.queue, jobs.c.tenant, jobs.c.created_at, jobs.c.request_id)
+)
 
 
 def claim(conn: Connection, job_ids: Iterable[str], lease_seconds: float) -> list[Claimed]:
@@ -170,25 +185,19 @@ def claim(conn: Connection, job_ids: Iterable[str], lease_seconds: float) -> lis
     if not ids:
         return []
     now = utcnow()
-    stmt = (
-        update(jobs)
-        .where(jobs.c.id.in_(ids), jobs.c.status == JobStatus.QUEUED.value,
-               jobs.c.n_chunks.is_(None),  # a bulk job runs chunk by chunk (chunks.py)
-               or_(jobs.c.deadline.is_(None), jobs.c.deadline > now))
-        .values(
-            status=JobStatus.RUNNING.value,
-            started_at=now,
-            lease_until=now + timedelta(seconds=lease_seconds),
-            attempts=jobs.c.attempts + 1,
-        )
-        .returning(jobs.c.id, jobs.c.model_id, jobs.c.inputs, jobs.c.n_rows, jobs.c.attempts,
-                   jobs.c.queue, jobs.c.tenant, jobs.c.created_at, jobs.c.request_id)
-    )
+    params = {"ids": ids, "now": now, "lease": now + timedelta(seconds=lease_seconds)}
     return [
         Claimed(row.id, row.model_id, decode_inputs(row.inputs, row.n_rows), row.attempts,
                 row.queue, row.tenant, row.created_at, row.request_id)
-        for row in conn.execute(stmt)
+        for row in conn.execute(_CLAIM, params)
     ]
+
+
+_OVERDUE = and_(jobs.c.status == JobStatus.QUEUED.value, jobs.c.deadline <= bindparam("now"))
+_EXPIRED = {"status": JobStatus.EXPIRED.value, "finished_at": bindparam("now"),
+            "error": "expired: not started before its deadline"}
+_EXPIRE_IDS = (update(jobs).where(_OVERDUE, jobs.c.id.in_(bindparam("ids", expanding=True)))
+               .values(**_EXPIRED).returning(jobs.c.id))
 
 
 def expire(conn: Connection, job_ids: Iterable[str] | None = None, limit: int = 10_000,
@@ -196,20 +205,14 @@ def expire(conn: Connection, job_ids: Iterable[str] | None = None, limit: int = 
     """Mark queued jobs whose deadline passed `expired` (they never run); only `job_ids` if
     given, else any (the reconciler's sweep). Return the ids expired."""
     now = utcnow()
-    overdue = and_(jobs.c.status == JobStatus.QUEUED.value, jobs.c.deadline <= now)
     if job_ids is not None:
         ids = list(job_ids)
         if not ids:
             return []
-        where = and_(overdue, jobs.c.id.in_(ids))
-    else:
-        due = select(jobs.c.id).where(overdue).limit(limit)
-        where = and_(overdue, jobs.c.id.in_(due.scalar_subquery()))
-    stmt = (update(jobs).where(where)
-            .values(status=JobStatus.EXPIRED.value, finished_at=now,
-                    error="expired: not started before its deadline")
-            .returning(jobs.c.id))
-    return list(conn.execute(stmt).scalars())
+        return list(conn.execute(_EXPIRE_IDS, {"ids": ids, "now": now}).scalars())
+    due = select(jobs.c.id).where(_OVERDUE).limit(limit)
+    stmt = update(jobs).where(_OVERDUE, jobs.c.id.in_(due.scalar_subquery()))
+    return list(conn.execute(stmt.values(**_EXPIRED).returning(jobs.c.id), {"now": now}).scalars())
 
 
 def cancel(conn: Connection, tenant: str, job_id: str) -> None:
@@ -235,39 +238,30 @@ def cancel(conn: Connection, tenant: str, job_id: str) -> None:
 
 
 def finish(conn: Connection, outcomes: Sequence[Outcome]) -> int:
-    """Write results and errors of running jobs in one statement each; return rows changed.
+    """Write results and errors of running jobs in one statement; return rows changed.
     Fenced: a job is written only while the claim that computed it (its attempt) holds it, so
     a worker that wakes after its lease expired and another worker took the job writes
     nothing; nor does one whose job was cancelled meanwhile."""
-    now = utcnow()
-    done = [
-        {"b_id": o.id, "b_attempt": o.attempt, "b_result": json.dumps(o.result),
-         "b_status": JobStatus.SUCCEEDED.value}
+    rows = [
+        {"id": o.id, "attempts": o.attempt,
+         "status": (JobStatus.SUCCEEDED if o.error is None else JobStatus.FAILED).value,
+         "result": json.dumps(o.result) if o.error is None else None, "error": o.error}
         for o in outcomes
-        if o.error is None
     ]
-    failed = [
-        {"b_id": o.id, "b_attempt": o.attempt, "b_error": o.error,
-         "b_status": JobStatus.FAILED.value}
-        for o in outcomes
-        if o.error is not None
-    ]
-    changed = 0
-    condition = and_(jobs.c.id == bindparam("b_id"), jobs.c.status == JobStatus.RUNNING.value,
-                     jobs.c.attempts == bindparam("b_attempt"))
-    if done:
-        stmt = update(jobs).where(condition).values(
-            status=bindparam("b_status"), result=bindparam("b_result"), finished_at=now,
-            lease_until=None,
-        )
-        changed += conn.execute(stmt, done).rowcount
-    if failed:
-        stmt = update(jobs).where(condition).values(
-            status=bindparam("b_status"), error=bindparam("b_error"), finished_at=now,
-            lease_until=None,
-        )
-        changed += conn.execute(stmt, failed).rowcount
-    return changed
+    if not rows:
+        return 0
+    stmt, params = over_rows(conn, jobs, rows, _finish_from, now=utcnow())
+    return int(conn.execute(stmt, params).rowcount)
+
+
+def _finish_from(src: Any) -> Update:
+    # PostgreSQL: one UPDATE ... FROM unnest(...) for the batch (`over_rows`).
+    return update(jobs).where(
+        jobs.c.id == src.id, jobs.c.status == JobStatus.RUNNING.value,
+        jobs.c.attempts == src.attempts,
+    ).values(status=src.status, result=func.coalesce(src.result, jobs.c.result),
+             error=func.coalesce(src.error, jobs.c.error), finished_at=bindparam("now"),
+             lease_until=None)
 
 
 def renew_leases(conn: Connection, held: Sequence[tuple[str, int]], lease_seconds: float

@@ -38,6 +38,7 @@ from service.jobs.chunks import Reference
 from service.jobs.committer import GroupCommitter
 from service.jobs.lifecycle import JobRequest, KeyTaken, NewJob
 from service.ops import heartbeats, metrics
+from service.store.db import reader
 from service.tenants.limits import Limits, Quotas, TenantLimits
 
 log = logging.getLogger(__name__)
@@ -71,12 +72,16 @@ class _Counted:
 
 
 class Submitter:
-    """Submits jobs for one process: its engine, committer, queue gauge and quotas."""
+    """Submits jobs for one process: its engine, committer, queue gauge and quotas. `engine`
+    runs transactions (an upload's last chunk commits with the end of the upload: a worker
+    that saw the chunk alone would finish the job's rows while it still reads as uploading,
+    and the job would never end); its single-statement reads go through `reader(engine)`."""
 
     def __init__(self, engine: Engine, gauge: QueueGauge, quotas: RowQuota,
                  publish: Publisher | None, committer: GroupCommitter | None = None,
                  cache_client: redis.Redis | None = None, bulk_window: int = 4) -> None:
         self.engine = engine
+        self.reads = reader(engine)
         self.gauge = gauge
         self.quotas = quotas
         self.publish = publish
@@ -208,7 +213,7 @@ class Submitter:
     def _replay(self, req: JobRequest, fingerprint: Callable[[], str]) -> Accepted | None:
         if req.key is None:
             return None
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             found = idempotency.find(conn, req.tenant, req.key)
         if found is None:
             return None
@@ -216,7 +221,7 @@ class Submitter:
                         replayed=True)
 
     def _after_race(self, req: JobRequest, fingerprint: str) -> Accepted:
-        with self.engine.connect() as conn:
+        with self.reads.connect() as conn:
             job_id = idempotency.after_race(conn, req.tenant, req.key or "", fingerprint)
         return Accepted(job_id, JobStatus.QUEUED, replayed=True)
 
@@ -225,11 +230,13 @@ def make_submitter(settings: Settings, engine: Engine, client: redis.Redis,
                    publish: Publisher | None, committer: GroupCommitter | None = None,
                    quotas: Quotas | None = None) -> Submitter:
     """A Submitter with the settings' queue limits and tenant quotas (the API builds its quotas
-    first: its request-rate hook shares them)."""
+    first: its request-rate hook shares them). `engine` must run transactions (not the
+    autocommit `reader`)."""
+    reads = reader(engine)
     if quotas is None:
         default = Limits(settings.rate_limit_rps, settings.rate_limit_rows_per_minute)
-        quotas = Quotas(settings.redis_url, TenantLimits(engine, default))
-    gauge = QueueGauge(engine, client, settings.queue_limits(), settings.tenant_queue_share,
+        quotas = Quotas(settings.redis_url, TenantLimits(reads, default))
+    gauge = QueueGauge(reads, client, settings.queue_limits(), settings.tenant_queue_share,
                        settings.depth_refresh_interval)
     return Submitter(engine, gauge, quotas, publish, committer, client, settings.bulk_window)
 

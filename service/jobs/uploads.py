@@ -65,7 +65,7 @@ def refill(conn: Connection, job_id: str, window: int) -> list[int]:
 
 def discard(conn: Connection, job_id: str) -> None:
     """Forget an upload that failed: its chunks, and its job row if it is still uploading."""
-    chunks.discard(conn, job_id)
+    chunks.discard(conn, [job_id])
     conn.execute(delete(jobs).where(jobs.c.id == job_id, jobs.c.uploading.is_(True)))
 
 
@@ -79,6 +79,6 @@ def delete_abandoned(conn: Connection, older_than: datetime) -> int:
     ).scalars())
     if not stale:
         return 0
-    gone = conn.execute(delete(job_chunks).where(job_chunks.c.job_id.in_(stale))).rowcount
+    gone = chunks.discard(conn, stale)
     conn.execute(delete(jobs).where(jobs.c.id.in_(stale), jobs.c.uploading.is_(True)))
-    return int(gone)
+    return gone

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 
 from service.core.errors import JobNotFound
 from service.core.states import FINAL_STATES
@@ -54,6 +54,19 @@ class Attempt:
         return self.status_code == 410
 
 
+# Run after every batch a worker finishes (and usually finding nothing): built once.
+_WANTING_EVENTS = (
+    select(jobs.c.id, jobs.c.tenant, jobs.c.status, jobs.c.webhook_url, jobs.c.result,
+           jobs.c.error, jobs.c.n_rows, jobs.c.finished_at, models.c.name, models.c.version)
+    .join(models, models.c.id == jobs.c.model_id)
+    .where(jobs.c.id.in_(bindparam("ids", expanding=True)),
+           jobs.c.status.in_([s.value for s in FINAL_STATES]),
+           or_(jobs.c.webhook_url.is_not(None), jobs.c.tenant.in_(
+               select(webhook_endpoints.c.tenant).where(webhook_endpoints.c.url.is_not(None),
+                                                        webhook_endpoints.c.disabled_at.is_(None)))))
+)
+
+
 def record(conn: Connection, job_ids: Iterable[str], max_inline: int) -> list[str]:
     """Write the events of jobs that just reached a final state, in the caller's transaction;
     return their ids to publish after the commit. Jobs that already have their events (a
@@ -61,15 +74,7 @@ def record(conn: Connection, job_ids: Iterable[str], max_inline: int) -> list[st
     ids = list(dict.fromkeys(job_ids))
     if not ids:
         return []
-    has_endpoints = select(webhook_endpoints.c.tenant).where(
-        webhook_endpoints.c.url.is_not(None), webhook_endpoints.c.disabled_at.is_(None))
-    rows = conn.execute(
-        select(jobs.c.id, jobs.c.tenant, jobs.c.status, jobs.c.webhook_url, jobs.c.result,
-               jobs.c.error, jobs.c.n_rows, jobs.c.finished_at, models.c.name, models.c.version)
-        .join(models, models.c.id == jobs.c.model_id)
-        .where(jobs.c.id.in_(ids), jobs.c.status.in_([s.value for s in FINAL_STATES]),
-               or_(jobs.c.webhook_url.is_not(None), jobs.c.tenant.in_(has_endpoints)))
-    ).all()
+    rows = conn.execute(_WANTING_EVENTS, {"ids": ids}).all()
     if not rows:
         return []
     known = set(conn.execute(select(webhook_events.c.job_id, webhook_events.c.endpoint_id)

@@ -21,7 +21,7 @@ from service.core.settings import Settings
 from service.models.registry import ModelInfo
 from service.tenants import limits
 from service.tenants.keys import SCOPES
-from tests.support.browser import Console, artifact, chromium
+from tests.support.browser import artifact, chromium, watched_page
 from tests.support.processes import WorkerProcess
 from tests.support.tenants import Tenant, make_tenant
 
@@ -280,9 +280,7 @@ def browser() -> Iterator[Any]:
 def test_docs_renders_every_operation_and_tries_one_with_the_key(
     browser: Any, document: dict[str, Any], tenant: Tenant, api_url: str,
 ) -> None:
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    console = Console(page)
-    try:
+    with watched_page(browser) as (page, console):
         page.goto(f"{api_url}/docs")
         page.wait_for_selector(".opblock")
         assert page.locator(".opblock").count() == sum(1 for _ in operations(document))
@@ -304,5 +302,3 @@ def test_docs_renders_every_operation_and_tries_one_with_the_key(
         assert "iris" in models.locator(".live-responses-table").inner_text()
         page.screenshot(path=str(artifact("docs.png")), full_page=False)
         assert console.errors == []
-    finally:
-        page.close()

@@ -27,12 +27,6 @@ def server(settings: Settings, engine: Engine) -> Iterator[LiveServer]:
     live.stop()
 
 
-@pytest.fixture
-def client(engine: Engine, server: LiveServer, models: dict[str, ModelInfo]
-           ) -> Iterator[Tenant]:
-    yield from make_tenant(engine, server.url)
-
-
 def iris_rows(n: int, seed: int = 7) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return np.round(rng.uniform([4, 2, 1, 0.1], [8, 4.5, 7, 2.5], size=(n, 4)), 2)

@@ -32,12 +32,6 @@ def server(settings: Settings, engine: Engine) -> Iterator[LiveServer]:
 
 
 @pytest.fixture
-def client(engine: Engine, server: LiveServer, models: dict[str, ModelInfo]
-           ) -> Iterator[Tenant]:
-    yield from make_tenant(engine, server.url)
-
-
-@pytest.fixture
 def root(settings: Settings) -> Iterator[Path]:
     """A directory of this test's own under the data root; removed afterwards."""
     here = Path(settings.data_root) / uuid.uuid4().hex

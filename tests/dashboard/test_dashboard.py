@@ -25,7 +25,7 @@ from service.models.registry import ModelInfo
 from service.ops import heartbeats
 from service.store.db import webhook_attempts, webhook_events
 from service.tenants import keys
-from tests.support.browser import Console, artifact, chromium
+from tests.support.browser import artifact, chromium, watched_page
 from tests.support.processes import WorkerProcess
 from tests.support.tenants import Tenant, make_tenant
 
@@ -134,6 +134,10 @@ def test_jobs_are_filtered_by_model_priority_and_the_start_of_their_id(
     assert listed(f"id={iris_fast.upper()}") == [iris_fast]  # as pasted from anywhere
     assert iris_fast in listed(f"id={iris_fast[:6]}")
     assert listed(f"id={iris_fast[:8]}&model=fragile") == []
+    assert listed("model=%E2%9C%93%13") == []  # any name the schema admits answers
+    refused = tenant.get("/v1/jobs?model=iris%00")  # the one character it does not (documented)
+    assert refused.status_code == 400 and refused.json()["error"]["field"] == "model"
+    assert "NUL" in refused.json()["error"]["message"]
 
 
 def test_stats_count_rows_beside_jobs(worker: WorkerProcess, tenant: Tenant) -> None:
@@ -404,9 +408,7 @@ def test_dashboard_shows_a_job_submitted_during_the_test(
             "endpoint_id": "we_test", "url": url, "type": "job.succeeded", "payload": "{}",
             "status": "dead", "attempts": 8, "next_attempt_at": utcnow(),
             "created_at": utcnow(), "last_error": "answered 500 Internal Server Error"})
-    page = browser.new_page(viewport={"width": 1280, "height": 720})
-    console = Console(page)
-    try:
+    with watched_page(browser, 1280, 720) as (page, console):
         page.goto(f"{api_url}/#key={tenant.key}")
         page.wait_for_selector("#board", state="visible")
         page.wait_for_selector("#jobs td.empty")  # the first refresh ran: no jobs yet
@@ -429,16 +431,12 @@ def test_dashboard_shows_a_job_submitted_during_the_test(
 
         page.screenshot(path=str(artifact("dashboard.png")), full_page=True)
         assert console.errors == []
-    finally:
-        page.close()
 
 
 def test_dashboard_asks_again_for_a_refused_key(
     browser: Any, tenant: Tenant, api_url: str
 ) -> None:
-    page = browser.new_page()
-    console = Console(page)
-    try:
+    with watched_page(browser, 1280, 720) as (page, console):
         page.goto(f"{api_url}/#key=pq_not_a_key")
         page.wait_for_selector("#login-message.error", state="visible")
         assert page.is_hidden("#board")
@@ -448,8 +446,6 @@ def test_dashboard_asks_again_for_a_refused_key(
         page.wait_for_selector("#models td:text-is('iris')")
         # Chromium logs the 401 itself; the page threw nothing.
         assert [e for e in console.errors if "401" not in e] == []
-    finally:
-        page.close()
 
 
 def _open(page: Any, api_url: str, key: str) -> None:
@@ -463,9 +459,7 @@ def test_the_job_page_of_a_finished_and_of_a_failed_job(
     ok = tenant.submit("iris", [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]] * 6)
     bad = tenant.submit("fragile", [[5.1, -3.5, 1.4, 0.2]])
     assert tenant.wait(ok)["status"] == "succeeded" and tenant.wait(bad)["status"] == "failed"
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    console = Console(page)
-    try:
+    with watched_page(browser) as (page, console):
         _open(page, api_url, tenant.key)
         # A failed job's bar is red and empty, never a full green bar.
         bar = page.locator(f'#jobs tr[data-job-id="{bad}"] .bar')
@@ -492,8 +486,6 @@ def test_the_job_page_of_a_finished_and_of_a_failed_job(
         page.click("text=← all jobs")
         page.wait_for_selector("#board", state="visible")
         assert console.errors == []
-    finally:
-        page.close()
 
 
 def test_cancel_on_the_job_page_cancels_the_job_and_needs_the_submit_scope(
@@ -502,9 +494,7 @@ def test_cancel_on_the_job_page_cancels_the_job_and_needs_the_submit_scope(
     job_id = _queued_job(engine, tenant, models)
     with engine.begin() as conn:
         reader_key = keys.create_key(conn, tenant.name, ("read",))
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    console = Console(page)
-    try:
+    with watched_page(browser) as (page, console):
         _open(page, api_url, reader_key)
         page.goto(f"{api_url}/#/jobs/{job_id}")
         page.wait_for_selector('#job-page[data-status="queued"]')
@@ -520,61 +510,103 @@ def test_cancel_on_the_job_page_cancels_the_job_and_needs_the_submit_scope(
         assert tenant.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
         page.screenshot(path=str(artifact("job-cancelled.png")), full_page=True)
         assert console.errors == []
-    finally:
-        page.close()
+
+
+def _iris_and_a_bulk_fragile(tenant: Tenant) -> tuple[str, str]:
+    """Two finished jobs the board's filters tell apart (model and priority)."""
+    iris = tenant.submit("iris", ROW)
+    fragile = tenant.submit("fragile", ROW, priority="bulk")
+    for job_id in (iris, fragile):
+        assert tenant.wait(job_id)["status"] == "succeeded"
+    return iris, fragile
+
+
+def _listed(page: Any) -> list[str]:
+    """The job ids the board lists, top to bottom."""
+    return page.eval_on_selector_all("#jobs tbody tr[data-job-id]",
+                                     "rows => rows.map(r => r.dataset.jobId)")
 
 
 def test_the_board_lists_the_worker_and_filters_and_searches_jobs(
     browser: Any, worker: WorkerProcess, tenant: Tenant, api_url: str
 ) -> None:
-    iris = tenant.submit("iris", ROW)
-    fragile = tenant.submit("fragile", ROW, priority="bulk")
-    for job_id in (iris, fragile):
-        assert tenant.wait(job_id)["status"] == "succeeded"
+    iris, fragile = _iris_and_a_bulk_fragile(tenant)
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    console = Console(page)
 
-    def listed() -> list[str]:
-        return page.eval_on_selector_all("#jobs tbody tr[data-job-id]",
-                                         "rows => rows.map(r => r.dataset.jobId)")
-
-    try:
+    with watched_page(browser) as (page, console):
         _open(page, api_url, tenant.key)
         name = f"{socket.gethostname()}:{worker.proc.pid}"
         row = page.locator(f'#worker-list tr[data-worker="{name}"][data-stale="false"]')
         row.wait_for()
         assert "interactive" in row.inner_text() and "live" in row.inner_text()
         page.wait_for_selector(f'#jobs tr[data-job-id="{iris}"]')
-        assert listed() == [fragile, iris]
+        assert _listed(page) == [fragile, iris]
 
         page.wait_for_selector("#job-model option[value=fragile]", state="attached")
         page.select_option("#job-model", "fragile")
         # (Polled from here: the page's CSP refuses Playwright's string predicates, rightly.)
         rows = page.locator("#jobs tbody tr[data-job-id]")
         expect(rows).to_have_count(1)
-        assert listed() == [fragile] and "model=fragile" in page.url
+        assert _listed(page) == [fragile] and "model=fragile" in page.url
         page.select_option("#job-model", "")
         page.select_option("#job-priority", "normal")
         expect(page.locator(f'#jobs tr[data-job-id="{fragile}"]')).to_have_count(0)
-        assert listed() == [iris]
+        assert _listed(page) == [iris]
         page.select_option("#job-priority", "")
 
         page.fill("#job-search", fragile[:8])
         expect(page.locator(f'#jobs tr[data-job-id="{iris}"]')).to_have_count(0)
-        assert listed() == [fragile]
+        assert _listed(page) == [fragile]
         page.reload()  # the filters are in the address: a reload (or a shared link) keeps them
         page.wait_for_selector(f'#jobs tr[data-job-id="{fragile}"]')
-        assert listed() == [fragile] and page.input_value("#job-search") == fragile[:8]
+        assert _listed(page) == [fragile] and page.input_value("#job-search") == fragile[:8]
         page.screenshot(path=str(artifact("dashboard-search.png")), full_page=True)
 
         page.fill("#job-search", "not an id")  # refused here, not sent to get a 400
         page.wait_for_selector("#job-search-note:text('hex digits')")
-        assert listed() == []
+        assert _listed(page) == []
         assert console.errors == []
-    finally:
-        page.close()
+
+
+def test_an_answer_for_an_older_filter_does_not_overwrite_a_newer_one(
+    browser: Any, worker: WorkerProcess, tenant: Tenant, api_url: str
+) -> None:
+    iris, fragile = _iris_and_a_bulk_fragile(tenant)
+    from playwright.sync_api import expect
+
+    held: list[Any] = []
+
+    def hold_unfiltered(route: Any) -> None:
+        # The list without a priority filter is held back until the filtered one has been drawn.
+        if "priority=" in route.request.url:
+            route.continue_()
+        else:
+            held.append(route)
+
+    with watched_page(browser) as (page, console):
+        try:
+            _open(page, api_url, tenant.key)
+            page.wait_for_selector(f'#jobs tr[data-job-id="{fragile}"]')
+            page.route("**/v1/jobs?*", hold_unfiltered)
+            page.select_option("#job-status", "succeeded")  # round 1: held
+            deadline = time.monotonic() + 10
+            while not held:  # (the route's handler runs while Playwright is waited on)
+                assert time.monotonic() < deadline, "the page never asked for the list"
+                page.wait_for_timeout(50)
+            page.select_option("#job-priority", "normal")  # round 2: answered
+            expect(page.locator(f'#jobs tr[data-job-id="{fragile}"]')).to_have_count(0)
+            assert _listed(page) == [iris]
+            for route in held:  # round 1's answer arrives last ...
+                sent = route.request
+                with page.expect_response(lambda r, sent=sent: r.request == sent) as answer:
+                    route.continue_()
+                answer.value.finished()
+            page.evaluate("() => new Promise((done) => setTimeout(done, 300))")
+            assert _listed(page) == [iris]  # ... and is not drawn over round 2's
+            assert console.errors == []
+        finally:
+            page.unroute("**/v1/jobs?*")
 
 
 def test_the_latency_axis_names_the_values_its_lines_stand_for(
@@ -591,9 +623,7 @@ def test_the_latency_axis_names_the_values_its_lines_stand_for(
             "endpoint_id": "we_test", "url": url, "type": "job.succeeded", "payload": "{}",
             "status": "dead", "attempts": 8, "next_attempt_at": utcnow(), "created_at": utcnow(),
             "last_error": "could-not-connect-" * 12})
-    page = browser.new_page(viewport={"width": 1000, "height": 900})
-    console = Console(page)
-    try:
+    with watched_page(browser, 1000, 900) as (page, console):
         _open(page, api_url, tenant.key)
         page.wait_for_selector("#latency circle.dot99")
         p99 = max(m["p99_ms"] or 0 for m in tenant.get("/v1/stats").json()["minutes"])
@@ -628,5 +658,3 @@ def test_the_latency_axis_names_the_values_its_lines_stand_for(
                                      "s => s.scrollWidth <= s.clientWidth")
         page.screenshot(path=str(artifact("dashboard-narrow.png")), full_page=True)
         assert console.errors == []
-    finally:
-        page.close()

@@ -141,7 +141,7 @@ def test_the_chunks_of_an_upload_whose_api_was_killed_are_removed_and_counted(
             job_chunks.c.job_id == killed)).scalar_one() == 0
     with s.engine.begin() as conn:
         uploads.discard(conn, young)
-        chunks.discard(conn, orphan)
+        chunks.discard(conn, [orphan])
     assert young not in uploading(s)
 
 

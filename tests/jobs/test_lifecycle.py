@@ -254,3 +254,61 @@ def test_a_claim_that_lost_its_job_writes_nothing(engine: Engine, job_id: str) -
                                           result={"predictions": ["setosa"]})]) == 1
         assert jobs.finish(conn, [Outcome(job_id, first.attempts, result={"x": 1})]) == 0
     assert _row(engine, job_id)["result"] == '{"predictions": ["setosa"]}'
+
+
+def test_a_group_insert_keeps_every_field_of_every_job(
+        engine: Engine, models: dict[str, ModelInfo]) -> None:
+    """One statement for the group (arrays per column on PostgreSQL): each job's own values,
+    NULLs and a cached result included, land in its own row."""
+    deadline = times.utcnow() + timedelta(minutes=5)
+    group = [
+        NewJob(TENANT, models["iris"].id, np.array([[5.1, 3.5, 1.4, 0.2]]),
+               deadline=deadline, webhook_url="https://example.com/hook", request_id="r-1"),
+        NewJob(TENANT, models["iris"].id, np.array([[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0]]),
+               retention=60),
+        NewJob(TENANT, models["iris"].id, np.array([[6.0, 2.2, 5.0, 1.5]]),
+               cached_result='{"predictions": ["virginica"]}'),
+    ]
+    group = [job.with_id() for job in group]
+    try:
+        with engine.begin() as conn:
+            assert jobs.insert_jobs(conn, group) == [job.id for job in group]
+        first, second, cached = (_row(engine, job.id) for job in group)
+        assert (first["status"], first["n_rows"], first["webhook_url"], first["request_id"],
+                first["retention"], first["from_cache"]) == (
+            "queued", 1, "https://example.com/hook", "r-1", None, False)
+        assert abs((times.as_utc(first["deadline"]) - deadline).total_seconds()) < 1e-3
+        assert jobs.decode_inputs(second["inputs"], 2).tolist() == group[1].inputs.tolist()
+        assert (second["deadline"], second["retention"], second["webhook_url"]) == (None, 60, None)
+        assert (cached["status"], cached["result"], cached["from_cache"]) == (
+            "succeeded", '{"predictions": ["virginica"]}', True)
+        assert cached["finished_at"] is not None and first["finished_at"] is None
+    finally:
+        with engine.begin() as conn:
+            conn.execute(delete(jobs_table).where(jobs_table.c.tenant == TENANT))
+
+
+def test_one_finish_writes_results_and_errors_and_skips_stale_claims(
+        engine: Engine, models: dict[str, ModelInfo]) -> None:
+    group = [NewJob(TENANT, models["iris"].id, np.array([[5.1, 3.5, 1.4, 0.2]])).with_id()
+             for _ in range(3)]
+    ok, bad, stale = (job.id for job in group)
+    try:
+        with engine.begin() as conn:
+            jobs.insert_jobs(conn, group)
+            assert len(jobs.claim(conn, [ok, bad, stale], LEASE)) == 3
+        with engine.begin() as conn:  # one batch: a result, an error, a claim that lost its job
+            assert jobs.finish(conn, [
+                Outcome(ok, 1, result={"predictions": ["setosa"]}),
+                Outcome(bad, 1, error="predict failed: bad input"),
+                Outcome(stale, 2, result={"predictions": ["never"]}),
+            ]) == 2
+        assert (_row(engine, ok)["status"], _row(engine, ok)["result"],
+                _row(engine, ok)["error"]) == ("succeeded", '{"predictions": ["setosa"]}', None)
+        assert (_row(engine, bad)["status"], _row(engine, bad)["result"],
+                _row(engine, bad)["error"]) == ("failed", None, "predict failed: bad input")
+        assert (_row(engine, stale)["status"], _row(engine, stale)["result"]) == ("running", None)
+        assert all(_row(engine, i)["lease_until"] is None for i in (ok, bad))
+    finally:
+        with engine.begin() as conn:
+            conn.execute(delete(jobs_table).where(jobs_table.c.tenant == TENANT))

@@ -25,7 +25,8 @@ def test_cached_single_row_skips_the_worker_and_a_new_version_misses(
     s = stack()
     s.start_worker()
     tenant = s.tenant()
-    first = tenant.post(f"/v1/models/{name}/predict", json={"inputs": [SETOSA]})
+    # (Longer than the default 5 s: a worker just started, on a machine the suite keeps busy.)
+    first = tenant.post(f"/v1/models/{name}/predict?timeout=30", json={"inputs": [SETOSA]})
     assert first.status_code == 200, first.text
     first_job = tenant.get(first.headers["Content-Location"].removesuffix("/result")).json()
     assert first_job["from_cache"] is False and first_job["attempts"] == 1
@@ -62,7 +63,7 @@ def test_models_without_a_ttl_are_never_cached(stack: Callable[..., Stack]) -> N
     s.start_worker()
     tenant = s.tenant()
     for _ in range(2):
-        response = tenant.post("/v1/models/iris/predict", json={"inputs": [SETOSA]})
-        assert response.status_code == 200
+        response = tenant.post("/v1/models/iris/predict?timeout=30", json={"inputs": [SETOSA]})
+        assert response.status_code == 200, response.text
         job = tenant.get(response.headers["Content-Location"].removesuffix("/result")).json()
         assert job["from_cache"] is False and job["attempts"] == 1

@@ -66,3 +66,14 @@ def artifact(name: str) -> Path:
     directory = Path(os.environ.get("PREDQ_TEST_ARTIFACTS", ROOT / "test-artifacts"))
     directory.mkdir(parents=True, exist_ok=True)
     return directory / name
+
+
+@contextmanager
+def watched_page(browser: Any, width: int = 1280, height: int = 900
+                 ) -> Iterator[tuple[Any, Console]]:
+    """A new page of `browser` at this viewport, with its Console; closed afterwards."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    try:
+        yield page, Console(page)
+    finally:
+        page.close()

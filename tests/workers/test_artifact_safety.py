@@ -124,6 +124,9 @@ def register(settings: Settings, engine: Engine) -> Iterator[Callable[..., Model
 
 
 def _stored_files(settings: Settings) -> set[str]:
+    """The model directory's files (none before the first model is registered)."""
+    if not os.path.isdir(settings.model_dir):
+        return set()
     return set(os.listdir(settings.model_dir))
 
 

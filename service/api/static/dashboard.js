@@ -498,14 +498,18 @@ async function act(action) {
 // --- the refresh loop ------------------------------------------------------------------------
 
 async function section(sectionId, load, render) {
+  const mine = generation;
   let body;
   try {
     body = await load();
   } catch (error) {
     if (error instanceof Unauthorized) throw error;
-    sectionError(sectionId, error); // the API or the network: shown, retried next round
+    if (mine === generation) sectionError(sectionId, error); // shown, retried next round
     return;
   }
+  // An answer that comes back after a newer round started (a filter changed meanwhile) is
+  // dropped: drawn, it would list the old filter's jobs under the new one.
+  if (mine !== generation) return;
   try {
     render(body);
     sectionError(sectionId, null);
