@@ -116,6 +116,7 @@ def test_predq_up_prints_a_curl_line_that_works_and_ctrl_c_stops_everything(
         up.wait(60)
         log.close()
     assert up.returncode == 0
+    assert "Traceback" not in (tmp_path / "up.log").read_text()  # every child stopped cleanly
     _, alive = psutil.wait_procs(descendants, timeout=30)
     assert alive == [], [p.cmdline() for p in alive]
     with pytest.raises(redis.ConnectionError):

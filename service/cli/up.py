@@ -84,9 +84,9 @@ def run_all(settings: Settings, embedded_redis: bool) -> int:
         key = dev_key(settings)
         env = {**os.environ, **settings.env(),
                **metricsdir.export(settings.metrics_dir, clean=True)}  # a fresh count
-        # Each child gets its own session: Ctrl-C reaches only us, and each child then gets one
-        # SIGTERM. (A gthread gunicorn worker that receives SIGINT and then its master's quit
-        # signal deadlocks inside ThreadPoolExecutor.shutdown and never exits.)
+        # Each child gets its own session: Ctrl-C reaches only us, and each child's main
+        # process then gets one SIGTERM. (A gthread gunicorn worker that receives SIGINT and
+        # then its master's quit signal deadlocks inside ThreadPoolExecutor.shutdown.)
         for args in (api_command(settings), worker_command(settings),
                      deliverer_command(settings), beat_command(settings)):
             children.append(
@@ -144,9 +144,15 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def stop_all(children: list[subprocess.Popen[bytes]], grace: float = 25) -> None:
-    """SIGTERM each child's process group once; SIGKILL the group of any still there after grace."""
+    """SIGTERM each child's main process once; SIGKILL the group of any still there after grace.
+
+    The main process only, as `docker stop` does: a worker's main process then runs Celery's
+    warm shutdown (the batch in hand commits, buffered messages go back) and stops its own pool,
+    and gunicorn's master its workers. A SIGTERM to the whole group would kill the pool
+    processes under a batch, and leave Celery's shutdown racing their deaths."""
     for child in children:
-        _signal_group(child, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + grace
     for child in children:
         with contextlib.suppress(subprocess.TimeoutExpired):

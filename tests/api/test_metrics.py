@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from service.cli import embedded
 from service.cli.processes import api_command, worker_command
+from service.cli.up import stop_all
 from service.core.settings import Settings
 from service.models.registry import ModelInfo, add_model
 from tests.faults.conftest import Stack, stack  # noqa: F401 - the fixture, shared
@@ -154,14 +155,7 @@ def multiprocess_stack(settings: Settings, tmp_path: Path) -> Iterator[tuple[str
             time.sleep(0.1)
         yield url, metrics_dir
     finally:
-        for proc in procs:
-            os.killpg(proc.pid, 15)
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                proc.wait()
+        stop_all(procs, grace=30)
         for log in logs.values():
             log.close()
         embedded.stop(redis_proc)

@@ -19,6 +19,7 @@ import redis
 from sqlalchemy import Engine, delete, func, select
 
 from service.bulk import schedules
+from service.cli.up import stop_all
 from service.core.broker import celery_publisher
 from service.core.settings import Settings
 from service.jobs.submit import make_submitter
@@ -192,9 +193,7 @@ def test_predq_beat_submits_a_due_schedule_once_even_with_two_beats(
         assert len(set(runs)) == len(runs) and minute - timedelta(minutes=2) <= max(
             r if r.tzinfo else r.replace(tzinfo=UTC) for r in runs) <= minute
     finally:
-        for beat in beats:
-            os.killpg(beat.pid, 15)
-            beat.wait(30)
+        stop_all(beats, grace=30)
 
 
 def test_a_schedule_reading_from_the_data_root_submits_by_reference(

@@ -7,6 +7,7 @@ import signal
 import time
 from collections.abc import Callable
 
+from service.cli.up import stop_all
 from tests.faults.conftest import Stack
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -65,3 +66,24 @@ def test_sigterm_lets_the_batch_in_hand_finish_before_the_worker_exits(
     assert job["status"] == "succeeded" and job["attempts"] == 1, job
     assert "Warm shutdown" in worker.output()
     print(f"drained in {drained:.1f} s with a 3 s batch in hand")  # docs/production.md
+
+
+def test_predq_up_stopping_a_worker_lets_its_batch_finish_and_logs_no_traceback(
+    stack: Callable[..., Stack],
+) -> None:
+    """`predq up`'s Ctrl-C (and the test harness) stop a worker with `stop_all`: SIGTERM to its
+    main process only, so Celery's warm shutdown stops the pool itself. A SIGTERM to the whole
+    process group killed the pool process under the batch (the job was left running, for a
+    lease to expire) and raced Celery's shutdown into a traceback on stderr."""
+    s = stack()
+    worker = s.start_worker()
+    tenant = s.tenant()
+    job_id = tenant.submit("sleepy", [[2000, 1]])  # 2 s of predict()
+    deadline = time.monotonic() + 30
+    while tenant.get(f"/v1/jobs/{job_id}").json()["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    stop_all([worker.proc])
+    job = tenant.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "succeeded" and job["attempts"] == 1, job
+    assert "Warm shutdown" in worker.output() and "Traceback" not in worker.output()

@@ -16,6 +16,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from service.api import create_app
 from service.cli.processes import DEFAULT_QUEUES, api_command, deliverer_command, worker_command
+from service.cli.up import stop_all
 from service.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -64,9 +65,7 @@ class ApiProcess:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-        self.proc.wait(30)
+        stop_all([self.proc], grace=30)
 
 
 def answers(url: str) -> bool:
@@ -103,11 +102,5 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
+        stop_all([self.proc], grace=20)
         self.log.close()
