@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
+
+import pytest
 
 from service.cli.up import stop_all
 from tests.faults.conftest import Stack
@@ -44,12 +47,24 @@ def test_sigterm_hands_back_buffered_messages_and_the_next_worker_runs_them(
         assert tenant.wait(job_id, timeout=60)["status"] == "succeeded"
 
 
+def _docker_stop(worker: subprocess.Popen[bytes]) -> None:
+    os.kill(worker.pid, signal.SIGTERM)  # the main process only
+    worker.wait(60)
+
+
+def _predq_up_stop(worker: subprocess.Popen[bytes]) -> None:
+    stop_all([worker])  # what `predq up` does to each child on Ctrl-C
+
+
+@pytest.mark.parametrize("stop", [_docker_stop, _predq_up_stop], ids=["docker-stop", "predq-up"])
 def test_sigterm_lets_the_batch_in_hand_finish_before_the_worker_exits(
-    stack: Callable[..., Stack],
+    stack: Callable[..., Stack], stop: Callable[[subprocess.Popen[bytes]], None],
 ) -> None:
-    """Draining a worker host: SIGTERM to the worker's main process (what `docker stop` or
-    systemd sends) lets the batch it is running commit, then the worker exits; the job is
-    not run again elsewhere."""
+    """Draining a worker host: SIGTERM to the worker's main process (what `docker stop`,
+    systemd with KillMode=mixed, and `predq up` on Ctrl-C send) lets the batch it is running
+    commit, then the worker exits; the job is not run again elsewhere. A SIGTERM to the whole
+    process group (`predq up` sent one before) killed the pool process under the batch, left
+    the job running for its lease to expire, and raced Celery's shutdown into a traceback."""
     s = stack()
     worker = s.start_worker()
     tenant = s.tenant()
@@ -59,31 +74,9 @@ def test_sigterm_lets_the_batch_in_hand_finish_before_the_worker_exits(
         assert time.monotonic() < deadline
         time.sleep(0.05)
     began = time.monotonic()
-    os.kill(worker.proc.pid, signal.SIGTERM)
-    worker.proc.wait(60)
+    stop(worker.proc)
     drained = time.monotonic() - began
     job = tenant.get(f"/v1/jobs/{job_id}").json()
     assert job["status"] == "succeeded" and job["attempts"] == 1, job
-    assert "Warm shutdown" in worker.output()
-    print(f"drained in {drained:.1f} s with a 3 s batch in hand")  # docs/production.md
-
-
-def test_predq_up_stopping_a_worker_lets_its_batch_finish_and_logs_no_traceback(
-    stack: Callable[..., Stack],
-) -> None:
-    """`predq up`'s Ctrl-C (and the test harness) stop a worker with `stop_all`: SIGTERM to its
-    main process only, so Celery's warm shutdown stops the pool itself. A SIGTERM to the whole
-    process group killed the pool process under the batch (the job was left running, for a
-    lease to expire) and raced Celery's shutdown into a traceback on stderr."""
-    s = stack()
-    worker = s.start_worker()
-    tenant = s.tenant()
-    job_id = tenant.submit("sleepy", [[2000, 1]])  # 2 s of predict()
-    deadline = time.monotonic() + 30
-    while tenant.get(f"/v1/jobs/{job_id}").json()["status"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    stop_all([worker.proc])
-    job = tenant.get(f"/v1/jobs/{job_id}").json()
-    assert job["status"] == "succeeded" and job["attempts"] == 1, job
     assert "Warm shutdown" in worker.output() and "Traceback" not in worker.output()
+    print(f"drained in {drained:.1f} s with a 3 s batch in hand")  # docs/production.md
