@@ -4,6 +4,11 @@ A chunk is claimed under a lease, predicted, and committed with a conditional UP
 claim, so a redelivered or reconciled message never writes a chunk twice; the job's
 `rows_done` grows by each chunk's rows in the same transaction, and the job succeeds in the
 statement that adds its last rows. A worker that dies loses only the chunk it held.
+
+On PostgreSQL, a transaction that takes several chunks of a job takes them in seq order
+(`_lock_in_order`), and the reconciler's sweep takes the rows of the jobs it fails before any
+chunk: the orders the API's uploads and the workers' finishes take them in, so these
+transactions queue one behind another and never deadlock (tests/jobs/test_chunk_locks.py).
 """
 
 from __future__ import annotations
@@ -15,7 +20,19 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from service.core.messaging import PREDICT_QUEUES
 from service.core.states import JobStatus
@@ -74,20 +91,32 @@ def add_ref_chunks(conn: Connection, job_id: str, ranges: Sequence[tuple[int, in
 
 def discard(conn: Connection, job_ids: Sequence[str]) -> int:
     """Delete these jobs' chunks; return how many."""
-    # Lock the chunks in (job, seq) order before deleting them: a worker finishing chunk k
-    # stamps the next unsent chunks (after k) in the same transaction, so a DELETE that took
-    # the rows in the table's order could hold a later chunk while waiting for chunk k, and
-    # deadlock with it (seen on PostgreSQL: the refused upload then answered 503, not 400).
     owned = job_chunks.c.job_id.in_(list(job_ids))
-    conn.execute(select(job_chunks.c.seq).where(owned)
-                 .order_by(job_chunks.c.job_id, job_chunks.c.seq).with_for_update()).all()
+    _lock_in_order(conn, owned)  # then the DELETE, whatever its plan, waits for none of them
     return int(conn.execute(delete(job_chunks).where(owned)).rowcount)
 
 
 def mark_published(conn: Connection, job_id: str, seqs: Sequence[int]) -> None:
-    conn.execute(update(job_chunks).where(job_chunks.c.job_id == job_id,
-                                          job_chunks.c.seq.in_(list(seqs)))
-                 .values(published_at=utcnow()))
+    """Stamp these chunks of the job sent."""
+    chosen = and_(job_chunks.c.job_id == job_id, job_chunks.c.seq.in_(list(seqs)))
+    _lock_in_order(conn, chosen)
+    _stamp(conn, chosen)
+
+
+def _stamp(conn: Connection, chosen: ColumnElement[bool]) -> None:
+    conn.execute(update(job_chunks).where(chosen).values(published_at=utcnow()))
+
+
+def _lock_in_order(conn: Connection, chosen: ColumnElement[bool]) -> None:
+    """Lock these chunks in (job, seq) order, as every transaction that takes several chunks
+    does. A worker finishing chunk k holds it while it stamps the next unsent chunks (after
+    k); an UPDATE or DELETE that locked rows as its plan read them (a small or fresh table's
+    plan reads them in the heap's order, where a chunk updated since it was written comes
+    last) could hold a later chunk while it waits for chunk k, and deadlock with the worker.
+    SQLite runs one writer at a time and has no row locks."""
+    if conn.dialect.name != "sqlite":
+        conn.execute(select(job_chunks.c.seq).where(chosen)
+                     .order_by(job_chunks.c.job_id, job_chunks.c.seq).with_for_update()).all()
 
 
 @dataclass(frozen=True)
@@ -243,14 +272,17 @@ def sweep(conn: Connection, cutoffs: Cutoffs, window: int, max_attempts: int, li
     lost messages, expired leases, and the next ones of each active job's window - and the
     bulk jobs failed because a chunk's worker died `max_attempts` times."""
     send, exhausted = _due(conn, cutoffs, window, max_attempts, limit)
+    # The failed jobs' rows first, then chunks: an upload or a worker takes a job's row, then
+    # its next chunks, so a sweep holding chunks while it waits for a job's row could deadlock.
+    failed = [job_id for job_id in dict.fromkeys(exhausted)
+              if fail(conn, job_id, exhausted_error(max_attempts))]
+    send = [s for s in send if s[0] not in failed]
     by_job: dict[str, list[int]] = {}
     for job_id, _queue, seq in send:
         by_job.setdefault(job_id, []).append(seq)
     for job_id, seqs in by_job.items():
         mark_published(conn, job_id, seqs)
-    failed = [job_id for job_id in dict.fromkeys(exhausted)
-              if fail(conn, job_id, exhausted_error(max_attempts))]
-    return [s for s in send if s[0] not in failed], failed
+    return send, failed
 
 
 def delete_abandoned(conn: Connection, older_than: datetime) -> int:
@@ -349,13 +381,13 @@ def results(conn: Connection, job_id: str, page: int = RESULT_PAGE
 def next_unsent(conn: Connection, job_id: str, count: int) -> list[int]:
     """Stamp the next `count` never-sent chunks of the job published and return their seqs:
     a bulk job keeps only a window of chunk messages in the broker at a time."""
-    seqs = list(conn.execute(
+    seqs = list(conn.execute(  # locked in seq order (see _lock_in_order) as they are read
         select(job_chunks.c.seq).where(job_chunks.c.job_id == job_id,
                                        job_chunks.c.status == PENDING,
                                        job_chunks.c.published_at.is_(None))
-        .order_by(job_chunks.c.seq).limit(count)).scalars())
+        .order_by(job_chunks.c.seq).limit(count).with_for_update()).scalars())
     if seqs:
-        mark_published(conn, job_id, seqs)
+        _stamp(conn, and_(job_chunks.c.job_id == job_id, job_chunks.c.seq.in_(seqs)))
     return seqs
 
 
