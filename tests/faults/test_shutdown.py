@@ -16,6 +16,15 @@ from tests.faults.conftest import Stack
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 
 
+def _docker_stop(worker: subprocess.Popen[bytes]) -> None:
+    os.kill(worker.pid, signal.SIGTERM)  # the main process only
+    worker.wait(60)
+
+
+def _predq_up_stop(worker: subprocess.Popen[bytes]) -> None:
+    stop_all([worker])  # what `predq up` does to each child on Ctrl-C
+
+
 def test_sigterm_hands_back_buffered_messages_and_the_next_worker_runs_them(
     stack: Callable[..., Stack],
 ) -> None:
@@ -35,8 +44,7 @@ def test_sigterm_hands_back_buffered_messages_and_the_next_worker_runs_them(
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert {tenant.get(f"/v1/jobs/{i}").json()["status"] for i in ids} == {"queued"}
-    os.kill(worker.proc.pid, signal.SIGTERM)  # warm shutdown, as `docker stop` asks for it
-    worker.proc.wait(60)
+    _docker_stop(worker.proc)  # warm shutdown
     assert "Warm shutdown" in worker.output()
     # The batches in hand finished; the buffered messages were not run, but handed back:
     assert [tenant.get(f"/v1/jobs/{i}").json()["status"] for i in busy + ids] == \
@@ -45,15 +53,6 @@ def test_sigterm_hands_back_buffered_messages_and_the_next_worker_runs_them(
     s.start_worker(batch_flush_interval=0.005)
     for job_id in ids:
         assert tenant.wait(job_id, timeout=60)["status"] == "succeeded"
-
-
-def _docker_stop(worker: subprocess.Popen[bytes]) -> None:
-    os.kill(worker.pid, signal.SIGTERM)  # the main process only
-    worker.wait(60)
-
-
-def _predq_up_stop(worker: subprocess.Popen[bytes]) -> None:
-    stop_all([worker])  # what `predq up` does to each child on Ctrl-C
 
 
 @pytest.mark.parametrize("stop", [_docker_stop, _predq_up_stop], ids=["docker-stop", "predq-up"])
