@@ -30,13 +30,13 @@ lint: install ## ruff, mypy and the import contracts (pyproject.toml: tool.impor
 	$(VENV)/bin/mypy service workers bench
 	$(VENV)/bin/lint-imports
 
-bench: install ## Benchmark predq against a hand-written Celery service (QUICK=1: under 3 minutes)
-	$(PY) -m bench $(if $(QUICK),--quick)
+bench: install ## Benchmark predq against a hand-written Celery service (QUICK=1: smaller; ONLY=mixed,fair: some scenarios)
+	$(PY) -m bench $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY))
 
 chaos: install ## Kill workers, Redis and PostgreSQL under load; fail on any lost job (QUICK=1: one cycle)
 	$(PY) -m tests.chaos $(if $(QUICK),--quick)
 
-cluster: install ## predq on 8 netns hosts behind HAProxy; cut links, partitions; fail on any lost job (root; QUICK=1: CI)
+cluster: install ## predq on 11 netns hosts (Sentinel, a PostgreSQL standby) behind HAProxy; cut links, partitions, both primaries die; fail on any lost job (root; QUICK=1: CI)
 	$(PY) -m tests.cluster $(if $(QUICK),--quick)
 
 soak: install ## Steady mixed load for MINUTES (20) at RATE req/s (100); fail on growth that does not level off

@@ -17,7 +17,7 @@ BATCH_SIZES: tuple[int, ...] = (1, 16, 256, 4096, 100_000)
 
 # Per-worker state for the all-cores pool (set by _pool_init, inherited by fork).
 _W_MODEL: Any = None
-_W_X: np.ndarray | None = None
+_W_X: Any = None  # np.ndarray, or a pandas DataFrame
 
 
 def blas_info() -> list[dict[str, Any]]:
@@ -32,7 +32,7 @@ def _features(model: Any, default: int) -> int:
 
 
 def _time_predict(
-    model: Any, x: np.ndarray, batch: int, budget_s: float, repeats: int
+    model: Any, x: Any, batch: int, budget_s: float, repeats: int
 ) -> dict[str, float]:
     """Best-of-`repeats` rows/s for predict() on `batch`-row slices.
 
@@ -63,7 +63,7 @@ def _time_predict(
     }
 
 
-def _pool_init(path: str, x: np.ndarray, barrier: Any) -> None:
+def _pool_init(path: str, x: Any, barrier: Any) -> None:
     """Pool initializer: single-thread BLAS, load the model, then wait until all procs are ready."""
     global _W_MODEL, _W_X
     threadpool_limits(1)
@@ -89,7 +89,7 @@ def _pool_predict(args: tuple[int, int]) -> int:
     return done
 
 
-def _all_cores(path: str, x: np.ndarray, plan: dict[int, int], procs: int) -> dict[str, float]:
+def _all_cores(path: str, x: Any, plan: dict[int, int], procs: int) -> dict[str, float]:
     """rows/s for each batch size using `procs` forked processes.
 
     plan maps batch -> rows per process.
@@ -109,8 +109,14 @@ def _all_cores(path: str, x: np.ndarray, plan: dict[int, int], procs: int) -> di
 def all_cores_at(model: Any, batch: int, n_features: int, seconds: float = 1.0) -> float:
     """rows/s of `model.predict` on `batch`-row slices in one process per core (one BLAS
     thread each): what a worker of as many pool processes could reach at that chunk size."""
-    procs = os.cpu_count() or 1
     x = np.random.default_rng(0).standard_normal((max(batch * 4, 100_000), n_features))
+    return all_cores_on(model, x, batch, seconds)
+
+
+def all_cores_on(model: Any, x: Any, batch: int, seconds: float = 1.0) -> float:
+    """all_cores_at on the rows of `x` (an array, or a DataFrame for a model fitted on one:
+    its slices are DataFrames of `batch` rows, as a user's own predict would be given)."""
+    procs = os.cpu_count() or 1
     with threadpool_limits(1):
         rate = _time_predict(model, x, batch, seconds / 2, 1)["rows_s"]
     calls = max(1, int(rate * seconds / batch))

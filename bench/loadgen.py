@@ -28,6 +28,7 @@ class LoadResult:
     started: float = 0.0  # time.time() at start
     finished: float = 0.0  # time.time() at end
     sent_at: list[float] = field(default_factory=list)  # time.time() when each request was sent
+    codes: list[int] = field(default_factory=list)  # the HTTP status of each response
     client_cpu_s: float = 0.0  # CPU seconds (user+sys) this process spent during the run
 
     def record(self, status: int, body: bytes, sent_wall: float, latency_s: float) -> None:
@@ -42,6 +43,7 @@ class LoadResult:
         self.latencies_ms.append(latency_s * 1000.0)
         self.ids.append(job_id)
         self.sent_at.append(sent_wall)
+        self.codes.append(status)
 
 
 def _head(method: str, url_path: str, host: str, port: int, headers: dict[str, str]) -> bytes:

@@ -27,6 +27,7 @@ N_FEATURES = 20
 CHUNK_ROWS = 10_000
 REF_CHUNK_ROWS = 100_000  # PREDQ_BULK_REF_CHUNK_ROWS: jobs by reference
 NPY, CSV = "application/x-npy", "text/csv"
+HOME = "bench"  # the directory of tenant `bench` (predq_stack's key) under the data root
 PARQUET, ARROW = "application/vnd.apache.parquet", "application/vnd.apache.arrow.stream"
 
 
@@ -55,13 +56,17 @@ def _write_inputs(directory: str, n: int, formats: list[str]) -> dict[str, str]:
     return paths
 
 
-class _Run:
+class BulkClient:
     """One stack's API: submit a job, wait for it, fetch its result."""
 
-    def __init__(self, port: int, key: str, sampler: TreeSampler) -> None:
+    def __init__(self, port: int, key: str, sampler: TreeSampler, accept: str = NPY,
+                 split_peak: bool = False) -> None:
         self.base = f"http://127.0.0.1:{port}"
         self.auth = {"Authorization": f"Bearer {key}"}
         self.sampler = sampler
+        self.accept = accept  # the result's format: .npy holds numeric predictions only
+        #: Also the API's peak until the job is final, without the result's download.
+        self.split_peak = split_peak
 
     def upload(self, path: str, mimetype: str, n: int) -> dict[str, Any]:
         def send() -> requests.Response:
@@ -96,14 +101,15 @@ class _Run:
                 break
             time.sleep(0.02)
         done = time.monotonic()
+        job_peak_api = self.sampler.peak_rss_mb("api")  # before the result is fetched
         result = requests.get(f"{self.base}/v1/jobs/{job_id}/result", timeout=600,
-                              headers={**self.auth, "Accept": NPY})
+                              headers={**self.auth, "Accept": self.accept})
         fetched = time.monotonic()
-        predictions = np.load(io.BytesIO(result.content)) if result.ok else np.empty(0)
+        predicted = _rows_in(result.content, self.accept) if result.ok else 0
         download_s = max(1e-9, fetched - done)
         return {
             "rows": n, "status": job["status"],
-            "complete": job["status"] == "succeeded" and len(predictions) == n,
+            "complete": job["status"] == "succeeded" and predicted == n,
             "seconds": round(done - started, 2),
             "rows_s": round(n / (done - started)),
             "upload_s": round(submitted - started, 2),
@@ -115,7 +121,17 @@ class _Run:
             "cpu_s": round(self.sampler.cpu_seconds() - cpu_before, 2),
             "peak_rss_mb_api": self.sampler.peak_rss_mb("api"),
             "peak_rss_mb_worker": self.sampler.peak_rss_mb("worker"),
+            **({"peak_rss_mb_api_until_final": job_peak_api} if self.split_peak else {}),
         }
+
+
+def _rows_in(body: bytes, accept: str) -> int:
+    """Rows of a result body: a .npy array's, or a Parquet table's."""
+    if accept == PARQUET:
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(io.BytesIO(body)).metadata.num_rows)
+    return len(np.load(io.BytesIO(body)))
 
 
 def _stack(model: str, root: str, plan: list[tuple[str, str]], paths: dict[str, str], n: int,
@@ -130,8 +146,9 @@ def _stack(model: str, root: str, plan: list[tuple[str, str]], paths: dict[str, 
     out: dict[str, dict[str, Any]] = {}
     with predq_stack(model, env) as (port, key, _engine, api, worker), \
             TreeSampler([api, worker]) as sampler:
-        run = _Run(port, key, sampler)
-        warm = os.path.join(root, f"warm-{model}.npy")  # each pool process loads the model
+        run = BulkClient(port, key, sampler)
+        home = os.path.join(root, HOME)  # a tenant names its files relative to its directory
+        warm = os.path.join(home, f"warm-{model}.npy")  # each pool process loads the model
         np.save(warm, np.load(paths[NPY], mmap_mode="r")[:4 * CHUNK_ROWS])
         run.by_reference(os.path.basename(warm), 4 * CHUNK_ROWS)
         for name, how in plan:
@@ -140,7 +157,7 @@ def _stack(model: str, root: str, plan: list[tuple[str, str]], paths: dict[str, 
             # moves both alike (measured with the stack idle, a second either side).
             before = all_cores_at(ceiling_of, chunk, N_FEATURES) if ceiling_of else 0.0
             if how == "ref":
-                out[name] = run.by_reference(os.path.relpath(paths[NPY], root), n)
+                out[name] = run.by_reference(os.path.relpath(paths[NPY], home), n)
             else:
                 out[name] = run.upload(paths[how], how, n)
             if ceiling_of is not None:
@@ -173,7 +190,9 @@ def bench_bulk(quick: bool) -> dict[str, Any]:
     ref_chunk = n_lr // 2 if quick else REF_CHUNK_ROWS  # quick: a chunk per pool process
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="predq-bulk-") as root:
-        paths = _write_inputs(root, n_lr, [CSV, PARQUET, ARROW])
+        home = os.path.join(root, HOME)  # inputs by reference: in the tenant's directory
+        os.mkdir(home)
+        paths = _write_inputs(home, n_lr, [CSV, PARQUET, ARROW])
         results.update(_stack("lr", root, [
             ("bulk_lr_npy_ref", "ref"), ("bulk_lr_npy", NPY), ("bulk_lr_csv", CSV),
             ("bulk_lr_parquet", PARQUET), ("bulk_lr_arrow", ARROW)], paths, n_lr,
@@ -183,9 +202,9 @@ def bench_bulk(quick: bool) -> dict[str, Any]:
             # download speed at a size where anything held whole would show. On a stack of
             # its own: after the Parquet and Arrow uploads the API process keeps the memory
             # they took (2026-12-07: 285 MB measured after them, 154 MB alone).
-            large = ("bulk_lr_npy_10m", _write_large(root, 10_000_000), 10_000_000)
+            large = ("bulk_lr_npy_10m", _write_large(home, 10_000_000), 10_000_000)
             results.update(_stack("lr", root, [], paths, n_lr, large=large))
-        rf_paths = paths if n_rf == n_lr else _write_inputs(root, n_rf, [])
+        rf_paths = paths if n_rf == n_lr else _write_inputs(home, n_rf, [])
         results.update(_stack("rf", root, [("bulk_rf_npy_ref", "ref"), ("bulk_rf_npy", NPY)],
                               rf_paths, n_rf, make_models()["rf"], ref_chunk))
     results["bulk"] = {"rows": n_lr, "chunk_rows": CHUNK_ROWS,

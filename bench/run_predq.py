@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, text
 
 from bench.loadgen import run_load
 from bench.measure import CpuMeter
-from bench.models import write_models
+from bench.models import example_of, write_models
 from bench.procs import ProcSet, TreeSampler, wait_http, wait_log, wait_quiet
 from bench.run_baseline import REPO, free_port, pct
 
@@ -30,7 +30,7 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 def fresh_database() -> str:
     """Drop and create the benchmark database; return its URL (migrated to head)."""
-    from service.store.migrate import upgrade
+    from migrations.runner import upgrade
 
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -42,15 +42,19 @@ def fresh_database() -> str:
     return url
 
 
-def setup(url: str, model_path: str, model_dir: str) -> str:
-    """Register the model as `bench` version 1 and return a new API key."""
+def setup(url: str, model_path: str, model_dir: str, others: dict[str, str] | None = None,
+          example: Any = None) -> str:
+    """Register the model as `bench` version 1 (with its input `example`, if any; and each of
+    `others`, name: path, under its name) and return a new API key of tenant `bench`."""
     from service.models.registry import add_model
     from service.store.db import make_engine
     from service.tenants.keys import create_key
 
     engine = make_engine(url)
     with engine.begin() as conn:
-        add_model(conn, model_dir, model_path, "bench", "1")
+        add_model(conn, model_dir, model_path, "bench", "1", example=example)
+        for name, path in (others or {}).items():
+            add_model(conn, model_dir, path, name, "1")
         key = create_key(conn, "bench")
     engine.dispose()
     return key
@@ -73,13 +77,17 @@ def wait_final(engine: Any, expected: int, timeout_s: float) -> int:
 
 
 @contextlib.contextmanager
-def predq_stack(model: str, extra_env: dict[str, str] | None = None,
-                ) -> Iterator[tuple[int, str, Any, Any, Any]]:
+def predq_stack(model: str, extra_env: dict[str, str] | None = None, beat: bool = False,
+                others: tuple[str, ...] = ()) -> Iterator[tuple[int, str, Any, Any, Any]]:
     """A fresh database, `bench` registered, gunicorn API and a worker: (port, key, engine,
-    api process, worker process)."""
+    api process, worker process). With `beat`, also the beat that runs the reconciler (and
+    its promotion of waiting jobs), as `predq up` does; `others`: more models of
+    bench.models registered under their own names before the worker preloads them."""
     with tempfile.TemporaryDirectory(prefix="predq-bench-") as tmp:
         url = fresh_database()
-        key = setup(url, write_models(tmp, [model])[model], os.path.join(tmp, "models"))
+        paths = write_models(tmp, [model, *others])
+        key = setup(url, paths[model], os.path.join(tmp, "models"),
+                    {name: paths[name] for name in others}, example_of(model))
         redis.Redis.from_url(REDIS_URL).flushdb()
         port = free_port()
         env = {
@@ -100,10 +108,19 @@ def predq_stack(model: str, extra_env: dict[str, str] | None = None,
             worker = ps.start(
                 "worker", [sys.executable, "-m", "service.cli", "worker"], env, cwd=REPO
             )
+            if beat:
+                ps.start("beat", [sys.executable, "-m", "service.cli", "beat"], env, cwd=REPO)
             wait_http("127.0.0.1", port, "/healthz", 30, [api, worker])
             wait_log(worker, "ready.", 60)
             yield port, key, engine, api, worker
         engine.dispose()
+
+
+def numeric_bodies(count: int, rows: int) -> list[bytes]:
+    """`count` JSON job bodies of `rows` rows of 20 numbers each."""
+    data = np.random.default_rng(1).standard_normal((count, rows, 20))
+    return [json.dumps({"model": "bench", "inputs": block.round(6).tolist()}).encode()
+            for block in data]
 
 
 def bench_predq(
@@ -115,18 +132,15 @@ def bench_predq(
     quiet_wait_s: float = 60.0,
     rate: float | None = None,
     extra_env: dict[str, str] | None = None,
+    make_bodies: Callable[[int, int], list[bytes]] = numeric_bodies,
 ) -> dict[str, Any]:
     """n jobs of `rows` rows each through HTTP with `concurrency` clients; returns the figures.
 
     `rate` (jobs/s) paces an open-loop load; without it every client sends as fast as it can.
+    `make_bodies(count, rows)` writes the job bodies (the model's rows), numbers by default.
     """
     with predq_stack(model, extra_env) as (port, key, engine, api, worker):
-        n_features = 20
-        data = np.random.default_rng(1).standard_normal((n + 50, rows, n_features))
-        bodies = [
-            json.dumps({"model": "bench", "inputs": block.round(6).tolist()}).encode()
-            for block in data
-        ]
+        bodies = make_bodies(n + 50, rows)
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
         warm = run_load(
             "/v1/jobs",

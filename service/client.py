@@ -109,6 +109,23 @@ class Client:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return _ok(self.http.post(f"{self.url}/v1/jobs/{job_id}/cancel", timeout=self.timeout))
 
+    def jobs(self, **filters: Any) -> dict[str, Any]:
+        """A page of the tenant's jobs: `{"jobs": [...], "next": cursor or None}`. Filters:
+        status, model, priority, id, since, until, sort, limit, cursor (None: left out)."""
+        params = {k: v for k, v in filters.items() if v is not None}
+        return _ok(self.http.get(f"{self.url}/v1/jobs", params=params, timeout=self.timeout))
+
+    def ready(self) -> dict[str, Any]:
+        """`GET /readyz`: the stores' checks, the queues and live workers (no key needed);
+        a 503 (not ready) is an answer too, not an error."""
+        response = self.http.get(f"{self.url}/readyz", timeout=self.timeout)
+        if response.status_code == 503:
+            return response.json()  # type: ignore[no-any-return]
+        return _ok(response)
+
+    def workers(self) -> dict[str, Any]:
+        return _ok(self.http.get(f"{self.url}/v1/workers", timeout=self.timeout))
+
 
 class _Session(requests.Session):
     def __init__(self, url: str) -> None:
@@ -181,7 +198,12 @@ class NoApi(ConnectionError):
         self.url = url
 
 
+def dev_key_path() -> Path:
+    """Where `predq up` keeps its development key, seen from this directory."""
+    return Path(os.environ.get("PREDQ_VAR_DIR", "var")) / "dev-api-key"
+
+
 def _dev_key() -> str | None:
     """`predq up`'s development key, for a laptop."""
-    path = Path(os.environ.get("PREDQ_VAR_DIR", "var")) / "dev-api-key"
+    path = dev_key_path()
     return path.read_text().strip() if path.exists() else None

@@ -15,6 +15,7 @@ duplicated counts and, per fault, how long the work in flight took to end after 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -40,13 +41,13 @@ import requests
 from sqlalchemy import Engine, select
 
 from bench.procs import Proc, ProcSet, stop, wait_http, wait_log
+from migrations.runner import upgrade
 from service.cli import embedded
 from service.cli.demo import register_demo_models
 from service.core import times
 from service.core.settings import Settings
 from service.store.db import jobs as jobs_table
 from service.store.db import make_engine, webhook_events
-from service.store.migrate import upgrade
 from service.tenants import keys
 from tests.support import pgserver
 from tests.support.processes import free_port
@@ -142,6 +143,19 @@ class Target(Protocol):
     def url(self, path: str) -> str: ...
 
 
+def signal_tree(pid: int, signum: int) -> None:
+    """`signum` to a process and every process under it (`predq worker` starts its two
+    workers in sessions of their own: a signal to its process group does not reach them)."""
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for proc in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signum)
+
+
 class Chaos:
     """The system under test and the faults that can be done to it."""
 
@@ -207,16 +221,19 @@ class Chaos:
     # -- faults ---------------------------------------------------------------------------
     def kill_pool_process(self) -> None:
         def act() -> None:
-            children = psutil.Process(self.workers[-1].pid).children()
-            if children:
-                children[0].send_signal(signal.SIGKILL)
+            # `predq worker` supervises a worker of single jobs and one of bulk chunks: a pool
+            # process is a grandchild.
+            pools = [p for worker in psutil.Process(self.workers[-1].pid).children()
+                     for p in worker.children()]
+            if pools:
+                pools[0].send_signal(signal.SIGKILL)
         self._fault("SIGKILL a worker pool process", "worker", act)
 
     def kill_worker(self) -> None:
-        """The whole worker, main process included: its prefetched messages stay unacked."""
+        """The whole worker, main processes included: its prefetched messages stay unacked."""
         def act() -> None:
             victim = self.workers.pop(0)
-            os.killpg(victim.pid, signal.SIGKILL)
+            signal_tree(victim.pid, signal.SIGKILL)
             victim.popen.wait(30)
             self.start_worker()
         self._fault("SIGKILL a worker's main process, start another", "worker", act)
@@ -225,9 +242,9 @@ class Chaos:
         """SIGSTOP past its lease: another worker takes its jobs; woken, it writes nothing."""
         def act() -> None:
             frozen = self.workers[-1]
-            os.killpg(frozen.pid, signal.SIGSTOP)
+            signal_tree(frozen.pid, signal.SIGSTOP)
             time.sleep(self.settings.lease_seconds + 2)
-            os.killpg(frozen.pid, signal.SIGCONT)
+            signal_tree(frozen.pid, signal.SIGCONT)
         self._fault(f"SIGSTOP a worker for {self.settings.lease_seconds + 2} s (past its lease)",
                     "worker", act)
 

@@ -18,6 +18,7 @@ from sqlalchemy import select, text
 
 from service.core import times
 from service.store.db import jobs as jobs_table
+from tests.support.ha import PG_HOSTS, REDIS_HOSTS
 
 if TYPE_CHECKING:
     from tests.support.cluster import Cluster
@@ -42,20 +43,24 @@ def cpu_seconds(cluster: Cluster) -> dict[str, float]:
 
 
 def _role(host: str) -> str:
-    return host.rstrip("0123456789").replace("w", "worker")
+    role = host.rstrip("0123456789").replace("w", "worker")
+    return "data" if role in ("redis", "pg") else role
 
 
 def counters(cluster: Cluster) -> dict[str, float]:
-    """What the data host has done so far: Redis commands, PostgreSQL commits, bytes through
-    its link (both ways)."""
+    """What the data hosts have done so far: Redis commands (the master's), PostgreSQL
+    commits (the primary's), bytes through their links (both ways, replication included)."""
     commands = int(cluster.redis.info("stats")["total_commands_processed"])
     with cluster.engine.connect() as conn:
         commits = conn.execute(text("SELECT sum(xact_commit) FROM pg_stat_database")).scalar()
-    link = json.loads(subprocess.run(
-        ["ip", "-n", cluster.net.hosts["data"].netns, "-s", "-j", "link", "show", "eth0"],
-        capture_output=True, text=True, check=True).stdout)[0]["stats64"]
+    link_bytes = 0
+    for host in (*REDIS_HOSTS, *PG_HOSTS):
+        link = json.loads(subprocess.run(
+            ["ip", "-n", cluster.net.hosts[host].netns, "-s", "-j", "link", "show", "eth0"],
+            capture_output=True, text=True, check=True).stdout)[0]["stats64"]
+        link_bytes += link["rx"]["bytes"] + link["tx"]["bytes"]
     return {"redis_commands": commands, "pg_commits": float(commits or 0),
-            "data_link_bytes": link["rx"]["bytes"] + link["tx"]["bytes"]}
+            "data_link_bytes": link_bytes}
 
 
 def _offer(cluster: Cluster, rows: np.ndarray, rate: float) -> list[str]:

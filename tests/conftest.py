@@ -17,6 +17,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
+from migrations.runner import upgrade
 from service.cli import embedded
 from service.cli.demo import register_demo_models
 from service.core.settings import Settings
@@ -24,9 +25,9 @@ from service.models.registry import ModelInfo, add_model, list_models
 from service.store.db import (
     make_engine,
 )
-from service.store.migrate import upgrade
 from tests.support.models import train_fragile
 from tests.support.processes import LiveServer, WorkerProcess
+from tests.support.sentinel import SentinelGroup
 from tests.support.sleepy import train_sleepy
 from tests.support.tenants import Tenant, make_tenant
 
@@ -40,6 +41,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc = embedded.start_redis(directory)
     yield f"unix://{directory / 'redis.sock'}"
     embedded.stop(proc)
+
+
+@pytest.fixture
+def sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
+    """A private Redis primary, replica and three sentinels that the test may fail over."""
+    group = SentinelGroup(tmp_path)
+    yield group
+    group.close()
 
 
 @pytest.fixture(scope="session")

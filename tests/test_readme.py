@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.support.processes import ROOT, free_port
 
@@ -24,6 +25,7 @@ def _blocks(after: str, until: str) -> list[str]:
     return re.findall(r"```sh\n(.*?)```", section, re.S)
 
 
+@pytest.mark.timeout(300)  # a whole `predq up` and every example, a million-row job among them
 def test_readme_examples_work_as_printed(tmp_path: Path) -> None:
     """The tour, the bulk examples, the local webhook recipe (predq allowed to reach a receiver
     on this machine, which checks every signature) and the operator commands, pasted into a
@@ -71,12 +73,13 @@ def test_readme_examples_work_as_printed(tmp_path: Path) -> None:
             text=True, timeout=180)
         assert done.returncode == 0, done.stderr + done.stdout
         objects = _json_objects(done.stdout)  # curl prints no newline between bodies
-        assert len(objects) == 5, done.stdout
+        assert len(objects) == 6, done.stdout
         assert [j["status"] for j in objects[:2]] == ["queued", "queued"]
         job, result, answer = objects[2], objects[3], objects[4]
         assert job["status"] == "succeeded" and job["model"] == "diabetes"
         assert isinstance(result["predictions"][0], float) and result["version"] == "1"
         assert answer["predictions"] == ["setosa"] and answer["model"] == "iris"
+        assert objects[5]["model"] == "churn" and objects[5]["predictions"][0] in ("churn", "stay")
         # The million-row job: cancelled while it ran, or finished first; never anything else.
         assert re.search(r"\}(200\ncancelled|409\nsucceeded)\n", done.stdout), done.stdout
         assert re.search(r"registered flowers 2024-06 \(classifier, 4 features\)", done.stdout)

@@ -28,7 +28,9 @@ from service.core.messaging import (
     PREDICT_TASK,
     RECONCILE_TASK,
     SCHEDULE_TASK,
+    SHADOW_TASK,
 )
+from service.store.redisclient import redis_client
 
 log = logging.getLogger(__name__)
 DEAD_LETTERS = "predq:dead-letters"
@@ -100,6 +102,7 @@ ACCEPTS: dict[str, Accepts] = {
     PREDICT_TASK: _ids_only,
     CHUNK_TASK: _ids_only,
     DELIVER_TASK: _ids_only,
+    SHADOW_TASK: _ids_only,
     RECONCILE_TASK: lambda args, kwargs: not args and not kwargs,
     SCHEDULE_TASK: lambda args, kwargs: (len(args) == 1 and isinstance(args[0], str)
                                          and not kwargs),
@@ -165,8 +168,7 @@ class DeadLetteringConsumer(Consumer):
         try:
             if self._dead_letters is None:
                 settings = self.app.conf.predq_settings
-                self._dead_letters = redis.Redis.from_url(
-                    settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+                self._dead_letters = redis_client(settings.redis_url)
             record(self._dead_letters, entry)
         except redis.RedisError as exc:  # this line is then the only trace
             kept = f" (not kept: {exc})"

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine
 
+from service.store.db import not_durable
+
 log = logging.getLogger(__name__)
 Renew = Callable[[Connection], int]
 
@@ -51,6 +53,7 @@ class LeaseKeeper:
         if not held:
             return 0
         with self.engine.begin() as conn:
+            not_durable(conn)  # a lost renewal costs a takeover, never a result
             return sum(renew(conn) for renew in held)
 
     def _ensure_thread(self) -> None:

@@ -35,6 +35,7 @@ def _page() -> str:
   <title>predq API</title>
   <link rel="stylesheet" href="{assets}/swagger-ui.css">
   <link rel="stylesheet" href="{assets}/index.css">
+  <link rel="stylesheet" href="/static/apidocs.css">
   <link rel="icon" type="image/png" href="{assets}/favicon-32x32.png" sizes="32x32">
   <link rel="icon" type="image/png" href="{assets}/favicon-16x16.png" sizes="16x16">
 </head>

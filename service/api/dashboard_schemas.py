@@ -20,10 +20,20 @@ class JobListQuery(Strict):
     priority: Priority | None = Field(None, description="only jobs in this priority's queue")
     id: str | None = Field(None, pattern=r"^[0-9a-fA-F-]{1,36}$",
                            description="only jobs whose id starts with this (case ignored)")
+    since: datetime | None = Field(None, description="only jobs created at or after this time "
+                                                     "(ISO 8601 with a timezone)")
+    until: datetime | None = Field(None, description="only jobs created before this time")
+    sort: Literal["newest", "oldest"] = Field("newest", description="by creation time")
+    cursor: str | None = Field(None, pattern=r"^[0-9]{1,16}\.[0-9a-fA-F-]{1,36}$",
+                               description="the `next` of the previous page (send the same "
+                                           "filters with it)")
 
 
 class JobList(Strict):
-    jobs: list[Job] = Field(description="newest first, each as GET /v1/jobs/{id} shows it")
+    jobs: list[Job] = Field(description="in the order `sort` asks, each as GET /v1/jobs/{id} "
+                                        "shows it")
+    next: str | None = Field(description="more jobs match: send this as `cursor` for the next "
+                                         "page; null: this is the last page")
 
 
 class StatsQuery(Strict):
@@ -41,10 +51,18 @@ class StatsMinute(Strict):
     p99_ms: float | None
 
 
+class Waiting(Strict):
+    jobs: int = Field(description="queued single jobs, and bulk jobs with chunks waiting")
+    rows: int = Field(description="their rows still waiting")
+
+
 class Stats(Strict):
     jobs_per_second: float = Field(ge=0, description="jobs finished, over the last 60 seconds")
     rows_per_second: float = Field(ge=0, description="rows done, over the last 60 seconds")
     minutes: list[StatsMinute] = Field(description="oldest first; the last one is in progress")
+    waiting: dict[str, Waiting] = Field(
+        default_factory=dict, description="the tenant's work waiting, per queue (read at most "
+                                          "every PREDQ_DEPTH_REFRESH_INTERVAL seconds)")
 
 
 class FailuresQuery(Strict):
@@ -81,6 +99,8 @@ class ChunkCounts(Strict):
     pending: int
     running: int
     done: int
+    stopped: int = Field(description="chunks that never finished because the job ended "
+                                     "first (failed, cancelled, expired)")
     attempts: int = Field(description="claims of all chunks; above `total`: some were retried")
 
 
@@ -94,12 +114,25 @@ class Preview(Strict):
 
 class Actions(Strict):
     cancel: bool = Field(description="the job is queued or running and the key may submit")
+    retry: bool = Field(description="the job has ended and the key may submit: "
+                                    "POST /v1/jobs/{id}/retry")
     redeliver: bool = Field(description="the job ended with webhook events and the key may "
                                         "submit")
 
 
+class JobInput(Strict):
+    source: Literal["json", "upload", "file"] = Field(
+        description="rows in a JSON body, a bulk upload, or a file under the data root")
+    format: str | None = Field(description="json, csv, ndjson, npy, parquet, arrow")
+    rows: int
+    columns: int = Field(description="the model's features")
+
+
 class JobOverview(Strict):
     job: Job
+    input: JobInput
+    workers: list[str] = Field(description="the workers (host:pid) that claimed it (a bulk "
+                                           "job: its chunks); empty before the first claim")
     timeline: list[TimelineStep] = Field(description="in order: created, published, started, "
                                                      "finished")
     chunks: ChunkCounts | None = Field(description="bulk jobs only")
@@ -108,11 +141,25 @@ class JobOverview(Strict):
     actions: Actions = Field(description="what this key may do to the job now")
 
 
+class WorkerProcess(Strict):
+    pid: int
+    role: Literal["main", "pool"]
+    cpu_percent: float = Field(ge=0, description="of one core, since the previous heartbeat")
+    rss_bytes: int = Field(ge=0, description="resident memory")
+    busy: bool = Field(description="a pool process running a task")
+    task: str | None = Field(description="what it runs (busy), e.g. `3 jobs` or `1 bulk "
+                                          "chunk`: no job ids, workers are shared")
+    since: datetime | None = Field(description="busy or idle since; null: no task yet")
+
+
 class Worker(Strict):
     name: str = Field(description="host:pid of the worker's main process")
     host: str
     pid: int
     node: str = Field(description="Celery's node name")
+    role: Literal["predict", "chunks", "webhooks", "maintenance"] = Field(
+        description="predicts single jobs (a predict queue), bulk chunks only, delivers "
+                    "webhooks, or runs maintenance only")
     queues: list[str] = Field(description="the queues it consumes")
     concurrency: int = Field(description="pool processes (or threads)")
     started_at: datetime
@@ -122,10 +169,49 @@ class Worker(Strict):
                                     "off from Redis")
     jobs_total: int = Field(ge=0, description="jobs its pool finished since it started")
     rows_total: int = Field(ge=0, description="rows its pool finished since it started")
-    jobs_per_second: float = Field(ge=0, description="over its last one or two heartbeats")
+    jobs_per_second: float = Field(ge=0, description="over the last minute")
     rows_per_second: float = Field(ge=0)
+    processes: list[WorkerProcess] = Field(description="main process first; empty when stale")
 
 
 class Workers(Strict):
     stale_after_seconds: float
     workers: list[Worker] = Field(description="live ones first, then stale ones, by name")
+
+
+class QueueHistoryQuery(Strict):
+    minutes: int = Field(15, ge=1, le=60, description="how many minutes back")
+
+
+class QueueDepth(Strict):
+    jobs: int = Field(ge=0, description="jobs waiting: queued single jobs, and bulk jobs with "
+                                        "chunks not done")
+    chunks: int = Field(ge=0, description="bulk chunks not done yet")
+    rows: int = Field(ge=0, description="rows of those jobs and chunks")
+    oldest_age_seconds: float | None = Field(description="the longest wait; null: none waits")
+
+
+class QueueSample(Strict):
+    at: datetime
+    queues: dict[str, QueueDepth] = Field(description="by queue name")
+
+
+class QueueHistory(Strict):
+    every_seconds: int = Field(description="one sample per this many seconds")
+    samples: list[QueueSample] = Field(description="oldest first")
+
+
+class WebhookFailureGroup(Strict):
+    endpoint_id: str
+    url: str
+    status: Literal["pending", "dead"]
+    last_error: str | None
+    events: int = Field(ge=1, description="failing events in this group")
+    attempts: int = Field(ge=0, description="their delivery attempts, added up")
+    first_at: datetime = Field(description="the oldest event's creation")
+    last_at: datetime = Field(description="the newest event's creation")
+    job_id: str = Field(description="the newest event's job")
+
+
+class WebhookFailureGroups(Strict):
+    groups: list[WebhookFailureGroup] = Field(description="the most recent first")

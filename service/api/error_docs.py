@@ -17,6 +17,8 @@ WITH_BODY = {
          "(PREDQ_MAX_BODY_BYTES)",
     415: "`unsupported_media_type`: the body is not `application/json`",
 }
+JOBS_MEDIA = ("`unsupported_media_type`: the body is neither JSON nor a bulk format (CSV, "
+              "NDJSON, .npy, Parquet, Arrow)")
 GENERAL = {
     400: "`invalid_input`: a parameter is wrong; `field` names it",
     401: "`unauthorized`: no key, or a wrong, revoked or expired key "
@@ -27,10 +29,14 @@ GENERAL = {
     503: "`unavailable`: the result store or Redis is down; nothing was done, retry later",
 }
 JOB_NOT_FOUND = "`job_not_found`: no such job, or another tenant's (the two look the same)"
+NOT_RETRYABLE = ("`conflict`: the job is still queued or running; `inputs_not_kept`: its inputs "
+                 "are gone (a bulk upload submitted without `keep_inputs=true`)")
 MODEL_NOT_FOUND = "`model_not_found`: no model (or version) of that name is registered"
 KEY_REUSED = "`idempotency_key_reused`: the `Idempotency-Key` was used for a different request"
 ENDPOINT_NOT_FOUND = ("`webhook_endpoint_not_found`: no such endpoint, or another tenant's "
                       "(the two look the same)")
+TOO_MANY_ENDPOINTS = ("`too_many_endpoints`: the tenant has as many webhook endpoints as "
+                      "PREDQ_WEBHOOK_MAX_ENDPOINTS allows; delete one first")
 UNSAFE_URL = ("`unsafe_webhook_target`: the URL would reach this machine, a private network or "
               "a scheme other than http(s)")
 NOT_CONFIGURED = ("`not_configured`: the operator has not set PREDQ_SECRET_KEY, which webhook "
@@ -70,10 +76,18 @@ EXAMPLES: dict[str, dict[str, Any]] = {
                          "message": f"job {_JOB} has no result: it is running"},
     "conflict": {"code": "conflict", "message": f"job {_JOB} is already succeeded; only a "
                  "queued or running job can be cancelled"},
+    "inputs_not_kept": {"code": "inputs_not_kept", "message": f"job {_JOB} did not keep its "
+                        "inputs (an upload keeps them only when submitted with "
+                        "keep_inputs=true); upload its file again, with ?keep_inputs=true to "
+                        "make it retryable"},
     "payload_too_large": {"code": "payload_too_large",
                           "message": "request body exceeds 10485760 bytes"},
     "unsupported_media_type": {"code": "unsupported_media_type",
-                               "message": "send Content-Type: application/json, not text/plain"},
+                               "message": "send Content-Type: application/json, or a bulk "
+                                          "body: text/csv, application/x-ndjson, "
+                                          "application/x-npy, application/vnd.apache.parquet, "
+                                          "application/vnd.apache.arrow.stream, "
+                                          "application/vnd.apache.arrow.file; not text/plain"},
     "idempotency_key_reused": {
         "code": "idempotency_key_reused", "field": "Idempotency-Key", "job_id": _JOB,
         "message": f"Idempotency-Key 'nightly-2026-12-01' was used for a different request "
@@ -87,6 +101,10 @@ EXAMPLES: dict[str, dict[str, Any]] = {
                    "message": "queue predict.interactive is full (5000 jobs waiting, limit "
                               "5000); retry later"},
     "unavailable": {"code": "unavailable", "message": "the result store is unavailable; retry"},
+    "too_many_endpoints": {"code": "too_many_endpoints", "field": "url",
+                           "message": "this tenant has 20 webhook endpoints, the most allowed: "
+                                      "delete one first (or ask the operator to raise "
+                                      "PREDQ_WEBHOOK_MAX_ENDPOINTS)"},
     "not_configured": {"code": "not_configured", "message": "webhooks need PREDQ_SECRET_KEY "
                        "(a Fernet key) to keep their signing secrets; ask the operator to set "
                        "it"},

@@ -52,7 +52,8 @@ def readyz() -> tuple[Response, int]:
     body: dict[str, Any] = {"status": "ready" if ready else "unavailable", "checks": checks}
     if ready:  # both stores answer, so the figures can be read
         body["queues"] = {
-            name: {"depth": q.depth, "oldest_age_seconds": q.oldest_age_seconds,
+            name: {"depth": q.depth, "chunks": q.chunks, "rows": q.rows,
+                   "oldest_age_seconds": q.oldest_age_seconds,
                    "drain_per_second": q.drain_per_second}
             for name, q in svc.gauge.stats().items()
         }

@@ -6,26 +6,26 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from service.api import Services, error_docs, services
+from service.api import error_docs, services
 from service.api import schemas as S
-from service.api.auth import current_tenant
+from service.api.auth import current_principal, current_tenant
 from service.api.bulk import submit_bulk
 from service.api.openapi import documented
-from service.api.submission import check_fields, json_body, version_of
-from service.bulk import download, formats, upload
-from service.core.errors import InvalidInput, JobNotFound, PredqError
+from service.api.submission import check_fields, json_body
+from service.bulk import download, formats, intake
+from service.core.errors import InvalidInput, JobNotFound, NotAcceptable
 from service.core.messaging import DELIVER_TASK, WEBHOOK_QUEUE, publish_or_defer
-from service.jobs import idempotency, options, priorities, view, wakeups
-from service.jobs import lifecycle as jobs
-from service.jobs.inputs import parse_rows
-from service.jobs.lifecycle import JobRequest
+from service.jobs import idempotency, lifecycle, retries, view
+from service.jobs.inputs import InputBounds, parse_inputs
+from service.jobs.requests import JSON_OPTIONS, Options
 from service.jobs.submit import Accepted
-from service.ops import logs, metrics
+from service.ops import logs
 from service.webhooks import events as webhook_events
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
-FIELDS = {"model", "version", "inputs", "input", "output", "priority", "deadline",
-          "webhook_url", "retention"}
+FIELDS = {*JSON_OPTIONS, "inputs", "input", "output", "overwrite"}
+#: The bulk bodies POST /v1/jobs takes besides JSON, by their first media type.
+BULK_TYPES = tuple(f.media_types[0] for f in formats.READABLE if f is not formats.JSON)
 
 
 @bp.url_value_preprocessor
@@ -42,7 +42,8 @@ def _refuse_nul(_endpoint: str | None, values: dict[str, Any] | None) -> None:
 @documented({202: (S.JobAccepted, "Accepted: the job is stored and queued; poll `links.self`"),
              200: (S.JobAccepted, "A retry with the same `Idempotency-Key`: the job the first "
                                   "request created, as it is now")},
-            (400, (404, error_docs.MODEL_NOT_FOUND), 408, 413, 415, (422, error_docs.KEY_REUSED)),
+            (400, (404, error_docs.MODEL_NOT_FOUND), 408, 413, (415, error_docs.JOBS_MEDIA),
+             (422, error_docs.KEY_REUSED)),
             submits=True, json=S.JobSubmit, headers=S.IdempotencyHeaders, tags=["jobs"])
 def submit() -> tuple[Response, int, dict[str, str]]:
     """Submit a prediction job
@@ -61,40 +62,30 @@ def submit() -> tuple[Response, int, dict[str, str]]:
     fmt = formats.by_media_type(request.mimetype)
     if fmt is not None and fmt.read is not None:  # a bulk body: options in the query
         return answer(tenant, submit_bulk(tenant, fmt))
-    body = json_body()
+    body = json_body(BULK_TYPES)
     if request.query_string and request.args:  # not ignored: a JSON job's options are in its body
         raise InvalidInput(sorted(request.args)[0], "a query parameter of bulk bodies only")
     check_fields(body, FIELDS)
-    name = body.get("model")
-    if not isinstance(name, str) or not name:
-        raise InvalidInput("model", "required: the name of a registered model")
+    given = Options.from_json(body, request.headers.get(idempotency.HEADER))
     by_reference = "input" in body
     if by_reference == ("inputs" in body):
-        raise InvalidInput("inputs", "either a list of rows in `inputs` or a file under the "
-                                     "data root in `input`, not both" if by_reference else
-                           "required: a list of rows (or `input`, a file under the data root)")
+        raise InvalidInput("inputs", "either a list of rows in `inputs` or a file of yours "
+                                     "under the data root in `input`, not both"
+                           if by_reference else "required: a list of rows (or `input`, a file "
+                                                "of yours under the data root)")
     if "output" in body and not by_reference:
         raise InvalidInput("output", "only a job by reference (`input`) writes a result file")
-    key = request.headers.get(idempotency.HEADER)
+    if "overwrite" in body and "output" not in body:
+        raise InvalidInput("overwrite", "only with `output`, the file it may replace")
     svc = services()
-    priority = body.get("priority")
-    req = JobRequest(
-        tenant, svc.models.resolve(name, version_of(body)),
-        priorities.queue_for("normal" if priority is None else priority),  # null: the default
-        deadline=options.parse_deadline(body.get("deadline")),
-        webhook_url=options.check_webhook_url(svc.reads, svc.webhook_allow, tenant,
-                                              body.get("webhook_url")),
-        retention=options.parse_retention(body.get("retention")),
-        request_id=logs.request_id.get(),
-        key=None if key is None else idempotency.check_key(key))
+    req = svc.submitter.requests.build(tenant, given, request_id=logs.request_id.get())
     if by_reference:
         fingerprint = idempotency.fingerprint("POST /v1/jobs", body)
-        return answer(tenant, upload.submit_reference(svc.submitter, svc.settings, req,
-                                                      body["input"], body.get("output"),
-                                                      fingerprint))
-    rows = parse_rows(body["inputs"], req.model, svc.settings.max_rows_per_job,
-                      svc.settings.max_string_length)
-    fingerprint = idempotency.fingerprint("POST /v1/jobs", body) if key is not None else ""
+        return answer(tenant, intake.submit_reference(
+            svc.submitter, svc.settings, req, body["input"], body.get("output"), fingerprint,
+            body.get("overwrite", False)))
+    rows = parse_inputs(body["inputs"], req.model, InputBounds.of(svc.settings))
+    fingerprint = idempotency.fingerprint("POST /v1/jobs", body) if req.key is not None else ""
     return answer(tenant, svc.submitter.rows(req, rows, fingerprint))
 
 
@@ -139,23 +130,45 @@ def cancel(job_id: str) -> Response:
 
     Stops a queued or running job: no result is written afterwards, its webhooks are told
     `job.cancelled`, and a synchronous predict waiting on it returns. The job stays readable
-    as `cancelled`. A job that has already ended answers 409. `DELETE /v1/jobs/{job_id}` and
+    as `cancelled`, its `error` naming the key that cancelled it. A job that has already
+    ended answers 409. `DELETE /v1/jobs/{job_id}` and
     `POST /v1/jobs/{job_id}/cancel` do the same."""
+    principal = current_principal()
+    principal.require("submit")
+    with services().ends.begin() as ending:
+        ending.cancel(principal.tenant, job_id, by=principal.who)
+    return jsonify(_job(principal.tenant, job_id))
+
+
+@bp.post("/<job_id>/retry")
+@documented({202: (S.JobAccepted, "Accepted: the retry is stored and queued; its view names "
+                                  "the original in `retry_of`"),
+             200: (S.JobAccepted, "A retry with the same `Idempotency-Key`: the job the first "
+                                  "request created, as it is now")},
+            (400, (404, error_docs.JOB_NOT_FOUND), (409, error_docs.NOT_RETRYABLE),
+             (422, error_docs.KEY_REUSED)),
+            submits=True, json=S.JobRetry, headers=S.IdempotencyHeaders, tags=["jobs"])
+def retry(job_id: str) -> tuple[Response, int, dict[str, str]]:
+    """Retry a job that has ended
+
+    Submits a new job with the original's inputs (as they were stored: never parsed again),
+    its options (priority, webhook URL, retention, keep_inputs) and its model version, unless
+    the body names another `version` (one that takes as many features). A `deadline` is not
+    copied (the original's has passed): give one in the body. The original may have failed,
+    been cancelled or expired, or succeeded. A bulk upload can be retried only if it kept its
+    inputs (`keep_inputs=true`); a job by reference reads the same file again. Answers 202
+    like a submit; the new job's view has `retry_of`."""
     tenant = current_tenant()
+    body = json_body() if request.content_length else {}
+    check_fields(body, {"version", "deadline"})
     svc = services()
-    with svc.engine.begin() as conn:
-        jobs.cancel(conn, tenant, job_id)
-        events = webhook_events.record(conn, [job_id], svc.settings.webhook_max_inline_bytes)
-    wakeups.announce_done(svc.redis, [job_id])  # a synchronous caller waiting on it returns
-    send_events(svc, events)
-    job = _job(tenant, job_id)
-    metrics.jobs_ended([(str(job["model"]), "cancelled", tenant)])
-    return jsonify(job)
-
-
-def send_events(svc: Services, events: list[str]) -> None:
-    """Publish committed webhook events (the reconciler's sweep sends them otherwise)."""
-    publish_or_defer(svc.publish, DELIVER_TASK, WEBHOOK_QUEUE, events)
+    with svc.reads.connect() as conn:
+        source = retries.original(conn, tenant, job_id)
+    given = source.options(body.get("version"), body.get("deadline"),
+                           request.headers.get(idempotency.HEADER))
+    req = svc.submitter.requests.build(tenant, given, request_id=logs.request_id.get())
+    return answer(tenant, svc.submitter.retry(req, source, retries.fingerprint_of(job_id,
+                                                                                   body)))
 
 
 @bp.get("/<job_id>/deliveries")
@@ -185,7 +198,7 @@ def redeliver(job_id: str) -> tuple[Response, int]:
     svc = services()
     with svc.engine.begin() as conn:
         events = webhook_events.redeliver(conn, tenant, job_id)
-    send_events(svc, events)
+    publish_or_defer(svc.publish, DELIVER_TASK, WEBHOOK_QUEUE, events)
     return jsonify({"events": events}), 202
 
 
@@ -212,14 +225,9 @@ def get_result(job_id: str) -> Response:
     svc = services()
     if fmt is formats.JSON:  # the common case: a small job's stored JSON passed through
         with svc.reads.connect() as conn:
-            stored = jobs.get_result(conn, tenant, job_id)
+            stored = lifecycle.get_result(conn, tenant, job_id)
         if stored is not None:  # None: a bulk job, its result is in chunks
             return Response(stored, mimetype=fmt.media_type)
     body = download.render(svc.reads, tenant, job_id, fmt)
     return Response(body, mimetype=fmt.media_type, headers={
         "Content-Disposition": f"inline; filename={job_id}{fmt.suffix}"})
-
-
-class NotAcceptable(PredqError):
-    status = 406
-    code = "not_acceptable"

@@ -9,7 +9,8 @@ from pydantic import ConfigDict, Field
 
 from service.api.schemas import Strict
 
-Scope = Literal["submit", "read", "admin"]
+Scope = Literal["submit", "read", "admin"]  # what a key made over HTTP may have
+AnyScope = Literal["submit", "read", "admin", "operator"]  # operator: the command line's
 
 
 class KeyCreate(Strict):
@@ -27,7 +28,7 @@ class KeyInfo(Strict):
     prefix: str = Field(description="the key's first 10 characters: how to name it")
     tenant: str
     name: str | None
-    scopes: list[Scope]
+    scopes: list[AnyScope]
     status: Literal["active", "expired", "revoked"]
     created_at: datetime
     expires_at: datetime | None

@@ -43,7 +43,8 @@ def create_key() -> tuple[Response, int]:
     A new key for the caller's tenant, with the scopes asked for (default `submit` and
     `read`) and an optional expiry, for instance a read-only key for a dashboard or a
     short-lived one for a batch run. The key is shown this once; only its hash is kept.
-    Needs a key with the `admin` scope, which may hand out any scope."""
+    Needs a key with the `admin` scope, which may hand out any scope but `operator` (the
+    command line's alone: `predq keys create --tenant ops --scopes operator`)."""
     tenant = current_tenant("admin")
     body = json_body()
     check_fields(body, {"name", "scopes", "expires_in"})
@@ -51,6 +52,10 @@ def create_key() -> tuple[Response, int]:
     if name is not None and not isinstance(name, str):
         raise InvalidInput("name", "must be a string")
     scopes = keys.parse_scopes(_scopes(body.get("scopes", list(keys.DEFAULT_SCOPES))))
+    granted = sorted(keys.CLI_ONLY_SCOPES & set(scopes))
+    if granted:
+        raise InvalidInput("scopes", f"the {granted[0]!r} scope is granted only from the "
+                                     "command line: predq keys create --scopes operator")
     expires_at = None
     if body.get("expires_in") is not None:
         expires_at = keys.utcnow() + timedelta(seconds=_seconds(body["expires_in"]))
@@ -66,8 +71,10 @@ def create_key() -> tuple[Response, int]:
 def revoke(prefix: str) -> Response:
     """Revoke an API key
 
-    The key named by its prefix stops working at once on every API process. Needs a key
-    with the `admin` scope; a key of another tenant, or one already revoked, answers 404."""
+    The key named by its prefix stops working on every API process: the answer comes once
+    each has read the revocation (within `PREDQ_KEY_EPOCH_CHECK_INTERVAL`, 0.1 s). Needs a
+    key with the `admin` scope; a key of another tenant, or one already revoked, answers
+    404."""
     tenant = current_tenant("admin")
     svc = services()
     if not keys.is_prefix(prefix):
@@ -78,7 +85,7 @@ def revoke(prefix: str) -> Response:
         info = next(k for k in keys.list_keys(conn, tenant) if k["prefix"] == prefix)
     # API processes that cannot read the epoch ask SQL on every request anyway.
     with contextlib.suppress(redis.RedisError):
-        keys.announce_revocation(svc.redis)
+        keys.announce_revocation(svc.redis, svc.settings.key_epoch_check_interval)
     return jsonify(info)
 
 

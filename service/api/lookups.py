@@ -9,40 +9,7 @@ from collections import OrderedDict
 import redis
 from sqlalchemy import Engine
 
-from service.models import registry
-from service.models.registry import ModelInfo
 from service.tenants import keys
-
-
-class ModelLookup:
-    """Model signatures by (name, version). A version never changes once registered, so it is
-    cached for good; which version is "latest" is re-read after `latest_ttl` seconds."""
-
-    def __init__(self, engine: Engine, latest_ttl: float = 2.0) -> None:
-        self._engine = engine
-        self._ttl = latest_ttl
-        self._versions: dict[tuple[str, str], ModelInfo] = {}
-        self._latest: dict[str, tuple[float, ModelInfo]] = {}
-        self._lock = threading.Lock()
-
-    def resolve(self, name: str, version: str | None) -> ModelInfo:
-        now = time.monotonic()
-        with self._lock:
-            if version is None:
-                hit = self._latest.get(name)
-                if hit and now - hit[0] < self._ttl:
-                    return hit[1]
-                if hit:  # one request re-reads "latest"; the others use the last until it has
-                    self._latest[name] = (now, hit[1])
-            elif (name, version) in self._versions:
-                return self._versions[(name, version)]
-        with self._engine.connect() as conn:
-            info = registry.resolve(conn, name, version)
-        with self._lock:
-            self._versions[(info.name, info.version)] = info
-            if version is None:
-                self._latest[name] = (now, info)
-        return info
 
 
 class KeyLookup:

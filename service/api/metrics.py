@@ -23,6 +23,7 @@ from service.ops import metrics
 
 log = logging.getLogger(__name__)
 TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes
+TOP_TENANTS = 10
 
 
 class QueueCollector:
@@ -37,16 +38,44 @@ class QueueCollector:
         except Exception as exc:  # noqa: BLE001 - the rest of the scrape is still worth having
             log.warning("queue metrics unavailable: %s", str(exc).splitlines()[0])
             return
-        depth = GaugeMetricFamily("predq_queue_depth_jobs", "Queued jobs per queue.",
-                                  labels=["queue"])
-        age = GaugeMetricFamily("predq_queue_oldest_job_age_seconds",
-                                "Age of the oldest queued job per queue (0: none queued).",
-                                labels=["queue"])
+        depth = GaugeMetricFamily(
+            "predq_queue_depth_jobs", "Jobs waiting per queue: queued single jobs, and bulk jobs "
+            "with chunks not yet predicted.", labels=["queue"])
+        chunks = GaugeMetricFamily("predq_queue_depth_chunks",
+                                   "Bulk chunks waiting (not yet claimed) per queue.",
+                                   labels=["queue"])
+        rows = GaugeMetricFamily("predq_queue_depth_rows",
+                                 "Rows waiting per queue: of queued jobs and of waiting chunks.",
+                                 labels=["queue"])
+        age = GaugeMetricFamily(
+            "predq_queue_oldest_job_age_seconds",
+            "Age of the oldest waiting job or chunk per queue (0: nothing waits).",
+            labels=["queue"])
         for queue, stat in stats.items():
             depth.add_metric([queue], stat.depth)
+            chunks.add_metric([queue], stat.chunks)
+            rows.add_metric([queue], stat.rows)
             age.add_metric([queue], stat.oldest_age_seconds or 0.0)
-        yield depth
-        yield age
+        yield from (depth, chunks, rows, age)
+        yield self._tenant_rows()
+
+    def _tenant_rows(self) -> Metric:
+        """Rows waiting per queue and tenant: the TOP_TENANTS with most, the rest summed as
+        `other` (a label per tenant would grow without bound)."""
+        family = GaugeMetricFamily("predq_queue_depth_rows_by_tenant",
+                                   f"Rows waiting per queue and tenant (the {TOP_TENANTS} "
+                                   "tenants with most; the others as 'other').",
+                                   labels=["queue", "tenant"])
+        waiting = sorted(self._gauge.tenant_rows().items(), key=lambda kv: -kv[1])
+        other: dict[str, int] = {}
+        for i, ((queue, tenant), n) in enumerate(waiting):
+            if i < TOP_TENANTS:
+                family.add_metric([queue, tenant], n)
+            else:
+                other[queue] = other.get(queue, 0) + n
+        for queue, n in other.items():
+            family.add_metric([queue, "other"], n)
+        return family
 
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

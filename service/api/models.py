@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import timedelta
+from dataclasses import replace
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -13,15 +13,13 @@ from service.api import schemas as S
 from service.api.auth import current_tenant
 from service.api.jobs import answer
 from service.api.openapi import documented
-from service.api.submission import check_fields, json_body, version_of
-from service.core import states, times
+from service.api.submission import check_fields, json_body
+from service.core import states
 from service.core.errors import InvalidInput, JobNotFinished, ModelNotFound, PredqError
-from service.core.messaging import INTERACTIVE
-from service.jobs import idempotency
-from service.jobs import lifecycle as jobs
-from service.jobs.inputs import parse_rows
-from service.jobs.lifecycle import JobRequest
-from service.models import registry
+from service.jobs import idempotency, lifecycle
+from service.jobs.inputs import InputBounds, parse_inputs
+from service.jobs.requests import Options
+from service.models import registry, rollouts
 from service.ops import logs
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
@@ -34,16 +32,20 @@ def list_models() -> Response:
 
     Every registered model by name, described by its latest version: classifier or
     regressor, its features in order (what each input row holds), its labels, and the
-    versions it has. Read it to learn what `inputs` a submit takes."""
+    versions it has, and the shares of its versions when the operator set a rollout. Read
+    it to learn what `inputs` a submit takes."""
     current_tenant()
     with services().reads.connect() as conn:
         infos = registry.list_models(conn)
+        shown = {name: {"shares": r.public()["shares"], "shadow": r.public()["shadow"]}
+                 for name, r in rollouts.every(conn).items()}
     latest: dict[str, registry.ModelInfo] = {}
     for info in infos:  # ordered by id: the last one seen is the latest
         latest[info.name] = info
     return jsonify({
         "models": [
-            {**info.public(), "versions": [i.version for i in infos if i.name == info.name]}
+            {**info.public(), "versions": [i.version for i in infos if i.name == info.name],
+             "rollout": shown.get(info.name)}
             for info in latest.values()
         ]
     })
@@ -123,15 +125,13 @@ def predict(name: str) -> Response | tuple[Response, int, dict[str, str]]:
         raise InvalidInput("inputs", "required: a list of rows")
     svc = services()
     timeout = _timeout(svc.settings.sync_timeout_default, svc.settings.sync_timeout_max)
-    model = svc.models.resolve(name, version_of(body))
-    rows = parse_rows(body["inputs"], model, svc.settings.max_rows_per_job,
-                      svc.settings.max_string_length)
-    until = time.monotonic() + timeout
     key = request.headers.get(idempotency.HEADER)
-    req = JobRequest(tenant, model, INTERACTIVE,
-                     deadline=times.utcnow() + timedelta(seconds=timeout),
-                     request_id=logs.request_id.get(),
-                     key=None if key is None else idempotency.check_key(key))
+    # The timeout is also the job's deadline: not started by then, it never runs.
+    given = replace(Options.from_json({**body, "model": name}, key), priority="interactive",
+                    deadline=timeout)
+    req = svc.submitter.requests.build(tenant, given, request_id=logs.request_id.get())
+    rows = parse_inputs(body["inputs"], req.model, InputBounds.of(svc.settings))
+    until = time.monotonic() + timeout
     fingerprint = "" if key is None else idempotency.fingerprint(
         "POST /v1/models/predict", name, body)
     job_id = ""
@@ -171,7 +171,7 @@ def _final_result(tenant: str, job_id: str) -> Response | None:
     """The result response once the job is final; None while it is queued or running."""
     try:
         with services().reads.connect() as conn:
-            body = jobs.get_result(conn, tenant, job_id)
+            body = lifecycle.get_result(conn, tenant, job_id)
     except JobNotFinished as exc:
         if exc.job_status == states.JobStatus.FAILED:
             raise PredictionFailed(job_id, exc.error) from exc

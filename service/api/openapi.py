@@ -153,6 +153,10 @@ TAGS = {
     "models": "The registered models and their signatures: what `inputs` each takes",
     "webhooks": "Signed POSTs to your endpoints when jobs end; their delivery log",
     "keys": "The tenant's API keys (admin scope)",
+    "rollouts": "A model's rollout: weighted versions, a shadow, the comparison of two "
+                "versions on live traffic (operator scope, granted only by the command line)",
+    "operations": "The workers, the queues over time: figures of the installation, for the "
+                  "dashboard",
     "health": "Liveness and readiness probes (no key)",
 }
 RETRY_AFTER = {"description": "seconds to wait before trying again",
@@ -215,14 +219,18 @@ def add_links(doc: dict[str, Any]) -> None:
 
 _TEXT: dict[str, Any] = {"schema": {}}  # any body: lines of JSON, CSV text
 _BINARY: dict[str, Any] = {"schema": {}}  # .npy, Parquet (OpenAPI 3.1: no schema)
+#: A bulk body holds only rows, so its options come in the query; a JSON body carries its own
+#: (a JSON job with any of these in the query answers 400). Each description says so first.
+_BULK_ONLY = "Only with a bulk body (CSV, NDJSON, .npy, Parquet, Arrow), not JSON: "
 BULK_QUERY = [
-    ("model", "string", "bulk bodies: the model's name (required)"),
-    ("version", "string", "bulk bodies: the version (default: the latest)"),
-    ("priority", "string", "bulk bodies: interactive, normal, bulk (the default) or 0-9"),
-    ("deadline", "string", "bulk bodies: seconds from now, or an ISO 8601 time"),
-    ("webhook_url", "string", "bulk bodies: told when the job ends"),
-    ("keep_inputs", "boolean", "bulk bodies: keep the input chunks once the job finishes"),
-    ("retention", "number", "bulk bodies: seconds the finished job is kept"),
+    ("model", "string", _BULK_ONLY + "the model's name (required)"),
+    ("version", "string", _BULK_ONLY + "the version (default: the latest)"),
+    ("priority", "string", _BULK_ONLY + "interactive, normal, bulk (the default) or 0-9"),
+    ("deadline", "string", _BULK_ONLY + "seconds from now, or an ISO 8601 time"),
+    ("webhook_url", "string", _BULK_ONLY + "told when the job ends"),
+    ("keep_inputs", "boolean", _BULK_ONLY + "keep the input chunks once the job finishes "
+                               "(a retry needs them)"),
+    ("retention", "number", _BULK_ONLY + "seconds the finished job is kept"),
 ]
 
 

@@ -15,10 +15,13 @@ from pydantic.json_schema import SkipJsonSchema
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
 Priority = Literal["interactive", "normal", "bulk"]
 EventType = Literal["job.succeeded", "job.failed", "job.cancelled", "job.expired"]
-Row = list[float] | dict[str, float]
+Value = float | int | bool | str | None
+Row = list[Value] | dict[str, Value]
 Rows = Annotated[list[Row], Field(
-    min_length=1, description="rows in feature order, or keyed by feature name; at most "
-    "PREDQ_MAX_ROWS_PER_JOB (10,000) of them, each with the model's features")]
+    min_length=1, description="rows in the model's column order, or keyed by column name; at "
+    "most PREDQ_MAX_ROWS_PER_JOB (10,000) of them. Each value as the model's input schema "
+    "says (`GET /v1/models/{name}`: `inputs.columns`): a number, an integer, true/false, a "
+    "string, an ISO 8601 date or time, or null where the column may be missing")]
 Level = Annotated[int, Field(ge=0, le=9)]
 Seconds = Annotated[float, Field(gt=0, le=30 * 86_400)]
 Url = Annotated[str, Field(min_length=1, max_length=2000)]
@@ -69,6 +72,16 @@ class Links(Strict):
     result: str
 
 
+class JobRetry(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {}, {"version": "1"}, {"deadline": 600}]})
+
+    version: str | int | None = Field(None, description="default: the original's version")
+    deadline: Seconds | datetime | None = Field(
+        None, description="seconds from now, or an ISO 8601 time with a timezone; default: "
+                          "none (the original's is not copied)")
+
+
 class JobSubmit(Strict):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"model": "iris", "inputs": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]},
@@ -83,14 +96,21 @@ class JobSubmit(Strict):
     inputs: Rows | None = Field(None, description="the rows; or give `input` instead")
     input: str | None = Field(
         None, min_length=1, description=(
-            "instead of `inputs`: a .npy, .parquet or .csv file under the server's data root "
-            "(PREDQ_DATA_ROOT), relative to it; a bulk job whose workers read the file. "
-            "`..`, paths outside the root and symbolic links leading out are refused (400)"))
+            "instead of `inputs`: a .npy, .parquet or .csv file in the tenant's directory "
+            "under the server's data root (PREDQ_DATA_ROOT), relative to that directory, or "
+            "`@PREFIX/...` in a prefix the operator shares with the tenant; a bulk job whose "
+            "workers read the file. Absolute paths, `..`, symbolic links leading out and files "
+            "with more than one hard link are refused (400)"))
     output: str | None = Field(
         None, min_length=1, description=(
-            "with `input`: a file under the data root the result is also written to once "
-            "every chunk is done (its suffix names the format: .json, .csv, .ndjson, .npy, "
-            ".parquet, .arrow); the job succeeds once it is written"))
+            "with `input`: a file in the tenant's directory the result is also written to "
+            "once every chunk is done (its suffix names the format: .json, .csv, .ndjson, "
+            ".npy, .parquet, .arrow); the job succeeds once it is written. An existing file "
+            "is replaced only with `overwrite`"))
+    overwrite: bool | None = Field(
+        None, description="with `output`: replace the file if it exists (never one that a "
+                          "running job reads, a read-only one or one with a second hard "
+                          "link); default false")
     priority: Priority | Level | None = Field(
         None, description="a name, or 0 (lowest) to 9; default normal")
     deadline: Seconds | datetime | None = Field(
@@ -125,7 +145,7 @@ class Job(Strict):
          "rows_total": 2, "rows_done": 2, "percent": 100.0, "attempts": 1,
          "priority": "normal", "from_cache": False, "created_at": "2026-12-01T09:30:00.120Z",
          "started_at": "2026-12-01T09:30:00.126Z", "finished_at": "2026-12-01T09:30:00.131Z",
-         "deadline": None, "links": _LINKS, "error": None}]})
+         "deadline": None, "retry_of": None, "links": _LINKS, "error": None}]})
 
     id: str
     status: JobStatus
@@ -135,13 +155,16 @@ class Job(Strict):
     rows_total: int = Field(description="the same as rows")
     rows_done: int = Field(description="rows with results committed (bulk: chunk by chunk)")
     percent: float = Field(ge=0, le=100, description="rows_done of rows_total, in percent")
-    attempts: int
+    attempts: int = Field(description="claims by a worker; a bulk job's: those of its most-claimed "
+                                      "chunk. Above 1: it was retried after a worker died")
     priority: Priority
     from_cache: bool
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     deadline: datetime | None
+    retry_of: str | None = Field(None, description="the job this one retries "
+                                                   "(POST /v1/jobs/{id}/retry)")
     links: Links
     error: str | None = None
 
@@ -174,12 +197,38 @@ class PredictQuery(Strict):
                                        "then 202 with the job")
 
 
+class InputColumn(Strict):
+    name: str
+    type: Literal["number", "integer", "boolean", "string", "datetime"]
+    nullable: bool = Field(description="may be missing (null, an empty CSV cell)")
+    categories: list[Any] | None = Field(
+        None, description="the values the fitted model knows (the first 1,000)")
+    n_categories: int | None = None
+    closed: bool | None = Field(
+        None, description="values outside `categories` are refused (400); otherwise they go "
+                          "to the model, which handles them as it was fitted to")
+
+
+class InputSchema(Strict):
+    columns: list[InputColumn] = Field(description="in the order list rows give them")
+    input: Literal["dataframe", "array"] = Field(
+        description="what the model is given: a pandas DataFrame with these dtypes, or an "
+                    "array")
+    ignored: list[str] | None = Field(
+        None, description="columns the model drops: accepted in a body, never used")
+
+
 class ModelVersion(Strict):
     name: str
     version: str
     kind: Literal["classifier", "regressor"]
     n_features: int
     feature_names: list[str]
+    inputs: InputSchema = Field(description="the typed input schema every body is checked "
+                                            "against")
+    libraries: dict[str, str] | None = Field(
+        None, description="LightGBM or XGBoost versions the artifact needs (workers must run "
+                          "them)")
     sha256: str
     sklearn_version: str | None = Field(description="registered under; workers must run it")
     numpy_version: str | None = Field(
@@ -189,8 +238,17 @@ class ModelVersion(Strict):
     labels: list[Any] | None = None
 
 
+class RolloutShares(Strict):
+    shares: dict[str, float] = Field(description="version: the share of the jobs that name no "
+                                                 "version it gets")
+    shadow: dict[str, Any] | None = Field(description="the version a share of them also runs "
+                                                      "on, compared, never delivered")
+
+
 class ModelSummary(ModelVersion):
     versions: list[str]
+    rollout: RolloutShares | None = Field(None, description="the operator's rollout; null: "
+                                                            "jobs get the latest version")
 
 
 class ModelList(Strict):
@@ -262,8 +320,11 @@ class Health(Strict):
 
 
 class QueueState(Strict):
-    depth: int
-    oldest_age_seconds: float | None
+    depth: int = Field(description="jobs waiting: queued single jobs, and bulk jobs with chunks "
+                                   "not yet predicted")
+    chunks: int = Field(description="bulk chunks waiting (not yet claimed by a worker)")
+    rows: int = Field(description="rows waiting: of queued jobs and of waiting chunks")
+    oldest_age_seconds: float | None = Field(description="of the oldest waiting job or chunk")
     drain_per_second: float
 
 

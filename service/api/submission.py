@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -23,13 +24,16 @@ class UnsupportedMediaType(PredqError):
     code = "unsupported_media_type"
 
 
-def json_body() -> dict[str, Any]:
-    """The request body as a JSON object, or an error that says what is wrong with it."""
+def json_body(also: Sequence[str] = ()) -> dict[str, Any]:
+    """The request body as a JSON object, or an error that says what is wrong with it (and
+    which other types, `also`, the endpoint takes)."""
     max_depth = services().settings.max_json_depth
     mimetype = request.mimetype
     # curl -d sends application/x-www-form-urlencoded unless told otherwise; read it as JSON.
     if mimetype not in ("", "application/json", "application/x-www-form-urlencoded"):
-        raise UnsupportedMediaType(f"send Content-Type: application/json, not {mimetype}")
+        others = f", or a bulk body: {', '.join(also)}" if also else ""
+        raise UnsupportedMediaType(f"send Content-Type: application/json{others}; not "
+                                   f"{mimetype}")
     raw = request.get_data(cache=False)
     limit = request.max_content_length
     if request.content_length is None and limit is not None and len(raw) >= limit:
@@ -86,10 +90,3 @@ def check_fields(body: dict[str, Any], allowed: set[str]) -> None:
     for name, value in body.items():
         if isinstance(value, str) and len(value) > max_string and name not in _URLS:
             raise InvalidInput(name, f"{len(value)} characters; at most {max_string}")
-
-
-def version_of(body: dict[str, Any]) -> str | None:
-    version = body.get("version")
-    if version is not None and (isinstance(version, bool) or not isinstance(version, str | int)):
-        raise InvalidInput("version", "must be a string")
-    return None if version is None else str(version)

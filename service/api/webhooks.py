@@ -22,7 +22,8 @@ ids.use_in(bp)  # /<endpoint_id:...> matches ids only: not job-secret, not failu
 
 @bp.post("")
 @documented({201: (S.EndpointWithSecret, "The endpoint, with its signing secret (shown once)")},
-            ((400, error_docs.WITH_BODY[400] + "; " + error_docs.UNSAFE_URL), 408, 413, 415,
+            ((400, error_docs.WITH_BODY[400] + "; " + error_docs.UNSAFE_URL), 408,
+             (409, error_docs.TOO_MANY_ENDPOINTS), 413, 415,
              (503, error_docs.GENERAL[503] + "; " + error_docs.NOT_CONFIGURED)),
             json=S.EndpointCreate, tags=["webhooks"])
 def create() -> tuple[Response, int, dict[str, str]]:
@@ -32,7 +33,8 @@ def create() -> tuple[Response, int, dict[str, str]]:
     (Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`), retried with
     back-off until it answers 2xx; `events` picks which endings (default: all). The answer
     holds the endpoint's `whsec_` signing secret, shown this once: keep it to verify
-    signatures."""
+    signatures. A tenant may register `PREDQ_WEBHOOK_MAX_ENDPOINTS` endpoints (20 by
+    default); one more answers 409 `too_many_endpoints`."""
     tenant = current_tenant()
     body = json_body()
     check_fields(body, {"url", "events"})
@@ -47,7 +49,8 @@ def create() -> tuple[Response, int, dict[str, str]]:
         raise
     events = endpoints.check_events(body.get("events"))
     with svc.engine.begin() as conn:
-        endpoint, secret = endpoints.create(conn, svc.sealer, tenant, url, events)
+        endpoint, secret = endpoints.create(conn, svc.sealer, tenant, url, events,
+                                            svc.settings.webhook_max_endpoints)
     location = f"/v1/webhooks/{endpoint.id}"
     return jsonify({**endpoint.public(), "secret": secret}), 201, {"Location": location}
 
@@ -83,8 +86,9 @@ def get_endpoint(endpoint_id: str) -> Response:
 def delete(endpoint_id: str) -> tuple[str, int]:
     """Delete a webhook endpoint
 
-    Stops the endpoint's deliveries: jobs that end from now on send it no event. Answers 204
-    with no body; its past deliveries stay in each job's delivery log."""
+    Stops the endpoint's deliveries: jobs that end from now on send it no event, and its
+    events still waiting for an attempt are given up at once (`dead`). Answers 204 with no
+    body; its past deliveries stay in each job's delivery log."""
     tenant = current_tenant()
     with services().engine.begin() as conn:
         endpoints.delete_endpoint(conn, tenant, endpoint_id)

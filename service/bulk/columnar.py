@@ -1,6 +1,7 @@
-"""Bulk input in columns: Parquet and Arrow IPC bodies, a numeric column per feature (any
-order, extra columns ignored), read a record batch at a time (needs pyarrow) and cut into
-chunks of float64 rows like the text formats.
+"""Bulk input in columns: Parquet and Arrow IPC bodies, a column per feature (any order, extra
+columns ignored), read a record batch at a time (needs pyarrow) and cut into chunks like the
+text formats: float64 rows for a model of plain numbers, typed record batches otherwise
+(`typedread`).
 
 Parquet keeps its footer at the end, so its body is spooled to a temporary file first. Arrow
 is read as it arrives: the stream format, or the file format, which is the same stream behind
@@ -11,7 +12,6 @@ batches' offsets). One Arrow message (a record batch, its metadata) may take at 
 
 from __future__ import annotations
 
-import io
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -19,16 +19,18 @@ from typing import IO, Any
 
 import numpy as np
 
+from service.bulk import typedread
+from service.bulk.arrowguard import GuardedStream
 from service.bulk.parsing import Bounds, bad_row, read_exactly, too_many
 from service.core.errors import InvalidInput
+from service.models.modelinput import Batch
 from service.models.registry import ModelInfo
 
-ARROW_MESSAGE = 64 * 1024 * 1024
 ARROW_FILE_MAGIC = b"ARROW1\0\0"
 ARROW_CONTINUATION = b"\xff\xff\xff\xff"
 
 
-def parquet_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterator[np.ndarray]:
+def parquet_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterator[Batch]:
     """A Parquet file, read a record batch of `chunk_rows` at a time."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -37,24 +39,31 @@ def parquet_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Itera
         shutil.copyfileobj(stream, spool, 1 << 20)
         spool.seek(0)
         try:
-            source = pq.ParquetFile(spool)
+            # pre_buffer (pyarrow's default) kept the buffers it read ahead: the API grew with
+            # the body (a 10M-row typed upload: 345 MB); a local spool needs no read-ahead.
+            source = pq.ParquetFile(spool, pre_buffer=False)
         except (pa.ArrowException, OSError) as exc:
             raise InvalidInput("inputs", f"not a Parquet file: {exc}") from None
-        columns = set(source.schema_arrow.names)
-        missing = [name for name in model.feature_names if name not in columns]
-        if missing:
-            raise InvalidInput("header", f"missing column {missing[0]!r}")
+        columns = source.schema_arrow.names
+        if model.plain:
+            missing = [name for name in model.feature_names if name not in columns]
+            if missing:
+                raise InvalidInput("header", f"missing column {missing[0]!r}")
+        present = typedread.check_header(columns, model.schema, bounds.max_name, strict=False)
         total = source.metadata.num_rows
         if not 1 <= total <= bounds.max_rows:
             raise InvalidInput("inputs", f"{total} rows; between 1 and {bounds.max_rows} per job")
-        yield from _matrices(source.iter_batches(batch_size=bounds.chunk_rows,
-                                                 columns=list(model.feature_names)),
-                             model, bounds)
+        batches = source.iter_batches(batch_size=bounds.chunk_rows, columns=present)
+        if model.plain:
+            yield from _matrices(batches, model, bounds)
+        else:
+            yield from typedread.tables(batches, model.schema, bounds)
 
 
-def arrow_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterator[np.ndarray]:
-    """An Arrow IPC stream (or file): its schema checked first (every feature a column of
-    numbers), then only the feature columns decoded, batch by batch."""
+def arrow_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterator[Batch]:
+    """An Arrow IPC stream (or file): its schema checked first (every feature a column), then
+    only the feature columns decoded, batch by batch, each message checked before it is
+    decoded (`arrowguard`: rows, and bytes once decompressed)."""
     import pyarrow as pa
 
     head = read_exactly(stream, len(ARROW_FILE_MAGIC))
@@ -63,18 +72,18 @@ def arrow_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterato
     if not head.startswith(ARROW_CONTINUATION):  # every message since Arrow 0.15
         raise InvalidInput("inputs", "not an Arrow IPC stream: it starts with "
                                      f"{head[:4]!r}, not an Arrow message")
-    source = _Capped(stream, head)
+    source = GuardedStream(stream, head, bounds.max_rows)
     try:
-        source.keep()  # the schema message is read twice: to choose the columns, then for good
-        schema = pa.ipc.open_stream(source).schema
-        fields = feature_fields(schema, model)
-        source.rewind()
+        schema = pa.ipc.read_schema(pa.py_buffer(source.first()))
+        fields = feature_fields(schema, model) if model.plain else sorted(
+            schema.get_field_index(name) for name in typedread.check_header(
+                schema.names, model.schema, bounds.max_name, strict=False))
         options = pa.ipc.IpcReadOptions(included_fields=fields)
         batches = pa.ipc.open_stream(source, options=options)
-        yield from _rechunk(_matrices(iter(batches), model, bounds), bounds.chunk_rows)
-    except _TooLarge as exc:
-        raise InvalidInput("inputs", f"an Arrow message of {exc.size:,} bytes; at most "
-                                     f"{ARROW_MESSAGE:,}: write smaller record batches") from None
+        if model.plain:
+            yield from _rechunk(_matrices(iter(batches), model, bounds), bounds.chunk_rows)
+        else:
+            yield from typedread.tables(batches, model.schema, bounds)
     except (pa.ArrowException, OSError) as exc:
         raise InvalidInput("inputs", f"not an Arrow IPC stream: {str(exc)[:200]}") from None
 
@@ -137,41 +146,3 @@ def _rechunk(matrices: Iterable[np.ndarray], rows: int) -> Iterator[np.ndarray]:
             held, count = [joined[cut:]], len(joined) - cut
     if count:
         yield np.concatenate(held)
-
-
-class _TooLarge(Exception):
-    def __init__(self, size: int) -> None:
-        super().__init__(size)
-        self.size = size
-
-
-class _Capped(io.RawIOBase):
-    """The body for pyarrow, which reads a message's metadata and then its body in one read
-    each: a read of more than ARROW_MESSAGE bytes is refused before anything is allocated.
-    Reads can be kept and given again (the schema is read twice)."""
-
-    def __init__(self, stream: IO[bytes], head: bytes) -> None:
-        super().__init__()
-        self._stream = stream
-        self._pending = head  # given before the stream's own bytes
-        self._kept: list[bytes] | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0 or size > ARROW_MESSAGE:
-            raise _TooLarge(-1 if size is None else size)
-        data, self._pending = self._pending[:size], self._pending[size:]
-        if len(data) < size:
-            data += read_exactly(self._stream, size - len(data))
-        if self._kept is not None:
-            self._kept.append(data)
-        return data
-
-    def keep(self) -> None:
-        self._kept = []
-
-    def rewind(self) -> None:
-        self._pending = b"".join(self._kept or []) + self._pending
-        self._kept = None

@@ -25,6 +25,7 @@ class Format:
     write: str | None  # "module.function" in service.bulk: chunks -> bytes; None: not written
     binary: bool = False
     needs: str | None = None  # an optional package the format needs
+    typed: str | None = None  # "module.function": the reader for a typed model, if not `read`
 
     @property
     def media_type(self) -> str:
@@ -39,9 +40,11 @@ class Format:
         """Whether this process can read and write it (an optional package may be missing)."""
         return self.needs is None or importlib.util.find_spec(self.needs) is not None
 
-    def reader(self) -> Callable[..., Any]:
+    def reader(self, plain: bool = True) -> Callable[..., Any]:
+        """The function that reads a body into chunks for a model of plain numbers (`plain`,
+        float64 rows), or for a typed model (record batches of its schema)."""
         assert self.read is not None, f"{self.name} bodies are not read"
-        return _function(self.read)
+        return _function(self.read if plain or self.typed is None else self.typed)
 
     def writer(self) -> Callable[..., Any]:
         assert self.write is not None, f"{self.name} results are not written"
@@ -54,11 +57,13 @@ def _function(where: str) -> Callable[..., Any]:
 
 
 JSON = Format("json", ("application/json",), (".json",), None, "results.json_body")
-CSV = Format("csv", ("text/csv",), (".csv",), "parsing.csv_chunks", "results.csv_body")
+CSV = Format("csv", ("text/csv",), (".csv",), "parsing.csv_chunks", "results.csv_body",
+             typed="typedread.csv_batches")
 NDJSON = Format("ndjson", ("application/x-ndjson", "application/jsonl"), (".ndjson", ".jsonl"),
-                "parsing.ndjson_chunks", "results.ndjson_body")
+                "parsing.ndjson_chunks", "results.ndjson_body", typed="typedread.ndjson_batches")
 NPY = Format("npy", ("application/x-npy", "application/vnd.numpy"), (".npy",),
-             "parsing.npy_chunks", "results.npy_body", binary=True)
+             "parsing.npy_chunks", "results.npy_body", binary=True,
+             typed="typedread.npy_batches")
 PARQUET = Format("parquet", ("application/vnd.apache.parquet", "application/x-parquet"),
                  (".parquet",), "columnar.parquet_chunks", "results.parquet_body", binary=True,
                  needs="pyarrow")

@@ -7,6 +7,8 @@ that is 1 KiB per value (a float64 needs at most 24 characters; the rest is room
 quotes and long decimals), room for every feature name as an NDJSON key even if each of its
 bytes is escaped as \\uXXXX (plus quotes, colon, comma), and 4 KiB for brackets and slack.
 Iris (4 features) gets 8,500; a model of 1,000 features named like `feature_999` ~1.1 MB.
+A typed model's string column adds room for a string of `max_string` characters (1,000 by
+default, `PREDQ_MAX_STRING_LENGTH`) with every character escaped: 6,008 bytes a string column.
 The line's terminator is not counted; a CSV header line has the same bound.
 """
 
@@ -16,6 +18,7 @@ from collections.abc import Iterator
 from typing import IO, AnyStr, Generic
 
 from service.models.registry import ModelInfo
+from service.models.schema import ColumnType
 
 VALUE = 1024  # characters for one value
 NAME_ESCAPE = 6  # a name's byte written as \uXXXX
@@ -23,10 +26,13 @@ NAME_FRAME = 8  # quotes, colon, comma and a space around a name
 SLACK = 4096  # brackets, separators, leading and trailing whitespace
 
 
-def line_limit(model: ModelInfo) -> int:
-    """The most characters (NDJSON: bytes) one line of a body for `model` may hold."""
+def line_limit(model: ModelInfo, max_string: int = 1000) -> int:
+    """The most characters (NDJSON: bytes) one line of a body for `model` may hold; a typed
+    model's string column may take a string of `max_string` characters, each escaped."""
     names = sum(NAME_ESCAPE * len(name.encode()) + NAME_FRAME for name in model.feature_names)
-    return SLACK + model.n_features * VALUE + names
+    strings = sum(NAME_ESCAPE * max_string + NAME_FRAME for c in model.schema.columns
+                  if c.type is ColumnType.STRING)
+    return SLACK + model.n_features * VALUE + names + strings
 
 
 class LineTooLong(Exception):

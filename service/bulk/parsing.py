@@ -19,6 +19,7 @@ from service.bulk import csvfast
 from service.bulk.lines import Lines, LineTooLong, line_limit
 from service.core.errors import InvalidInput
 from service.jobs.inputs import row_of
+from service.models.modelinput import Batch
 from service.models.registry import ModelInfo
 
 
@@ -28,10 +29,11 @@ class Bounds:
 
     chunk_rows: int  # rows per chunk: one message and one commit each
     max_rows: int  # rows per job
-    max_name: int = 1000  # characters of a column or feature name
+    max_name: int = 1000  # characters of a column or feature name (or a typed string value)
+    max_distinct: int = 10_000  # distinct strings per column of a typed model in one chunk
 
 
-Reader = Callable[[IO[bytes], ModelInfo, Bounds], Iterator[np.ndarray]]
+Reader = Callable[[IO[bytes], ModelInfo, Bounds], Iterator[Batch]]
 
 
 def bad_row(number: int, reason: str) -> InvalidInput:
@@ -73,7 +75,7 @@ def csv_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterator[
     except (UnicodeDecodeError, csv.Error, StopIteration, InvalidInput):
         header = []
     if not first.endswith(b"\n") or first.count(b'"') % 2 or not header:
-        yield from _csv_slow(_Joined(first, stream), model, bounds)  # it says what is wrong
+        yield from _csv_slow(Joined(first, stream), model, bounds)  # it says what is wrong
         return
     number = lines = 0
     held: list[np.ndarray] = []
@@ -83,7 +85,7 @@ def csv_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterator[
         if matrix is None:  # the row-by-row reader from this block on
             if held:
                 yield np.concatenate(held)
-            rest = _Joined(first + block, _Rest(source))
+            rest = Joined(first + block, _Rest(source))
             yield from _csv_slow(rest, model, bounds, number, lines)
             return
         number += len(matrix)
@@ -101,7 +103,7 @@ def csv_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterator[
         raise InvalidInput("inputs", "the body has no rows")
 
 
-class _Joined(io.RawIOBase):
+class Joined(io.RawIOBase):
     """`head`, then the stream: a body handed on after part of it was read."""
 
     def __init__(self, head: bytes, stream: IO[bytes] | io.RawIOBase) -> None:
@@ -239,7 +241,15 @@ def _float(text: str, number: int, column: str, line: int) -> float:
 
 def _ndjson_rows(stream: IO[bytes], model: ModelInfo, max_name: int) -> Iterator[list[float]]:
     index = {name: i for i, name in enumerate(model.feature_names)}
-    lines = Lines(stream, line_limit(model))
+    for number, line_number, line in ndjson_lines(stream, model, line_limit(model)):
+        yield _ndjson_row(line, number, line_number, model, index, max_name)
+
+
+def ndjson_lines(stream: IO[bytes], model: ModelInfo, limit: int
+                 ) -> Iterator[tuple[int, int, bytes]]:
+    """The non-blank lines of an NDJSON body, each with its row number (from 1) and line
+    number; a line past `limit` bytes is refused naming it, before it is held."""
+    lines = Lines(stream, limit)
     number = line_number = 0
     try:
         for line_number, line in enumerate(lines, 1):
@@ -247,7 +257,7 @@ def _ndjson_rows(stream: IO[bytes], model: ModelInfo, max_name: int) -> Iterator
             if not line.strip():
                 continue
             number += 1
-            yield _ndjson_row(line, number, line_number, model, index, max_name)
+            yield number, line_number, line
     except LineTooLong:
         raise bad_row(number + 1, f"line {line_number + 1}: {lines.reason(model, 'bytes')}"
                       ) from None
@@ -269,8 +279,10 @@ def _ndjson_row(line: bytes, number: int, line_number: int, model: ModelInfo,
                               f"{where.lstrip('.') + ': ' if where else ''}{exc.reason}") from None
 
 
-def npy_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterator[np.ndarray]:
-    """A 2-D numeric .npy array of (rows, features), read a chunk at a time."""
+def npy_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds,
+               nullable: list[bool] | None = None) -> Iterator[np.ndarray]:
+    """A 2-D numeric .npy array of (rows, features), read a chunk at a time; NaN is a
+    missing value, allowed only in the `nullable` columns (none by default)."""
     chunk_rows, max_rows = bounds.chunk_rows, bounds.max_rows
     fmt = np.lib.format
     try:
@@ -298,11 +310,20 @@ def npy_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds) -> Iterator[
             raise bad_row(done + len(data) // row_bytes + 1,
                           f"the body ends early: the header promised {shape[0]} rows")
         matrix = np.frombuffer(data, dtype=dtype).reshape(take, shape[1]).astype(np.float64)
-        finite = np.isfinite(matrix).all(axis=1)
+        finite = valid_rows(matrix, nullable)
         if not finite.all():
-            raise bad_row(done + int(np.argmin(finite)) + 1, "must hold finite numbers only")
+            raise bad_row(done + int(np.argmin(finite)) + 1, "must hold finite numbers only"
+                          + (" (NaN where a column may be missing)" if nullable else ""))
         done += take
         yield matrix
+
+
+def valid_rows(matrix: np.ndarray, nullable: list[bool] | None) -> np.ndarray:
+    """Per row: every value finite, or NaN in a column that may be missing."""
+    finite = np.isfinite(matrix)
+    if nullable is not None and any(nullable):
+        finite |= np.isnan(matrix) & np.asarray(nullable)
+    return finite.all(axis=1)  # type: ignore[no-any-return]
 
 
 def read_exactly(stream: IO[bytes], size: int) -> bytes:

@@ -13,6 +13,15 @@ from typing import Any
 
 import numpy as np
 
+from service.core.errors import NotAcceptable
+from service.jobs.typedresults import (
+    csv_cell,
+    label_type,
+    npy_dtype,
+    probability_names,
+    result_columns,
+)
+
 Chunks = Callable[[], Iterable[dict[str, Any]]]  # each call iterates the chunks from the start
 
 
@@ -61,14 +70,16 @@ def ndjson_body(chunks: Chunks, _info: ResultInfo) -> Iterator[bytes]:
 
 
 def csv_body(chunks: Chunks, info: ResultInfo) -> Iterator[bytes]:
-    """A header, then one line per row: prediction and, for classifiers, p_<label> columns."""
+    """A header, then one line per row: prediction (a boolean as true/false) and, for
+    classifiers, p_<label> columns."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["prediction"] + [f"p_{label}" for label in info.labels or []])
+    writer.writerow(["prediction"] + probability_names(info.labels or []))
     for chunk in chunks():
         probabilities = _list(chunk.get("probabilities"))
         for i, prediction in enumerate(_list(chunk["predictions"])):
-            writer.writerow([prediction] + (list(probabilities[i]) if probabilities else []))
+            writer.writerow([csv_cell(prediction)]
+                            + (list(probabilities[i]) if probabilities else []))
         yield out.getvalue().encode()
         out.seek(0)
         out.truncate()
@@ -77,9 +88,11 @@ def csv_body(chunks: Chunks, info: ResultInfo) -> Iterator[bytes]:
 
 
 def npy_body(chunks: Chunks, info: ResultInfo) -> Iterator[bytes]:
-    """The predictions as one .npy array of `n_rows` (numbers as float64 or int64, string
-    labels as fixed-width unicode); the header first, then each chunk's bytes."""
-    dtype = _npy_dtype(info.labels)
+    """The predictions as one .npy array of `n_rows` (float64, or int64 for integer labels);
+    the header first, then each chunk's bytes. Labels that are not numbers have no .npy form
+    (`check`, before the first byte)."""
+    dtype = npy_dtype(info.labels)
+    assert dtype is not None, "checked before writing"
     header = io.BytesIO()
     np.lib.format.write_array_header_2_0(
         header, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
@@ -114,13 +127,7 @@ def _columns(chunks: Chunks, info: ResultInfo, open_writer: Callable[..., Any]
     writer = None
     try:
         for chunk in chunks():
-            columns: dict[str, Any] = {"prediction": chunk["predictions"]}
-            probabilities = chunk.get("probabilities")
-            if probabilities is not None and info.labels is not None:
-                matrix = np.asarray(probabilities, dtype=np.float64)
-                for j, label in enumerate(info.labels):
-                    columns[f"p_{label}"] = matrix[:, j]
-            table = pa.table(columns)
+            table = pa.table(result_columns(chunk, info.labels))
             writer = writer or open_writer(sink, table.schema)
             writer.write_table(table)
             yield sink.take()
@@ -159,11 +166,12 @@ def _list(values: Any) -> Any:
     return values.tolist() if isinstance(values, np.ndarray) else values
 
 
-def _npy_dtype(labels: list[Any] | None) -> np.dtype[Any]:
-    if labels is None:
-        return np.dtype("<f8")
-    if all(isinstance(x, int) and not isinstance(x, bool) for x in labels):
-        return np.dtype("<i8")
-    if all(isinstance(x, int | float) and not isinstance(x, bool) for x in labels):
-        return np.dtype("<f8")
-    return np.dtype(f"<U{max(len(str(x)) for x in labels) or 1}")
+def check(fmt_name: str, info: ResultInfo) -> None:
+    """Refuse, before the first byte, a format that cannot hold these predictions: .npy holds
+    numbers only (string or boolean labels: every other format keeps them)."""
+    if fmt_name == "npy" and npy_dtype(info.labels) is None:
+        raise NotAcceptable("a .npy array holds numbers only; this model predicts "
+                            f"{label_type(info.labels).value} labels: send Accept: "
+                            "application/json, application/x-ndjson, text/csv, "
+                            "application/vnd.apache.parquet or "
+                            "application/vnd.apache.arrow.stream")

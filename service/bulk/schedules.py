@@ -7,6 +7,7 @@
     model = "iris"                   # version = "..." to pin one
     input = "/data/iris/*.csv"       # a file or a glob: the newest match is used
     output = "/data/out/iris-{time}.csv"   # optional: .csv, .ndjson, .parquet, .npy, .arrow
+    overwrite = false                # true: `output` may replace a file (needed without {time})
 
 `predq beat` runs `run_due` every minute. A run is submitted with the idempotency key
 `schedule:<name>:<scheduled time>` in the job's own transaction, so a restarted beat, a second
@@ -14,9 +15,13 @@ beat or an overlapping run never enqueues a run twice. A run missed by more than
 seconds (beat was down) is skipped, not replayed late. Once the job succeeds, its result is
 written to `output` (through a temporary file, renamed when complete).
 
-An input under the data root (PREDQ_DATA_ROOT) in a format read by reference (.npy, Parquet,
-CSV) is submitted by reference: beat reads only its header, the workers its rows, and an
-output under the root too is written by the worker that finishes the job.
+The paths are the server's, as the operator declares them: absolute (or relative to beat's
+working directory), `input` a glob. An input under the data root (PREDQ_DATA_ROOT) in a
+format read by reference (.npy, Parquet, CSV) is submitted by reference: beat reads only its
+header, the workers its rows, and an output under the root too is written by the worker that
+finishes the job. Such paths are relative to the whole root, not to the tenant's directory:
+the operator, not the tenant, names them. An output replaces no file unless `overwrite`, so
+one without `{time}` (the same name every run) must say `overwrite = true`.
 """
 
 from __future__ import annotations
@@ -32,14 +37,14 @@ from pathlib import Path
 from croniter import croniter
 from sqlalchemy import Engine, insert, select, update
 
-from service.bulk import download, formats, refs, upload
+from service.bulk import download, formats, intake, refs
+from service.bulk.areas import Area
 from service.core import states, times
 from service.core.errors import PredqError
 from service.core.settings import Settings
 from service.jobs import idempotency, priorities
-from service.jobs.lifecycle import JobRequest
+from service.jobs.requests import Options
 from service.jobs.submit import Submitter
-from service.models import registry
 from service.store.db import jobs as job_rows
 from service.store.db import schedule_runs
 
@@ -63,6 +68,7 @@ class Schedule:
     version: str | None = None
     priority: str = "bulk"
     catch_up: float = 3600.0
+    overwrite: bool = False
 
     def due(self, now: datetime) -> datetime:
         """The latest scheduled time at or before `now`."""
@@ -93,6 +99,9 @@ def load(path: str) -> list[Schedule]:
         output = formats.by_suffix(schedule.output) if schedule.output else None
         if schedule.output and (output not in OUTPUTS):
             raise ScheduleError(f"{where}: output must end in {formats.names(OUTPUTS)}")
+        if schedule.output and "{time}" not in schedule.output and schedule.overwrite is not True:
+            raise ScheduleError(f"{where}: output without {{time}} is the same file every run: "
+                                "say overwrite = true to replace it")
         if formats.by_suffix(schedule.input) not in formats.READABLE:
             raise ScheduleError(f"{where}: input must end in {formats.names(formats.READABLE)}")
         priorities.queue_for(schedule.priority)
@@ -132,20 +141,23 @@ def _submit(submitter: Submitter, settings: Settings, schedule: Schedule, when: 
     with engine.connect() as conn:
         if idempotency.find(conn, schedule.tenant, key) is not None:
             return None  # this run was submitted already (by this beat or another)
-        model = registry.resolve(conn, schedule.model, schedule.version)
+    req = submitter.requests.build(schedule.tenant, Options(
+        schedule.model, schedule.version, schedule.priority, key=key))
     path = newest(schedule.input)
     fmt = formats.by_suffix(path)
     assert fmt is not None
-    req = JobRequest(schedule.tenant, model, priorities.queue_for(schedule.priority), key=key)
     wanted = idempotency.fingerprint("schedule", schedule.name, key)
     output = _output_path(schedule, when)
+    intake.check_output(output, req.model)
     if under_root(settings.data_root, path) and fmt in refs.INPUTS:
         # The workers read it, and write the output too if it is under the root as well.
         out = output if output and under_root(settings.data_root, output) else None
-        accepted = upload.submit_reference(submitter, settings, req, path, out, wanted)
+        accepted = intake.submit_reference(submitter, settings, req, _absolute(path), out and
+                                           _absolute(out), wanted, schedule.overwrite,
+                                           Area(settings.data_root))
     else:
         with open(path, "rb") as stream:
-            accepted = upload.submit_stream(submitter, settings, req, fmt, stream,
+            accepted = intake.submit_stream(submitter, settings, req, fmt, stream,
                                             lambda: wanted)
     if accepted.replayed:
         return None  # another beat won the race: one run only
@@ -163,10 +175,14 @@ def under_root(data_root: str, path: str) -> bool:
     if not data_root:
         return False
     try:
-        refs.resolve(data_root, str(Path(path).absolute()), "input", exists=False)
+        Area(data_root).output(_absolute(path))  # inside the root, links followed
     except PredqError:
         return False
     return True
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).absolute())
 
 
 def newest(pattern: str) -> str:
@@ -191,8 +207,14 @@ def write_outputs(engine: Engine, schedules: list[Schedule]) -> int:
     for row in rows:
         if row.schedule not in wanted:
             continue
+        placed = True
         try:
-            write_result(engine, row.job_id, Path(row.output))
+            write_result(engine, row.job_id, Path(row.output),
+                         next(s.overwrite for s in schedules if s.name == row.schedule))
+        except FileExistsError:  # not retried: it would exist next time too
+            log.error("schedule %s: %s exists and overwrite is off: not replaced; the result "
+                      "stays in the store (job %s)", row.schedule, row.output, row.job_id)
+            placed = False
         except Exception as exc:  # noqa: BLE001 - retried on the next run
             log.error("schedule %s: could not write %s: %s", row.schedule, row.output, exc)
             continue
@@ -201,18 +223,19 @@ def write_outputs(engine: Engine, schedules: list[Schedule]) -> int:
                 schedule_runs.c.schedule == row.schedule,
                 schedule_runs.c.scheduled_for == row.scheduled_for)
                 .values(written_at=times.utcnow()))
-        written += 1
+        written += placed
     return written
 
 
-def write_result(engine: Engine, job_id: str, target: Path) -> None:
-    """A succeeded job's result in the format `target`'s suffix names."""
+def write_result(engine: Engine, job_id: str, target: Path, overwrite: bool = False) -> None:
+    """A succeeded job's result in the format `target`'s suffix names (FileExistsError if
+    `target` exists and not `overwrite`)."""
     with engine.connect() as conn:
         tenant = conn.execute(select(job_rows.c.tenant).where(
             job_rows.c.id == job_id)).scalar_one()
     fmt = formats.by_suffix(target)
     assert fmt is not None and fmt in OUTPUTS
-    download.write_file(engine, tenant, job_id, fmt, target)
+    download.write_file(engine, tenant, job_id, fmt, target, overwrite)
 
 
 def _output_path(schedule: Schedule, when: datetime) -> str | None:

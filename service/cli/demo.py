@@ -1,4 +1,6 @@
-"""Demo models trained from datasets that scikit-learn ships (no download)."""
+"""Demo models, trained on the spot (no download): `iris` and `diabetes` from datasets
+scikit-learn ships, and `churn`, a typed pipeline (strings, a nullable number, integers, a
+boolean) on data predq generates."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from sqlalchemy import Connection
 
 from service.core.errors import ModelNotFound
 from service.models import registry
+from service.models.demo_typed import train_churn
 
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
@@ -38,11 +41,20 @@ def register_demo_models(conn: Connection, model_dir: str, work_dir: str | Path)
     """Register the demo models as version 1 unless they already exist; return what was added."""
     added = []
     for name, (path, features) in train_demo_models(work_dir).items():
-        try:
-            registry.resolve(conn, name)
+        if _known(conn, name):
             continue
-        except ModelNotFound:
-            pass
         registry.add_model(conn, model_dir, str(path), name, "1", feature_names=features)
         added.append(name)
+    if not _known(conn, "churn"):
+        path, example = train_churn(Path(work_dir) / "churn.joblib")
+        registry.add_model(conn, model_dir, str(path), "churn", "1", example=example)
+        added.append("churn")
     return added
+
+
+def _known(conn: Connection, name: str) -> bool:
+    try:
+        registry.resolve(conn, name)
+    except ModelNotFound:
+        return False
+    return True

@@ -61,7 +61,10 @@ def child_exit(_server: Any, worker: Any) -> None:
 
 
 def _logconfig() -> dict[str, Any]:
-    """gunicorn's own lines (start, worker exits, errors) in predq's format."""
+    """gunicorn's own lines (start, worker exits, errors) in predq's format, at predq's level:
+    `predq up` asks for warnings and errors only, so "Starting gunicorn", "Booting worker" and
+    "Shutting down" are not printed there."""
+    level = os.environ.get("PREDQ_LOG_LEVEL", "INFO").upper()
     json_format = os.environ.get("PREDQ_LOG_FORMAT", "json") == "json"
     formatter: dict[str, Any] = (
         {"()": "pythonjsonlogger.json.JsonFormatter",
@@ -77,8 +80,8 @@ def _logconfig() -> dict[str, Any]:
         "formatters": {"predq": formatter},
         "handlers": {"predq": handler},
         # gunicorn merges this over its defaults: every handler it names must be defined here.
-        "root": {"level": "INFO", "handlers": ["predq"]},
-        "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["predq"],
+        "root": {"level": level, "handlers": ["predq"]},
+        "loggers": {"gunicorn.error": {"level": level, "handlers": ["predq"],
                                        "propagate": False},
                     # No access log: it would cost a line per request (measured: 8% of the
                     # API's CPU); /metrics counts requests by route and status instead.

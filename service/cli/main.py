@@ -8,20 +8,24 @@ from pathlib import Path
 
 import click
 
+from service.cli import composition
+from service.cli.composition import settings as _settings
 from service.cli.processes import (
     DEFAULT_QUEUES,
     api_command,
     beat_command,
+    chunk_worker_command,
     deliverer_command,
+    start,
+    supervise,
     worker_command,
 )
 from service.cli.support import run as _run
-from service.cli.support import settings as _settings
 from service.ops import heartbeats, metricsdir
-from service.store.db import make_engine
 
 
 @click.group()
+@click.version_option(package_name="predq", message="predq %(version)s")
 def main() -> None:
     """predq: asynchronous predictions from scikit-learn models."""
 
@@ -35,7 +39,7 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Run the Alembic migrations up to REVISION."""
-    from service.store.migrate import upgrade
+    from migrations.runner import upgrade
 
     upgrade(_settings().database_url, revision)
     click.echo(f"database at {revision}")
@@ -55,19 +59,31 @@ def models() -> None:
               help="serve repeated single-row inputs from Redis for this many seconds")
 @click.option("--trust", "trust", multiple=True, metavar="TYPE",
               help="a .skops artifact may hold this type (repeatable)")
+@click.option("--example", type=click.Path(exists=True, dir_okay=False),
+              help="a few input rows as the model was fitted on (.parquet, .csv, .json): pins "
+                   "the column types predq cannot infer from the fitted model")
+@click.option("--closed", "closed", multiple=True, metavar="COLUMN",
+              help="refuse values of this categorical column the model does not know "
+                   "(repeatable)")
 def models_add(path: str, name: str, version: str, feature_names: str | None,
-               cache_ttl: int | None, trust: tuple[str, ...]) -> None:
-    """Register the joblib or .skops artifact at PATH as NAME VERSION (records its sha256 and
-    the scikit-learn and numpy versions that workers must run)."""
+               cache_ttl: int | None, trust: tuple[str, ...], example: str | None,
+               closed: tuple[str, ...]) -> None:
+    """Register the joblib or .skops artifact at PATH as NAME VERSION: records its sha256,
+    its typed input schema (inferred from the fitted model, pinned by --example) and the
+    versions of scikit-learn, numpy and any LightGBM or XGBoost that workers must run."""
     from service.models import registry
+    from service.models.examples import read_example
 
     settings = _settings()
     names = [n.strip() for n in feature_names.split(",")] if feature_names else None
-    with make_engine(settings.database_url).begin() as conn:
+    rows = None if example is None else _run(lambda: read_example(example))
+    with composition.engine(settings).begin() as conn:
         info = _run(lambda: registry.add_model(conn, settings.model_dir, path, name, version,
-                                               names, cache_ttl, list(trust)))
+                                               names, cache_ttl, list(trust), example=rows,
+                                               closed=closed))
     click.echo(f"registered {info.name} {info.version} ({info.kind}, {info.n_features} "
                f"features) sha256 {info.sha256}")
+    click.echo(f"inputs: {info.schema.summary()}")
 
 
 @models.command("list")
@@ -75,10 +91,11 @@ def models_list() -> None:
     """List every registered model version."""
     from service.models import registry
 
-    with make_engine(_settings().database_url).connect() as conn:
+    with composition.engine().connect() as conn:
+        click.echo("name\tversion\tkind\tfeatures\tsha256\tinputs")
         for info in registry.list_models(conn):
             click.echo(f"{info.name}\t{info.version}\t{info.kind}\t{info.n_features}\t"
-                       f"{info.sha256[:12]}")
+                       f"{info.sha256[:12]}\t{info.schema.summary()}")
 
 
 @models.command("demo")
@@ -87,7 +104,7 @@ def models_demo() -> None:
     from service.cli.demo import register_demo_models
 
     settings = _settings()
-    with make_engine(settings.database_url).begin() as conn:
+    with composition.engine(settings).begin() as conn:
         added = register_demo_models(conn, settings.model_dir, Path(settings.var_dir) / "demo")
     click.echo("registered: " + (", ".join(added) or "nothing new"))
 
@@ -119,8 +136,7 @@ def health_worker() -> None:
     import redis as redis_lib
 
 
-    client = redis_lib.Redis.from_url(_settings().redis_url, socket_timeout=2,
-                                      socket_connect_timeout=2)
+    client = composition.redis(timeout=2)
     prefix = f"{socket.gethostname()}:".encode()
     try:
         seen: list[bytes] = client.zrangebyscore(  # type: ignore[assignment]
@@ -145,8 +161,7 @@ def dead_letters(last: int, purge: bool) -> None:
 
     from workers import deadletter
 
-    client = redis_lib.Redis.from_url(_settings().redis_url, socket_timeout=5,
-                                      socket_connect_timeout=5)
+    client = composition.redis()
     try:
         if purge:
             click.echo(f"purged {deadletter.purge(client)} dead letters")
@@ -174,13 +189,22 @@ def beat() -> None:
 
 
 @main.command()
+@click.option("--kind", type=click.Choice(["all", "jobs", "chunks"]), default="all",
+              show_default=True, help="jobs: single jobs' micro-batches (and the reconciler); "
+              "chunks: bulk jobs' chunks, at a lower CPU priority; all: both, side by side")
 @click.option("--queues", default=DEFAULT_QUEUES, show_default=True,
-              help="queues to consume, highest priority first")
-def worker(queues: str) -> None:
-    """Run a Celery worker that micro-batches predictions."""
+              help="the jobs worker's queues, highest priority first")
+def worker(kind: str, queues: str) -> None:
+    """Run the prediction workers of this host: one for single jobs (micro-batched), one for
+    bulk chunks, so a nightly bulk job never takes the processes single jobs need."""
     settings = _settings()
-    metricsdir.export(settings.metrics_dir)
-    os.execvp(sys.executable, [sys.executable, *worker_command(settings, queues)])
+    env = {**os.environ, **metricsdir.export(settings.metrics_dir)}
+    commands = {"jobs": [worker_command(settings, queues)],
+                "chunks": [chunk_worker_command(settings)]}.get(kind) or [
+        worker_command(settings, queues), chunk_worker_command(settings)]
+    if len(commands) == 1:
+        os.execvpe(sys.executable, [sys.executable, *commands[0]], env)
+    sys.exit(supervise(start(commands, env)))
 
 
 @main.command()
@@ -192,11 +216,14 @@ def up() -> None:
 
 
 def _register() -> None:
-    from service.cli.jobs import cancel, result, status, submit
+    from service.cli.jobs import cancel, jobs_list, result, status, submit
+    from service.cli.rollouts import compare, rollout
     from service.cli.tenants import keys, limits, schedules
 
-    for command in (keys, limits, schedules, submit, status, result, cancel):
+    for command in (keys, limits, schedules, submit, status, jobs_list, result, cancel):
         main.add_command(command)
+    models.add_command(rollout)
+    models.add_command(compare)
 
 
 _register()

@@ -1,4 +1,4 @@
-"""What the `predq` subcommands share: settings, durations, turning errors into messages."""
+"""What the `predq` subcommands share: durations, turning errors into messages."""
 
 from __future__ import annotations
 
@@ -8,11 +8,6 @@ from typing import Any
 import click
 
 from service.core.errors import PredqError
-from service.core.settings import Settings
-
-
-def settings() -> Settings:
-    return Settings.from_env()
 
 
 def run(fn: Callable[[], Any]) -> Any:

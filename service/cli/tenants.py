@@ -6,11 +6,11 @@ import sys
 
 import click
 
+from service.cli import composition
+from service.cli.composition import settings as _settings
 from service.cli.support import duration as _duration
 from service.cli.support import run as _run
-from service.cli.support import settings as _settings
 from service.core import times
-from service.store.db import make_engine
 
 
 @click.group()
@@ -21,7 +21,7 @@ def keys() -> None:
 @keys.command("create")
 @click.option("--tenant", required=True)
 @click.option("--scopes", default="submit,read", show_default=True,
-              help="comma-separated: submit, read, admin")
+              help="comma-separated: submit, read, admin, operator (model rollouts; only here)")
 @click.option("--expires-in", help="lifetime, e.g. 90d, 12h, 30m or seconds")
 @click.option("--name", help="what the key is for (shown by `keys list`)")
 def keys_create(tenant: str, scopes: str, expires_in: str | None, name: str | None) -> None:
@@ -32,7 +32,7 @@ def keys_create(tenant: str, scopes: str, expires_in: str | None, name: str | No
     from service.tenants.keys import create_key, parse_scopes
 
     expires_at = utcnow() + timedelta(seconds=_duration(expires_in)) if expires_in else None
-    with make_engine(_settings().database_url).begin() as conn:
+    with composition.engine().begin() as conn:
         click.echo(_run(lambda: create_key(conn, tenant, parse_scopes(scopes), expires_at,
                                            name)))
 
@@ -44,7 +44,7 @@ def keys_list(tenant: str | None, show_all: bool) -> None:
     """List keys (prefix, tenant, scopes, status, expiry, name); never the keys themselves."""
     from service.tenants.keys import list_keys
 
-    with make_engine(_settings().database_url).connect() as conn:
+    with composition.engine().connect() as conn:
         rows = list_keys(conn, tenant)
     click.echo("prefix\ttenant\tscopes\tstatus\tcreated\texpires\tname")
     for k in rows:
@@ -65,10 +65,10 @@ def keys_revoke(prefix: str) -> None:
     from service.tenants.keys import announce_revocation, revoke_key
 
     settings = _settings()
-    with make_engine(settings.database_url).begin() as conn:
+    with composition.engine(settings).begin() as conn:
         count = revoke_key(conn, prefix[:10])
     try:
-        announce_revocation(redis.Redis.from_url(settings.redis_url, socket_timeout=5))
+        announce_revocation(composition.redis(settings), settings.key_epoch_check_interval)
     except redis.RedisError as exc:
         click.echo(f"warning: Redis unreachable ({exc}); API processes may accept the key "
                    "for up to 60 s more", err=True)
@@ -88,15 +88,17 @@ def limits() -> None:
 @click.option("--rps", type=float, help="requests per second (0: unlimited)")
 @click.option("--rows-per-minute", type=int, help="rows of accepted jobs per minute (0: unlimited)")
 @click.option("--retention", help="how long finished jobs are kept, e.g. 7d, 12h")
+@click.option("--weight", type=float,
+              help="its share of the bulk processes beside other tenants' bulk jobs (1: equal)")
 def limits_set(tenant: str, rps: float | None, rows_per_minute: int | None,
-               retention: str | None) -> None:
+               retention: str | None, weight: float | None) -> None:
     """Give TENANT its own limits (the ones named; the others stay); every API process applies
-    them within 2 seconds."""
+    them within 2 seconds, the bulk dispatch at its next chunk."""
     from service.tenants.limits import all_limits, set_limits
 
     seconds = _duration(retention) if retention else None
-    with make_engine(_settings().database_url).begin() as conn:
-        _run(lambda: set_limits(conn, tenant, rps, rows_per_minute, seconds))
+    with composition.engine().begin() as conn:
+        _run(lambda: set_limits(conn, tenant, rps, rows_per_minute, seconds, weight))
         click.echo(f"{tenant}: {_describe(*all_limits(conn)[tenant])}")
 
 
@@ -106,7 +108,7 @@ def limits_clear(tenant: str) -> None:
     """Put TENANT back on the default limits (PREDQ_RATE_LIMIT_*)."""
     from service.tenants.limits import clear_limits
 
-    with make_engine(_settings().database_url).begin() as conn:
+    with composition.engine().begin() as conn:
         count = clear_limits(conn, tenant)
     click.echo(f"{tenant}: default limits" if count else f"{tenant} had no limits of its own")
 
@@ -120,19 +122,21 @@ def limits_show() -> None:
     default = _describe(settings.rate_limit_rps, settings.rate_limit_rows_per_minute,
                         settings.retention_days * 86400)
     click.echo(f"default: {default}")
-    with make_engine(settings.database_url).connect() as conn:
+    with composition.engine(settings).connect() as conn:
         for tenant, values in all_limits(conn).items():
             click.echo(f"{tenant}: {_describe(*values)}")
 
 
-def _describe(rps: float | None, rows: int | None, retention: float | None = None) -> str:
+def _describe(rps: float | None, rows: int | None, retention: float | None = None,
+              weight: float | None = None) -> str:
     def one(value: float | None, unit: str) -> str:
         if value is None:
             return f"default {unit}"
         return f"unlimited {unit}" if value == 0 else f"{value:g} {unit}"
 
     kept = "default retention" if retention is None else f"jobs kept {retention / 86400:g} days"
-    return f"{one(rps, 'requests/s')}, {one(rows, 'rows/minute')}, {kept}"
+    share = f", bulk weight {weight:g}" if weight is not None else ""
+    return f"{one(rps, 'requests/s')}, {one(rows, 'rows/minute')}, {kept}{share}"
 
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import signal
@@ -16,14 +15,21 @@ from typing import IO
 
 import redis
 
-from service.cli import embedded
+from migrations.runner import upgrade
+from service.cli import composition, embedded
 from service.cli.demo import register_demo_models
-from service.cli.processes import api_command, beat_command, deliverer_command, worker_command
+from service.cli.processes import (
+    api_command,
+    beat_command,
+    chunk_worker_command,
+    deliverer_command,
+    start,
+    stop_all,
+    worker_command,
+)
 from service.core.errors import Unauthorized
 from service.core.settings import Settings
 from service.ops import heartbeats, metricsdir
-from service.store.db import make_engine
-from service.store.migrate import upgrade
 from service.tenants import keys
 
 
@@ -43,7 +49,7 @@ def dev_secret_key(settings: Settings) -> str:
 def dev_key(settings: Settings) -> str:
     """The development key kept in var/dev-api-key (mode 0600), created on first run."""
     path = Path(settings.var_dir) / "dev-api-key"
-    engine = make_engine(settings.database_url)
+    engine = composition.engine(settings)
     if path.exists():
         key = path.read_text().strip()
         try:
@@ -79,7 +85,7 @@ def run_all(settings: Settings, embedded_redis: bool) -> int:
     children: list[subprocess.Popen[bytes]] = []
     try:
         upgrade(settings.database_url)
-        with make_engine(settings.database_url).begin() as conn:
+        with composition.engine(settings).begin() as conn:
             register_demo_models(conn, settings.model_dir, var / "demo")
         key = dev_key(settings)
         env = {**os.environ, **settings.env(),
@@ -87,11 +93,9 @@ def run_all(settings: Settings, embedded_redis: bool) -> int:
         # Each child gets its own session: Ctrl-C reaches only us, and each child's main
         # process then gets one SIGTERM. (A gthread gunicorn worker that receives SIGINT and
         # then its master's quit signal deadlocks inside ThreadPoolExecutor.shutdown.)
-        for args in (api_command(settings), worker_command(settings),
-                     deliverer_command(settings), beat_command(settings)):
-            children.append(
-                subprocess.Popen([sys.executable, *args], env=env, start_new_session=True)
-            )
+        children += start([api_command(settings), worker_command(settings),
+                           chunk_worker_command(settings), deliverer_command(settings),
+                           beat_command(settings)], env)
         _wait_until_serving(settings, children)
         _banner(settings, key)
         stopping: list[int] = []
@@ -143,36 +147,13 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def stop_all(children: list[subprocess.Popen[bytes]], grace: float = 25) -> None:
-    """SIGTERM each child's main process once; SIGKILL the group of any still there after grace.
-
-    The main process only, as `docker stop` does: a worker's main process then runs Celery's
-    warm shutdown (the batch in hand commits, buffered messages go back) and stops its own pool,
-    and gunicorn's master its workers. A SIGTERM to the whole group would kill the pool
-    processes under a batch, and leave Celery's shutdown racing their deaths."""
-    for child in children:
-        with contextlib.suppress(ProcessLookupError):
-            child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for child in children:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(max(0.1, deadline - time.monotonic()))
-        _signal_group(child, signal.SIGKILL)  # also reaps grandchildren a killed master left
-        child.wait()
-
-
-def _signal_group(child: subprocess.Popen[bytes], signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(child.pid, signum)
-
-
 def _wait_until_serving(settings: Settings, children: list[subprocess.Popen[bytes]],
                         timeout: float = 60) -> None:
     """The banner's curl line must work the moment it is printed, and its job run at once:
     wait for /healthz, then for the worker's first heartbeat (it has booted and consumes)."""
     url = f"http://{settings.host}:{settings.port}/healthz"
     deadline = time.monotonic() + timeout
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
+    client = composition.redis(settings, timeout=2)
     try:
         while time.monotonic() < deadline and all(child.poll() is None for child in children):
             try:
@@ -194,6 +175,7 @@ predq is running at {url}   (Ctrl-C stops everything)
   result store: {settings.database_url}
   redis:        {settings.redis_url}
   API key:      {key}   (also in {Path(settings.var_dir) / 'dev-api-key'})
+  webhooks to:  {_webhook_targets(settings)}
 
 In another terminal, for `predq submit/status/result`:
   export PREDQ_URL={url} PREDQ_API_KEY={key}
@@ -206,3 +188,13 @@ Try it:
        -d '{{"model": "iris", "inputs": [[5.1, 3.5, 1.4, 0.2]]}}'
   curl -s {url}/v1/jobs/JOB_ID/result -H 'Authorization: Bearer {key}'
 """, flush=True)
+
+
+def _webhook_targets(settings: Settings) -> str:
+    """Where webhooks may go: public addresses, and the private ones the operator allowed (a
+    receiver on this laptop needs PREDQ_WEBHOOK_ALLOW_HOSTS)."""
+    allowed = settings.webhook_allow_hosts.strip()
+    if allowed:
+        return f"public addresses and {allowed} (PREDQ_WEBHOOK_ALLOW_HOSTS)"
+    return ("public addresses only; PREDQ_WEBHOOK_ALLOW_HOSTS=127.0.0.1:9000 allows a "
+            "receiver on this machine")

@@ -5,11 +5,14 @@ the API process never loads celery-batches or the model runner."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from celery import Celery
 from kombu import Exchange, Queue
 
 from service.core.messaging import (
+    CHUNK_QUEUE,
+    CHUNK_TASK,
     DELIVER_TASK,
     MAINTENANCE_QUEUE,
     NORMAL,
@@ -17,9 +20,12 @@ from service.core.messaging import (
     QUEUES,
     RECONCILE_TASK,
     SCHEDULE_TASK,
+    SHADOW_QUEUE,
+    SHADOW_TASK,
     WEBHOOK_QUEUE,
     Publisher,
 )
+from service.core.redisurl import sentinels, tcp_keepalive
 from service.core.settings import Settings
 
 
@@ -37,23 +43,45 @@ def make_producer(settings: Settings) -> Celery:
         task_default_queue=NORMAL,
         task_default_exchange=NORMAL,
         task_default_routing_key=NORMAL,
-        task_routes={PREDICT_TASK: {"queue": NORMAL}, DELIVER_TASK: {"queue": WEBHOOK_QUEUE},
+        task_routes={PREDICT_TASK: {"queue": NORMAL}, CHUNK_TASK: {"queue": CHUNK_QUEUE},
+                     DELIVER_TASK: {"queue": WEBHOOK_QUEUE},
                      RECONCILE_TASK: {"queue": MAINTENANCE_QUEUE},
-                     SCHEDULE_TASK: {"queue": MAINTENANCE_QUEUE}},
-        broker_transport_options={
-            "visibility_timeout": settings.visibility_timeout,
-            "socket_connect_timeout": 2,
-            "socket_timeout": 10,
-            # BRPOP the queues in the order the worker lists them (highest priority first),
-            # instead of kombu's default round robin, which would let bulk work take turns.
-            "queue_order_strategy": "priority",
-        },
+                     SCHEDULE_TASK: {"queue": MAINTENANCE_QUEUE},
+                     SHADOW_TASK: {"queue": SHADOW_QUEUE}},
+        broker_transport_options=transport_options(settings),
+        # Celery reads the visibility timeout in three places (its Redis caveats): predq has
+        # no result backend, but a second value anywhere would be a second truth.
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
+        visibility_timeout=settings.visibility_timeout,
         broker_connection_retry_on_startup=True,
+        # A Redis master demoted under a worker (a Sentinel switch-over) answers READONLY to a
+        # write and UNBLOCKED to a waiting BRPOP: channel errors, which end the worker unless
+        # they are retried like a lost connection (celery#7946). Reconnecting asks Sentinel.
+        broker_channel_error_retry=True,
         task_send_sent_event=False,
         broker_heartbeat=0,
     )
     app.conf.predq_settings = settings
     return app
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """kombu's Redis transport options: timeouts, priority order, and for a Sentinel group its
+    name and how to reach its sentinels; TCP keepalives on every network connection."""
+    options: dict[str, Any] = {
+        "visibility_timeout": settings.visibility_timeout,
+        "socket_connect_timeout": 2,
+        "socket_timeout": 10,
+        # BRPOP the queues in the order the worker lists them (highest priority first),
+        # instead of kombu's default round robin, which would let bulk work take turns.
+        "queue_order_strategy": "priority",
+    }
+    group = sentinels(settings.redis_url)
+    if group is not None:
+        options.update(master_name=group.service, sentinel_kwargs=group.sentinel_kwargs())
+    if not settings.redis_url.startswith("unix://"):  # kombu refuses them for a socket
+        options.update(tcp_keepalive())
+    return options
 
 
 def celery_publisher(app: Celery) -> Publisher:

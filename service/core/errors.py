@@ -101,6 +101,13 @@ class Conflict(PredqError):
     code = "conflict"
 
 
+class NotAcceptable(PredqError):
+    """None of the formats the Accept header names can hold the result."""
+
+    status = 406
+    code = "not_acceptable"
+
+
 class TransientError(PredqError):
     """A broker or database hiccup: worth retrying with back-off."""
 

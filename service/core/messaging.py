@@ -19,17 +19,40 @@ log = logging.getLogger(__name__)
 INTERACTIVE = "predict.interactive"
 NORMAL = "predict.normal"
 BULK = "predict.bulk"
-#: Highest priority first: the order workers listen in.
+#: Highest priority first: the order workers listen in. Single jobs of each priority.
 PREDICT_QUEUES = (INTERACTIVE, NORMAL, BULK)
+#: Chunks of bulk jobs, whatever their priority (`service/jobs/dispatch.py` orders them): read
+#: by bulk processes of their own, so a chunk never takes the capacity of single jobs.
+CHUNK_QUEUE = "predict.chunks"
 WEBHOOK_QUEUE = "webhooks"
 MAINTENANCE_QUEUE = "maintenance"
-QUEUES = (*PREDICT_QUEUES, WEBHOOK_QUEUE, MAINTENANCE_QUEUE)
+#: Shadow runs of a rollout (ids of jobs that ended): the lowest priority of a worker's queues,
+#: never a job's own work, never promoted, never counted by admission.
+SHADOW_QUEUE = "predict.shadow"
+#: Shadows of bulk chunks (`job-id/seq`): read by the bulk processes after their chunks, so a
+#: chunk's long predict() never takes the capacity of single jobs.
+CHUNK_SHADOW_QUEUE = "predict.chunks.shadow"
+QUEUES = (*PREDICT_QUEUES, CHUNK_QUEUE, WEBHOOK_QUEUE, MAINTENANCE_QUEUE, SHADOW_QUEUE,
+          CHUNK_SHADOW_QUEUE)
 
 PREDICT_TASK = "predq.predict"  # job ids of one submit group
 CHUNK_TASK = "predq.predict_chunks"  # bulk jobs: `job-id/seq` of chunks, one per message
 DELIVER_TASK = "predq.deliver"  # webhook event ids
 RECONCILE_TASK = "predq.reconcile"
 SCHEDULE_TASK = "predq.schedules"
+SHADOW_TASK = "predq.shadow"  # ids of ended jobs to run on their shadow version
+
+
+
+def chunk_id(job_id: str, seq: int) -> str:
+    """How a bulk job's chunk travels in a message: `job-id/seq`."""
+    return f"{job_id}/{seq}"
+
+
+def parse_chunk_id(text: str) -> tuple[str, int] | None:
+    job_id, _, seq = text.rpartition("/")
+    return (job_id, int(seq)) if job_id and seq.isdigit() else None
+
 
 PUBLISH_DEFERRED = Counter(
     "predq_publish_deferred_total",

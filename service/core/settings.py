@@ -8,6 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from service.core.redisurl import sentinels
 
 _VAR = Path(os.environ.get("PREDQ_VAR_DIR", "var")).resolve()
 
@@ -17,10 +20,16 @@ class Settings:
     """Every knob of predq. The env var for field `x` is `PREDQ_X` unless `env` names another."""
 
     #: SQLAlchemy URL of the result store; SQLite (WAL) on a laptop, PostgreSQL in production.
+    #: A primary and its standbys: every host, and `target_session_attrs=read-write` so that
+    #: each connection finds the one that takes writes (a promoted standby too), e.g.
+    #: `postgresql+psycopg://u:p@/predq?host=pg1:5432&host=pg2:5432&target_session_attrs=read-write`.
     database_url: str = field(
         default=f"sqlite:///{_VAR / 'predq.db'}", metadata={"env": "DATABASE_URL"}
     )
-    #: redis-py URL of the broker and wake-up channel (redis://host:port/db or unix:///path).
+    #: Where Redis is, for the broker and every other use: one server (redis://host:port/db,
+    #: unix:///path) or a Sentinel group, which every process then follows through a failover
+    #: (`redis+sentinel://[:password@]host:26379,host2:26379,host3:26379/SERVICE[/db]`, see
+    #: service/core/redisurl.py).
     redis_url: str = field(
         default=f"unix://{_VAR / 'redis.sock'}", metadata={"env": "REDIS_URL"}
     )
@@ -36,8 +45,6 @@ class Settings:
     max_body_bytes: int = 10 * 1024 * 1024
     #: Largest number of rows one JSON job may carry (400 beyond it).
     max_rows_per_job: int = 10_000
-    #: Largest number of features per row a model may declare or a request may send.
-    max_features: int = 10_000
     #: Seconds a request body may pause between two reads, and may take in all, before the
     #: API answers 408 and closes the connection (a slow-loris client holds one connection of
     #: `api_connections` at most this long; gunicorn's keep-alive of 2 s bounds the headers).
@@ -45,8 +52,12 @@ class Settings:
     api_body_timeout: float = 120.0
     #: Deepest nesting of arrays and objects a JSON body may have (jobs need 3).
     max_json_depth: int = 32
-    #: Longest string a JSON body may carry in a field or as a feature name (webhook_url: 2000).
+    #: Longest string a JSON body may carry in a field or as a feature name (webhook_url: 2000),
+    #: and a typed model's string value (a cell of a CSV, a JSON string, an Arrow string).
     max_string_length: int = 1000
+    #: Most distinct strings one column of a typed model may hold in one job's rows or one
+    #: bulk chunk (a hostile body of unique strings cannot grow memory past that).
+    max_distinct_strings: int = 10_000
     #: Bulk uploads (CSV, NDJSON, .npy bodies): the largest body in bytes (413 beyond), the
     #: most rows, the rows per chunk (a chunk is one message and one commit), and how many
     #: chunk messages of one job are out at once at least (a job keeps two per pool process of
@@ -56,11 +67,22 @@ class Settings:
     max_bulk_rows: int = 10_000_000
     bulk_chunk_rows: int = 10_000
     bulk_window: int = 4
+    #: Seconds one bulk chunk's predict should take: a chunk holds as many rows as the model's
+    #: measured cost per row allows (at most `bulk_chunk_rows`, uploads; `bulk_ref_chunk_rows`,
+    #: by reference), so a slot of the bulk processes frees every fraction of a second.
+    bulk_chunk_seconds: float = 0.25
     #: A directory bulk jobs may name their input and output files in instead of uploading
     #: them (`{"input": "in/rows.npy", "output": "out/rows.parquet"}`): the API reads only a
     #: file's header, each worker reads its own chunks. Every API and worker host must see it
-    #: at this same path (a shared volume). Empty: jobs by reference are refused.
+    #: at this same path (a shared volume). Empty: jobs by reference are refused. A tenant's
+    #: paths are relative to its own directory, `<data root>/<tenant>/` (docs/operators.md
+    #: says how a tenant's name becomes a directory name).
     data_root: str = ""
+    #: Prefixes of the data root a tenant may also read from, comma-separated `TENANT=PREFIX`
+    #: (`*` for every tenant), e.g. `acme=reference/iris,*=public`: the tenant names such a
+    #: file `@PREFIX/...` (`"input": "@public/rows.npy"`). Read only: outputs go to the
+    #: tenant's own directory. Empty: a tenant reads its own directory only.
+    data_shared: str = ""
     #: Rows per chunk of a job by reference (at most 32 MiB of float64 rows, at least
     #: `bulk_chunk_rows`): the API stores no rows, so fewer, larger chunks cost only the
     #: granularity of progress and of priority (an interactive job may wait one such chunk).
@@ -97,8 +119,12 @@ class Settings:
     api_workers: int = 1
     api_worker_class: str = "gevent"
     api_connections: int = 1000
-    #: Worker processes per `predq worker` (0: one per core).
+    #: Processes per `predq worker` for single jobs (0: one per core), and for bulk chunks,
+    #: which run at a lower CPU priority (`nice` + bulk_nice): a bulk job takes the cores
+    #: single jobs leave, and yields them within a scheduler tick when single jobs come.
     worker_concurrency: int = 0
+    bulk_concurrency: int = 0
+    bulk_nice: int = 10
     #: Seconds after which Redis redelivers a message that was taken but never acknowledged.
     visibility_timeout: int = 3600
     #: Hard limit in seconds for one micro-batch; below visibility_timeout.
@@ -124,7 +150,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     #: Seconds an API process trusts its cached API keys before it re-reads the Redis
-    #: revocation epoch: a revoked key stops working within this delay (0: check every request).
+    #: revocation epoch: a revoked key stops working within this delay, which a revoke waits
+    #: out before it returns (0: check every request).
     key_epoch_check_interval: float = 0.1
     #: Seconds a synchronous predict waits for its result when the request names no `timeout`,
     #: and the most it may ask for. Past it the caller gets 202 and the job id to poll.
@@ -164,6 +191,12 @@ class Settings:
     webhook_rotation_grace: float = 86_400.0
     #: Threads of `predq deliverer`, the webhook worker.
     webhook_concurrency: int = 16
+    #: Attempts of one tenant a deliverer process makes at once: its further due events wait
+    #: behind its own (in the order they came), never in front of another tenant's. More than
+    #: `webhook_concurrency` means all of them.
+    webhook_tenant_concurrency: int = 4
+    #: Webhook endpoints one tenant may register (409 `too_many_endpoints` beyond it).
+    webhook_max_endpoints: int = 20
     #: PostgreSQL connections each API process (and the deliverer) keeps open, and how many
     #: more it may open under load; a worker pool process keeps 2 (and 2 more). The budget of
     #: a host is these times its processes: see docs/production.md.
@@ -178,6 +211,8 @@ class Settings:
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
+        sentinels(self.redis_url)  # a malformed Sentinel URL stops every process at start
+        _check_database_hosts(self.database_url)
         if self.task_time_limit >= self.visibility_timeout:
             raise ValueError(
                 "task_time_limit must be below visibility_timeout, or Redis would redeliver "
@@ -201,6 +236,37 @@ class Settings:
             raise ValueError("tenant_queue_share must be in (0, 1]")
         if self.batch_flush_every < 1 or self.submit_group_max < 1:
             raise ValueError("batch_flush_every and submit_group_max must be at least 1")
+        if self.webhook_tenant_concurrency < 1:
+            raise ValueError("webhook_tenant_concurrency must be at least 1")
+        if self.webhook_max_endpoints < 1:
+            raise ValueError("webhook_max_endpoints must be at least 1")
+        self._check_data_root()
+
+    def _check_data_root(self) -> None:
+        """The model store may not lie inside the data root (a tenant's output could shadow
+        an artifact), and every shared prefix must be a plain relative path."""
+        self.shared_prefixes()
+        if not self.data_root or not self.model_dir:
+            return
+        root, store = Path(self.data_root).resolve(), Path(self.model_dir).resolve()
+        if store == root or root in store.parents:
+            raise ValueError(f"model_dir ({self.model_dir}) is inside data_root "
+                             f"({self.data_root}): tenants could write there; move one")
+
+    def shared_prefixes(self) -> list[tuple[str, str]]:
+        """`data_shared` as (tenant or `*`, prefix relative to the data root) pairs."""
+        out = []
+        for entry in (e.strip() for e in self.data_shared.split(",")):
+            if not entry:
+                continue
+            tenant, sep, prefix = entry.partition("=")
+            parts = prefix.strip().strip("/").split("/")
+            if not sep or not tenant.strip() or prefix.strip().startswith("/") or any(
+                    p in ("", ".", "..") or "\x00" in p for p in parts):
+                raise ValueError(f"data_shared: {entry!r} is not TENANT=PREFIX with PREFIX a "
+                                 "relative path under the data root (no '..')")
+            out.append((tenant.strip(), "/".join(parts)))
+        return out
 
     @classmethod
     def from_env(
@@ -221,7 +287,12 @@ class Settings:
 
     @property
     def broker_url(self) -> str:
-        """The redis URL in kombu's spelling (kombu names unix sockets `redis+socket://`)."""
+        """The redis URL in kombu's spelling (kombu names unix sockets `redis+socket://`, and
+        takes one `sentinel://` URL per sentinel; the group's name goes in the transport
+        options: service/core/broker.py)."""
+        group = sentinels(self.redis_url)
+        if group is not None:
+            return group.kombu_url()
         if self.redis_url.startswith("unix://"):
             return "redis+socket://" + self.redis_url[len("unix://") :]
         return self.redis_url
@@ -246,6 +317,17 @@ class Settings:
             name = f.metadata.get("env", f"PREDQ_{f.name.upper()}")
             out[name] = str(getattr(self, f.name))
         return out
+
+
+def _check_database_hosts(url: str) -> None:
+    """Several PostgreSQL hosts without `target_session_attrs=read-write` (or `primary`) would
+    let a process write to whichever answers first: a standby refuses every write."""
+    query = parse_qs(urlsplit(url).query)
+    attrs = query.get("target_session_attrs", ["any"])[0]
+    hosts = [h for value in query.get("host", []) for h in value.split(",")]
+    if len(hosts) > 1 and attrs not in ("read-write", "primary"):
+        raise ValueError("DATABASE_URL names several hosts: add target_session_attrs=read-write "
+                         "so that every connection finds the primary")
 
 
 def _coerce(type_name: Any, raw: str) -> Any:

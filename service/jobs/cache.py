@@ -3,31 +3,31 @@ An optimisation, never the truth: a lost entry costs a prediction."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
-import numpy as np
 import redis
 
+from service.jobs.rowkey import row_digest
+from service.models.modelinput import Batch
 from service.models.registry import ModelInfo
 from service.ops import metrics
 
 log = logging.getLogger(__name__)
 
 
-def cache_key(info: ModelInfo, row: np.ndarray) -> str:
-    """Model version, artifact sha256 and the exact float64 bytes of the row: a new version,
-    or a re-registered artifact, never reads another's entries."""
-    digest = hashlib.blake2b(np.ascontiguousarray(row, dtype="<f8").tobytes(), digest_size=16)
-    return f"predq:cache:{info.id}:{info.sha256}:{digest.hexdigest()}"
+def cache_key(info: ModelInfo, rows: Batch, row: int = 0) -> str:
+    """Model version, artifact sha256 and the exact bytes of one row (a numeric row's float64
+    bytes; a typed row's canonical form, `rowkey`): a new version, or a re-registered
+    artifact, never reads another's entries."""
+    return f"predq:cache:{info.id}:{info.sha256}:{row_digest(rows, info.schema, row)}"
 
 
-def cached_result(client: redis.Redis, info: ModelInfo, rows: np.ndarray) -> str | None:
+def cached_result(client: redis.Redis, info: ModelInfo, rows: Batch) -> str | None:
     """The stored result JSON of a single-row input of a cached model, if Redis has it."""
     if not info.cache_ttl or len(rows) != 1:
         return None
     try:
-        value = client.get(cache_key(info, rows[0]))
+        value = client.get(cache_key(info, rows))
     except redis.RedisError as exc:
         log.warning("prediction cache unavailable: %s", exc)
         metrics.CACHE_REQUESTS.labels("error").inc()

@@ -19,21 +19,21 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from service.core.errors import TransientError
 from service.core.messaging import PREDICT_TASK, Publisher, publish_or_defer
-from service.jobs import lifecycle as jobs
+from service.core.states import JobStatus
+from service.jobs.ending import End, JobEnds
+from service.jobs.lifecycle import KeyTaken, NewJob, insert_jobs
 from service.ops import metrics
 
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class _Pending:
-    job: jobs.NewJob
+    job: NewJob
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
 
@@ -41,9 +41,9 @@ class _Pending:
 class GroupCommitter:
     """Commits jobs in groups and publishes each group after its commit."""
 
-    def __init__(self, engine: Engine, publish: Publisher, max_group: int = 256,
+    def __init__(self, ends: JobEnds, publish: Publisher, max_group: int = 256,
                  linger: float = 0.0, broker_retry_after: float = 5.0) -> None:
-        self._engine = engine
+        self._ends = ends
         self._publish = publish
         self._max_group = max_group
         self._linger = linger
@@ -53,7 +53,7 @@ class GroupCommitter:
         self._lock = threading.Lock()
         self._pid = 0
 
-    def submit(self, job: jobs.NewJob, timeout: float = 60.0) -> jobs.NewJob:
+    def submit(self, job: NewJob, timeout: float = 60.0) -> NewJob:
         """Return once the job row is committed; raise TransientError if it could not be."""
         self._ensure_thread()
         item = _Pending(job.with_id() if not job.id else job)
@@ -96,8 +96,10 @@ class GroupCommitter:
         error: BaseException | None = None
         inserted: set[str] = set()
         try:
-            with self._engine.begin() as conn:
-                inserted = set(jobs.insert_jobs(conn, [item.job for item in group]))
+            with self._ends.begin() as ending:
+                inserted = set(insert_jobs(ending.conn, [item.job for item in group]))
+                ending.ended(_from_cache(item.job) for item in group
+                             if item.job.id in inserted and not item.job.needs_worker)
         except (OperationalError, DBAPIError) as exc:
             log.error("job insert failed for %d jobs: %s", len(group), exc)
             error = TransientError("the result store is unavailable; the job was not accepted")
@@ -109,11 +111,11 @@ class GroupCommitter:
         for item in group:
             item.error = error
             if error is None and item.job.id not in inserted:
-                item.error = jobs.KeyTaken(item.job.id)  # its key's first job answers instead
+                item.error = KeyTaken(item.job.id)  # its key's first job answers instead
             item.done.set()
 
     def _publish_group(self, group: Sequence[_Pending]) -> None:
-        if any(item.error is not None and not isinstance(item.error, jobs.KeyTaken)
+        if any(item.error is not None and not isinstance(item.error, KeyTaken)
                for item in group):
             return
         if time.monotonic() < self._broker_down_until:
@@ -131,3 +133,9 @@ class GroupCommitter:
                 log.error("not publishing for %.0f s: the broker failed",
                           self._broker_retry_after)
                 return
+
+
+def _from_cache(job: NewJob) -> End:
+    """A job answered from the prediction cache ends as it is inserted."""
+    return End(job.id, job.tenant, job.model_id, JobStatus.SUCCEEDED, job.n_rows, job.queue,
+               request_id=job.request_id)

@@ -1,14 +1,44 @@
-"""Validate request inputs against a model signature; every error names the offending field."""
+"""Validate request inputs against a model's input schema; every error names the offending
+field. A model whose inputs are plain numbers (`ModelInfo.plain`) takes the float64 fast path
+below; a typed one (strings, booleans, dates, missing values) `typedrows`."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from service.core.errors import InvalidInput
+from service.core.settings import Settings
+from service.jobs.typedrows import TypedBounds, parse_typed_rows
+from service.models.modelinput import Batch
 from service.models.registry import ModelInfo
+
+
+@dataclass(frozen=True)
+class InputBounds:
+    """How much input one job (or one bulk chunk) may carry."""
+
+    max_rows: int
+    max_string: int = 1000  # characters of a key, or of a typed model's string value
+    max_distinct: int = 10_000  # distinct strings per column of a typed model
+
+    @classmethod
+    def of(cls, settings: Settings, max_rows: int | None = None) -> InputBounds:
+        """The settings' bounds for one JSON job (or `max_rows` rows, a bulk chunk)."""
+        return cls(max_rows or settings.max_rows_per_job, settings.max_string_length,
+                   settings.max_distinct_strings)
+
+
+def parse_inputs(inputs: Any, model: ModelInfo, bounds: InputBounds) -> Batch:
+    """`inputs` as the model's batch: a float64 matrix for a plain numeric model, else an
+    Arrow record batch of the schema's types."""
+    if model.plain:
+        return parse_rows(inputs, model, bounds.max_rows, bounds.max_string)
+    return parse_typed_rows(inputs, model.schema, TypedBounds(
+        bounds.max_rows, bounds.max_string, bounds.max_distinct, bounds.max_string))
 
 
 def parse_rows(inputs: Any, model: ModelInfo, max_rows: int, max_name: int = 1000

@@ -16,15 +16,15 @@ from sqlalchemy import ColumnElement, Connection, and_, or_, select, update
 from service.core.messaging import PREDICT_QUEUES
 from service.core.states import JobStatus
 from service.core.times import utcnow
-from service.jobs.lifecycle import Claimed, decode_inputs
+from service.jobs.lifecycle import Claimed
 from service.jobs.priorities import higher
 from service.store.db import jobs
 
 
 def claim_expired(conn: Connection, job_id: str, lease_seconds: float,
-                  max_attempts: int) -> Claimed | None:
+                  max_attempts: int, worker: str | None = None) -> Claimed | None:
     """Take one running job whose lease expired (its worker died), under a new lease, if it
-    has attempts left (`fail_exhausted` ends the others)."""
+    has attempts left (`Ending.fail_exhausted` ends the others)."""
     now = utcnow()
     stmt = (
         update(jobs)
@@ -32,38 +32,16 @@ def claim_expired(conn: Connection, job_id: str, lease_seconds: float,
                jobs.c.lease_until < now, jobs.c.n_chunks.is_(None),
                jobs.c.attempts < max_attempts)
         .values(lease_until=now + timedelta(seconds=lease_seconds),
-                attempts=jobs.c.attempts + 1)
+                attempts=jobs.c.attempts + 1, worker=worker)
         .returning(jobs.c.id, jobs.c.model_id, jobs.c.inputs, jobs.c.n_rows, jobs.c.attempts,
-                   jobs.c.queue, jobs.c.tenant, jobs.c.created_at, jobs.c.request_id)
+                   jobs.c.queue, jobs.c.tenant, jobs.c.created_at, jobs.c.request_id,
+                   jobs.c.shadow_model_id)
     )
     row = conn.execute(stmt).first()
     if row is None:
         return None
-    return Claimed(row.id, row.model_id, decode_inputs(row.inputs, row.n_rows), row.attempts,
-                   row.queue, row.tenant, row.created_at, row.request_id)
-
-
-def fail_exhausted(conn: Connection, max_attempts: int,
-                   ids: Iterable[str] | None = None) -> list[str]:
-    """Fail running jobs (all, or those in `ids`) whose lease expired after `max_attempts`
-    claims: each time, the worker running them died (poison input, out of memory), so they do
-    not run again. Their attempt count stays `max_attempts`."""
-    now = utcnow()
-    error = exhausted_error(max_attempts)
-    only = [jobs.c.id.in_(list(ids))] if ids is not None else []
-    stmt = (
-        update(jobs)
-        .where(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_until < now,
-               jobs.c.attempts >= max_attempts, *only)
-        .values(status=JobStatus.FAILED.value, error=error, finished_at=now, lease_until=None)
-        .returning(jobs.c.id)
-    )
-    return list(conn.execute(stmt).scalars())
-
-
-def exhausted_error(max_attempts: int) -> str:
-    return (f"gave up after {max_attempts} attempts: the worker running this job died each "
-            "time (an input that crashes the model, or not enough memory)")
+    return Claimed(row.id, row.model_id, row.inputs, row.n_rows, row.attempts,
+                   row.queue, row.tenant, row.created_at, row.request_id, row.shadow_model_id)
 
 
 @dataclass(frozen=True)
@@ -99,7 +77,7 @@ def due_for_republish(conn: Connection, cutoffs: Cutoffs, limit: int) -> list[tu
     (their worker died or froze): stamp them published now and return (id, queue) to send
     again."""
     now = utcnow()
-    lost = and_(jobs.c.n_chunks.is_(None),  # bulk jobs: chunks.sweep
+    lost = and_(jobs.c.n_chunks.is_(None),  # bulk jobs: chunksweep.sweep
                 or_(jobs.c.status == JobStatus.QUEUED.value,
                     and_(jobs.c.status == JobStatus.RUNNING.value, jobs.c.lease_until < now)),
                 cutoffs.sent_before(jobs.c.published_at, jobs.c.queue))
@@ -115,7 +93,8 @@ def due_for_republish(conn: Connection, cutoffs: Cutoffs, limit: int) -> list[tu
 
 def promote(conn: Connection, cutoff: datetime, limit: int) -> list[tuple[str, str]]:
     """Move queued jobs whose last message is older than `cutoff` up one priority level, stamp
-    them published now, and return (id, new queue) to send: the starvation rule."""
+    them published now, and return (id, new queue) to send: the starvation rule. Shadow runs
+    are not jobs (they wait on `SHADOW_QUEUE`, with no row here): never promoted."""
     now = utcnow()
     moved: list[tuple[str, str]] = []
     for queue in PREDICT_QUEUES[1:]:

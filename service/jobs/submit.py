@@ -19,27 +19,32 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
-import numpy as np
 import redis
 from sqlalchemy import Engine
 
 from service.core.errors import InvalidInput
-from service.core.messaging import CHUNK_TASK, Publisher, publish_or_defer
+from service.core.messaging import PREDICT_TASK, Publisher, publish_or_defer
 from service.core.settings import Settings
 from service.core.states import JobStatus
-from service.jobs import cache, chunks, idempotency, uploads
+from service.core.times import utcnow
+from service.jobs import cache, chunkstore, idempotency, retries, uploads
 from service.jobs.admission import QueueGauge
-from service.jobs.chunks import Reference
+from service.jobs.aftercommit import job_ends
+from service.jobs.chunksize import ChunkSizer
+from service.jobs.chunkstore import Reference
 from service.jobs.committer import GroupCommitter
-from service.jobs.lifecycle import JobRequest, KeyTaken, NewJob
-from service.ops import heartbeats, metrics
+from service.jobs.lifecycle import KeyTaken, NewJob
+from service.jobs.requests import JobRequest, RequestBuilder
+from service.models.lookup import ModelLookup
+from service.models.modelinput import Batch
+from service.ops import metrics
 from service.store.db import reader
 from service.tenants.limits import Limits, Quotas, TenantLimits
+from service.webhooks.safety import AllowList
 
 log = logging.getLogger(__name__)
 
@@ -77,38 +82,24 @@ class Submitter:
     that saw the chunk alone would finish the job's rows while it still reads as uploading,
     and the job would never end); its single-statement reads go through `reader(engine)`."""
 
-    def __init__(self, engine: Engine, gauge: QueueGauge, quotas: RowQuota,
-                 publish: Publisher | None, committer: GroupCommitter | None = None,
-                 cache_client: redis.Redis | None = None, bulk_window: int = 4) -> None:
+    def __init__(self, engine: Engine, requests: RequestBuilder, gauge: QueueGauge,
+                 quotas: RowQuota, publish: Publisher | None,
+                 committer: GroupCommitter | None = None,
+                 cache_client: redis.Redis | None = None,
+                 dispatch: Callable[[], object] = lambda: 0,
+                 sizer: ChunkSizer | None = None) -> None:
         self.engine = engine
+        self.requests = requests  # every entry point's options become a JobRequest here
+        self.dispatch = dispatch  # sends the bulk chunks the fair share gives a slot
+        self.sizer = sizer or ChunkSizer(engine, 0.25)  # rows per chunk, by model
         self.reads = reader(engine)
         self.gauge = gauge
         self.quotas = quotas
         self.publish = publish
         self.committer = committer
         self.cache_client = cache_client
-        self.bulk_window = bulk_window
-        self._pools: dict[str, tuple[float, int]] = {}  # queue -> (when read, pool processes)
 
-    def window(self, queue: str) -> int:
-        """Chunk messages of one bulk job out at once: two for every pool process of the live
-        workers that read `queue` (at least `bulk_window`), so that one job keeps them all
-        busy, each with its next chunk in hand while it predicts one; read from the workers'
-        heartbeats every 5 s. Not Celery's whole prefetch (4 a process): an interactive job
-        would wait behind every bulk chunk a process holds."""
-        now = time.monotonic()
-        seen = self._pools.get(queue)
-        if self.cache_client is not None and (seen is None or now - seen[0] > 5):
-            try:
-                live = heartbeats.workers(self.cache_client)
-            except redis.RedisError:
-                live = []
-            seen = (now, sum(w.identity.concurrency for w in live
-                             if not w.stale and queue in w.identity.queues))
-            self._pools[queue] = seen
-        return max(self.bulk_window, (seen[1] if seen else 0) * 2)
-
-    def rows(self, req: JobRequest, rows: np.ndarray, fingerprint: str = "",
+    def rows(self, req: JobRequest, rows: Batch, fingerprint: str = "",
              on_id: Callable[[str], None] | None = None) -> Accepted:
         """A job of a few rows, committed in a group with concurrent submissions. `on_id`
         learns the job's id before it is committed (a synchronous caller's wake-up)."""
@@ -135,7 +126,7 @@ class Submitter:
         return Accepted(job.id, JobStatus.QUEUED if job.needs_worker else JobStatus.SUCCEEDED,
                         req.model.name, req.model.version)
 
-    def chunks(self, req: JobRequest, matrices: Iterable[np.ndarray],
+    def chunks(self, req: JobRequest, matrices: Iterable[Batch],
                fingerprint: Callable[[], str]) -> Accepted:
         """A bulk job: its rows stored chunk by chunk as they are parsed, and predicted by the
         workers as they arrive (`uploads`); each chunk's rows are charged to the tenant when
@@ -145,17 +136,16 @@ class Submitter:
         if found is not None:
             return found
         self.gauge.admit(req.queue, req.tenant)
-        job_id = str(uuid.uuid4())
-        window = self.window(req.queue)
+        job_id = req.job_id
         try:
             n_rows = n_chunks = 0
-            held: np.ndarray | None = None  # the newest chunk: stored when the upload ends
+            held: Batch | None = None  # the newest chunk: stored when the upload ends
             for matrix in matrices:
                 self.quotas.take_rows(req.tenant, len(matrix))
                 if held is not None:
                     with self.engine.begin() as conn:
-                        sends = uploads.add(conn, job_id, req, n_chunks - 1, held, window)
-                    self._send_chunks(req.queue, job_id, sends)
+                        uploads.add(conn, job_id, req, n_chunks - 1, held)
+                    self.dispatch()
                 held = matrix
                 n_chunks += 1
                 n_rows += len(matrix)
@@ -164,17 +154,17 @@ class Submitter:
             assert held is not None
             claim = idempotency.Claim(req.key, fingerprint()) if req.key is not None else None
             with self.engine.begin() as conn:
-                first = uploads.end(conn, job_id, req, n_chunks - 1, held, window, claim)
-                if first is None:
+                ended = uploads.end(conn, job_id, req, n_chunks - 1, held, claim)
+                if not ended:
                     uploads.discard(conn, job_id)
         except BaseException:
             with self.engine.begin() as conn:
                 uploads.discard(conn, job_id)
             raise
-        if first is None:
+        if not ended:
             return self._after_race(req, fingerprint())
         metrics.jobs_committed([_Counted(req.tenant, req.model.name, req.model.id, n_rows)])
-        self._send_chunks(req.queue, job_id, first)
+        self.dispatch()
         _log_accepted(req, job_id, n_rows, False)
         return Accepted(job_id, JobStatus.QUEUED, req.model.name, req.model.version)
 
@@ -189,26 +179,50 @@ class Submitter:
         self.gauge.admit(req.queue, req.tenant)
         self.quotas.take_rows(req.tenant, ref.n_rows)
         claim = idempotency.Claim(req.key, fingerprint) if req.key is not None else None
-        job_id = str(uuid.uuid4())
+        job_id = req.job_id
         with self.engine.begin() as conn:
-            inserted = chunks.insert_job(conn, job_id, req, ref.n_rows, len(ref.ranges), claim,
+            inserted = chunkstore.insert_job(conn, job_id, req, ref.n_rows, len(ref.ranges), claim,
                                          ref)
             if inserted:
-                chunks.add_ref_chunks(conn, job_id, ref.ranges)
-                first = chunks.next_unsent(conn, job_id, self.window(req.queue))
+                chunkstore.add_ref_chunks(conn, job_id, ref.ranges)
         if not inserted:
             return self._after_race(req, fingerprint)
         metrics.jobs_committed([_Counted(req.tenant, req.model.name, req.model.id, ref.n_rows)])
-        self._send_chunks(req.queue, job_id, first)
+        self.dispatch()
         _log_accepted(req, job_id, ref.n_rows, False)
         return Accepted(job_id, JobStatus.QUEUED, req.model.name, req.model.version)
 
-    def _send_chunks(self, queue: str, job_id: str, seqs: list[int]) -> None:
-        """One message per chunk, so that the window's chunks go to different pool processes
-        (a message naming several runs them one after another in one process, while the
-        others wait: the start of every job by reference did so)."""
-        for seq in seqs:
-            publish_or_defer(self.publish, CHUNK_TASK, queue, [chunks.chunk_id(job_id, seq)])
+    def retry(self, req: JobRequest, source: retries.Original, fingerprint: str) -> Accepted:
+        """A retry of `source` (`req`: its options, checked): admitted and charged like any
+        job, then its job row and any chunks committed in one transaction, their inputs
+        copied as stored, naming `source` in `retry_of`."""
+        req = replace(req, retry_of=source.id, input_format=source.input_format)
+        found = self._replay(req, lambda: fingerprint)
+        if found is not None:
+            return found
+        retries.check_version(req, self.requests.resolve(source.model, source.version))
+        self.gauge.admit(req.queue, req.tenant)
+        self.quotas.take_rows(req.tenant, source.n_rows)
+        job_id, now = req.job_id, utcnow()
+        key = [{"tenant": req.tenant, "key": req.key, "fingerprint": fingerprint,
+                "job_id": job_id, "created_at": now}] if req.key is not None else []
+        with self.engine.begin() as conn:
+            if key and job_id not in idempotency.take(conn, key):
+                return self._after_race(req, fingerprint)
+            if source.kind == "rows":
+                retries.copy_job(conn, source.id, job_id, req, now)
+            else:
+                chunkstore.insert_job(conn, job_id, req, source.n_rows, source.n_chunks,
+                                      ref=source.reference())
+                retries.copy_chunks(conn, source.id, job_id, now)
+        metrics.jobs_committed([_Counted(req.tenant, req.model.name, req.model.id,
+                                         source.n_rows)])
+        if source.kind == "rows":
+            publish_or_defer(self.publish, PREDICT_TASK, req.queue, [job_id])
+        else:
+            self.dispatch()  # its chunks go out as the fair share gives them a slot
+        _log_accepted(req, job_id, source.n_rows, False)
+        return Accepted(job_id, JobStatus.QUEUED, req.model.name, req.model.version)
 
     def _replay(self, req: JobRequest, fingerprint: Callable[[], str]) -> Accepted | None:
         if req.key is None:
@@ -228,17 +242,26 @@ class Submitter:
 
 def make_submitter(settings: Settings, engine: Engine, client: redis.Redis,
                    publish: Publisher | None, committer: GroupCommitter | None = None,
-                   quotas: Quotas | None = None) -> Submitter:
+                   quotas: Quotas | None = None, models: ModelLookup | None = None,
+                   dispatch: Callable[[], object] | None = None) -> Submitter:
     """A Submitter with the settings' queue limits and tenant quotas (the API builds its quotas
-    first: its request-rate hook shares them). `engine` must run transactions (not the
-    autocommit `reader`)."""
+    first: its request-rate hook shares them, and its model lookup, which its views share),
+    and the bulk dispatch of the process's JobEnds (one of its own if none is given).
+    `engine` must run transactions (not the autocommit `reader`)."""
+    if dispatch is None:
+        dispatch = job_ends(engine, client, publish, settings.webhook_max_inline_bytes,
+                            min_slots=settings.bulk_window).redispatch
     reads = reader(engine)
+    models = models or ModelLookup(reads)
+    requests = RequestBuilder(models, reads,
+                              AllowList.parse(settings.webhook_allow_hosts))
     if quotas is None:
         default = Limits(settings.rate_limit_rps, settings.rate_limit_rows_per_minute)
         quotas = Quotas(settings.redis_url, TenantLimits(reads, default))
     gauge = QueueGauge(reads, client, settings.queue_limits(), settings.tenant_queue_share,
                        settings.depth_refresh_interval)
-    return Submitter(engine, gauge, quotas, publish, committer, client, settings.bulk_window)
+    return Submitter(engine, requests, gauge, quotas, publish, committer, client, dispatch,
+                     ChunkSizer(reads, settings.bulk_chunk_seconds))
 
 
 def _check_rows(n_rows: int) -> None:

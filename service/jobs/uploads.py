@@ -1,10 +1,11 @@
 """An upload that workers predict while it still arrives.
 
 The job row is committed with the upload's first chunk, marked `uploading`; each further chunk
-commits with the job's row and chunk counts, and the chunks within the job's window are sent
-at once. The newest chunk is always held back: it is stored in the upload's last transaction,
-which also takes the Idempotency-Key and clears `uploading`, so whichever chunk finishes last
-finishes after that and ends the job (`chunks.finish` does not end a job still uploading). A
+commits with the job's row and chunk counts, and is sent as soon as the dispatch gives it a
+slot (`dispatch`: fair share between tenants). The newest chunk is always held back: it is
+stored in the upload's last transaction, which also takes the Idempotency-Key and clears
+`uploading`, so whichever chunk finishes last finishes after that and ends the job (no chunk
+of a job still uploading is its last). A
 bad row, a quota or a lost key race deletes the job row and every chunk: workers' claims on
 them then find nothing, and what they predicted is dropped. The reconciler deletes an upload
 whose API died (no chunk for `abandoned_upload_after`).
@@ -14,58 +15,47 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import numpy as np
 from sqlalchemy import Connection, delete, func, select, update
 
 from service.core.times import utcnow
-from service.jobs import chunks, idempotency
+from service.jobs import chunkstore, idempotency
 from service.jobs.idempotency import Claim
-from service.jobs.lifecycle import JobRequest
+from service.jobs.requests import JobRequest
+from service.models.modelinput import Batch
 from service.store.db import job_chunks, jobs
 
 
-def add(conn: Connection, job_id: str, req: JobRequest, seq: int, rows: np.ndarray,
-        window: int) -> list[int]:
-    """Store chunk `seq` of a job still uploading (its row made with chunk 0); return the
-    seqs to send now."""
+def add(conn: Connection, job_id: str, req: JobRequest, seq: int, rows: Batch) -> None:
+    """Store chunk `seq` of a job still uploading (its row made with chunk 0)."""
     if seq == 0:
-        chunks.insert_job(conn, job_id, req, 0, 0, uploading=True)
-    chunks.add_chunk(conn, job_id, seq, rows)
+        chunkstore.insert_job(conn, job_id, req, 0, 0, uploading=True)
+    chunkstore.add_chunk(conn, job_id, seq, rows, req.model.schema)
     conn.execute(update(jobs).where(jobs.c.id == job_id).values(
         n_rows=jobs.c.n_rows + len(rows), n_chunks=jobs.c.n_chunks + 1))
-    return refill(conn, job_id, window)
 
 
-def end(conn: Connection, job_id: str, req: JobRequest, seq: int, rows: np.ndarray,
-        window: int, claim: Claim | None) -> list[int] | None:
-    """Store the last chunk and end the upload; None if the Idempotency-Key belongs to
+def end(conn: Connection, job_id: str, req: JobRequest, seq: int, rows: Batch,
+        claim: Claim | None) -> bool:
+    """Store the last chunk and end the upload; False if the Idempotency-Key belongs to
     another job (then the caller discards this one)."""
     if seq == 0:
-        if not chunks.insert_job(conn, job_id, req, len(rows), 1, claim):
-            return None
-        chunks.add_chunk(conn, job_id, 0, rows)
-        return refill(conn, job_id, window)
+        if not chunkstore.insert_job(conn, job_id, req, len(rows), 1, claim):
+            return False
+        chunkstore.add_chunk(conn, job_id, 0, rows, req.model.schema)
+        return True
     if claim is not None and job_id not in idempotency.take(conn, [{
             "tenant": req.tenant, "key": claim.key, "fingerprint": claim.fingerprint,
             "job_id": job_id, "created_at": utcnow()}]):
-        return None
-    chunks.add_chunk(conn, job_id, seq, rows)
+        return False
+    chunkstore.add_chunk(conn, job_id, seq, rows, req.model.schema)
     conn.execute(update(jobs).where(jobs.c.id == job_id).values(
         n_rows=jobs.c.n_rows + len(rows), n_chunks=jobs.c.n_chunks + 1, uploading=False))
-    return refill(conn, job_id, window)
-
-
-def refill(conn: Connection, job_id: str, window: int) -> list[int]:
-    """Send chunks until `window` of the job's are out (sent, not done)."""
-    out = conn.execute(select(func.count()).select_from(job_chunks).where(
-        job_chunks.c.job_id == job_id, job_chunks.c.status != chunks.DONE,
-        job_chunks.c.published_at.is_not(None))).scalar_one()
-    return chunks.next_unsent(conn, job_id, window - out) if out < window else []
+    return True
 
 
 def discard(conn: Connection, job_id: str) -> None:
     """Forget an upload that failed: its chunks, and its job row if it is still uploading."""
-    chunks.discard(conn, [job_id])
+    chunkstore.discard(conn, [job_id])
     conn.execute(delete(jobs).where(jobs.c.id == job_id, jobs.c.uploading.is_(True)))
 
 
@@ -79,6 +69,6 @@ def delete_abandoned(conn: Connection, older_than: datetime) -> int:
     ).scalars())
     if not stale:
         return 0
-    gone = chunks.discard(conn, stale)
+    gone = chunkstore.discard(conn, stale)
     conn.execute(delete(jobs).where(jobs.c.id.in_(stale), jobs.c.uploading.is_(True)))
     return gone

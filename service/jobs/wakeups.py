@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 import redis
 
 from service.jobs.admission import DRAINED
+from service.store.redisclient import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,7 @@ class ResultWaiter:
                 self._pid = os.getpid()
 
     def _listen(self) -> None:
-        client = redis.Redis.from_url(self._redis_url, socket_connect_timeout=2,
-                                      health_check_interval=15)
+        client = redis_client(self._redis_url, timeout=None, health_check_interval=15)
         while not self._closed:
             try:
                 pubsub = client.pubsub(ignore_subscribe_messages=True)

@@ -1,33 +1,28 @@
-"""Model metadata: name, version, signature, the sha256 of the artifact and the versions of
-scikit-learn and numpy it was registered under; and loading an artifact's verified bytes."""
+"""Model metadata: name, version, kind and labels, the typed input schema, the sha256 of the
+artifact and the versions of scikit-learn, numpy and any optional model library (LightGBM,
+XGBoost) it was registered under. The artifact's bytes are `artifacts`'."""
 
 from __future__ import annotations
 
 import hashlib
-import io
-import os
-import shutil
-import tempfile
-import warnings
-import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
 from service.core.errors import (
-    ArtifactVersionMismatch,
     Conflict,
     InvalidInput,
     ModelLoadError,
     ModelNotFound,
-    UntrustedTypes,
 )
 from service.core.times import utcnow
-from service.store.db import model_artifacts, models
+from service.models import artifacts, costs
+from service.models.examples import schema_for
+from service.models.libraries import libraries_of
+from service.models.schema import InputSchema
+from service.store.db import models
 
 
 @dataclass(frozen=True)
@@ -48,6 +43,21 @@ class ModelInfo:
     numpy_version: str | None = None  # None: registered before predq recorded it
     artifact_format: str = "joblib"  # | "skops"
     trusted_types: list[str] | None = None  # skops: the types the operator trusted
+    input_schema: InputSchema | None = None  # None: registered before types (all numbers)
+    libraries: dict[str, str] | None = None  # optional model libraries' versions, if any
+
+    @property
+    def schema(self) -> InputSchema:
+        """The typed input schema (a model registered before types takes numbers)."""
+        return self.input_schema or InputSchema.numbers(self.feature_names)
+
+    @property
+    def plain(self) -> bool:
+        """Its inputs are a float64 matrix with no missing values, as every model's were
+        before types: the fast paths that parse straight into float64 serve it."""
+        schema = self.schema
+        return schema.numeric_only and not schema.frame and \
+            not any(c.nullable for c in schema.columns)
 
     def public(self) -> dict[str, Any]:
         out = {
@@ -61,18 +71,13 @@ class ModelInfo:
             "numpy_version": self.numpy_version,
             "artifact_format": self.artifact_format,
             "cache_ttl": self.cache_ttl,
+            "inputs": self.schema.public(),
         }
         if self.labels is not None:
             out["labels"] = self.labels
+        if self.libraries:
+            out["libraries"] = self.libraries
         return out
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def signature_of(model: Any) -> dict[str, Any]:
@@ -107,13 +112,21 @@ def add_model(
     feature_names: list[str] | None = None,
     cache_ttl: int | None = None,
     trusted_types: list[str] | None = None,
+    *,
+    example: Any = None,
+    closed: Sequence[str] = (),
 ) -> ModelInfo:
-    """Copy the artifact into the read-only model store and record its signature, sha256 and
-    the scikit-learn and numpy versions of this process (workers refuse to load it under others).
+    """Copy the artifact into the read-only model store and record its signature, its typed
+    input schema, sha256 and the versions of scikit-learn, numpy and any LightGBM or XGBoost
+    of this process (workers refuse to load it under others).
 
-    A joblib artifact runs pickle: the operator vouches for the file they register. A `.skops`
-    one is refused before anything in it is loaded if it holds types that neither skops nor
-    `trusted_types` trusts. Either is refused if pickled by another scikit-learn version.
+    The schema is inferred from the fitted estimator and pinned by `example` (a DataFrame, an
+    Arrow table or rows) where given; `closed` columns refuse categories the model does not
+    know. A model whose inputs cannot be determined is refused here, with a message that says
+    to give an example, never accepted to fail every job. A joblib artifact runs pickle: the
+    operator vouches for the file they register. A `.skops` one is refused before anything in
+    it is loaded if it holds types that neither skops nor `trusted_types` trusts. Either is
+    refused if pickled by another scikit-learn version.
     """
     import numpy
     import sklearn
@@ -122,18 +135,20 @@ def add_model(
     _check_name(version, "version")
     if cache_ttl is not None and not 0 < cache_ttl <= 30 * 86400:
         raise InvalidInput("cache_ttl", "must be between 1 second and 30 days")
-    artifact_format, trusted = _format_of(path, trusted_types)
+    artifact_format, trusted = artifacts.format_of(path, trusted_types)
     if conn.execute(
         select(models.c.id).where(models.c.name == name, models.c.version == version)
     ).first():
         raise Conflict(f"model {name!r} version {version!r} is already registered")
-    with _staged_copy(model_dir, path) as staged:
+    with artifacts.staged_copy(model_dir, path) as staged:
         data = staged.read_bytes()  # hashed, checked and loaded: the same bytes
         sha256 = hashlib.sha256(data).hexdigest()
-        model = load_artifact(data, artifact_format, trusted, f"artifact {path}")
-        signature = _signature(model, feature_names)
-        stored = _place(staged, f"{sha256}.{artifact_format}")
-    store_artifact(conn, sha256, data)
+        model = artifacts.load_artifact(data, artifact_format, trusted, f"artifact {path}")
+        signature = signature_of(model)
+        schema = _renamed(schema_for(model, example, closed), feature_names)
+        signature.update(n_features=len(schema.columns), feature_names=schema.names)
+        stored = artifacts.place(staged, f"{sha256}.{artifact_format}")
+    artifacts.store_artifact(conn, sha256, data)
     row = {
         "name": name,
         "version": version,
@@ -146,63 +161,14 @@ def add_model(
         "trusted_types": trusted if artifact_format == "skops" else None,
         "created_at": utcnow(),
         "cache_ttl": cache_ttl,
+        "input_schema": schema.to_json(),
+        "libraries": libraries_of(model) or None,
     }
     model_id = conn.execute(insert(models).returning(models.c.id), row).scalar_one()
-    return ModelInfo(id=model_id, **{k: row[k] for k in _INFO_FIELDS})
-
-
-def store_artifact(conn: Connection, sha256: str, data: bytes) -> None:
-    """Keep the artifact's bytes in the store (once per sha256) for hosts without the file."""
-    if conn.execute(select(model_artifacts.c.sha256).where(
-            model_artifacts.c.sha256 == sha256)).first() is None:
-        conn.execute(insert(model_artifacts).values(sha256=sha256, size=len(data), data=data,
-                                                    created_at=utcnow()))
-
-
-def artifact_bytes(conn: Connection, sha256: str) -> bytes | None:
-    """The stored bytes of the artifact with this sha256 (unverified: the caller checks)."""
-    data = conn.execute(select(model_artifacts.c.data).where(
-        model_artifacts.c.sha256 == sha256)).scalar_one_or_none()
-    return None if data is None else bytes(data)
-
-
-def load_artifact(data: bytes, artifact_format: str, trusted: list[str], subject: str) -> Any:
-    """The model in verified bytes. An estimator pickled by another scikit-learn version (its
-    InconsistentVersionWarning) is refused, as is, in a .skops file, any type not trusted."""
-    from sklearn.exceptions import InconsistentVersionWarning
-
-    try:
-        # Not thread-safe (process-wide filters): registration and prefork workers load alone.
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", InconsistentVersionWarning)
-            if artifact_format == "skops":
-                return _skops_loads(data, trusted, subject)
-            import joblib
-
-            return joblib.load(io.BytesIO(data))
-    except InconsistentVersionWarning as exc:
-        raise ArtifactVersionMismatch(
-            f"{subject} ({exc.estimator_name})", "scikit-learn",
-            exc.original_sklearn_version, exc.current_sklearn_version,
-        ) from None
-
-
-def _skops_loads(data: bytes, trusted: list[str], subject: str) -> Any:
-    try:
-        import skops.io
-    except ImportError as exc:
-        raise ModelLoadError(
-            f"{subject} is a .skops artifact: install the optional skops package "
-            "(pip install 'predq[skops]')"
-        ) from exc
-    try:
-        found = skops.io.get_untrusted_types(data=data)  # reads the schema, builds nothing
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise ModelLoadError(f"{subject} is not a readable .skops file: {exc}") from exc
-    untrusted = sorted(set(found) - set(trusted))
-    if untrusted:
-        raise UntrustedTypes(subject, untrusted)
-    return skops.io.loads(data, trusted=trusted)
+    per_row = costs.measure_at_registration(model, schema, signature["kind"] == "classifier")
+    if per_row is not None:  # sizes its first bulk chunks; workers' chunks refine it
+        costs.record(conn, model_id, per_row)
+    return _info({"id": model_id, **row})
 
 
 def resolve(conn: Connection, name: str, version: str | None = None) -> ModelInfo:
@@ -242,7 +208,10 @@ _INFO_FIELDS = (
 
 
 def _info(row: Any) -> ModelInfo:
-    return ModelInfo(id=row["id"], **{k: row[k] for k in _INFO_FIELDS})
+    schema = row["input_schema"]
+    return ModelInfo(id=row["id"], **{k: row[k] for k in _INFO_FIELDS},
+                     input_schema=None if schema is None else InputSchema.from_json(schema),
+                     libraries=row["libraries"])
 
 
 def _is_name(value: str) -> bool:
@@ -254,49 +223,17 @@ def _check_name(value: str, field: str) -> None:
         raise InvalidInput(field, "use 1-50 letters, digits, '-', '_' or '.'")
 
 
-def _format_of(path: str, trusted_types: list[str] | None) -> tuple[str, list[str]]:
-    trusted = sorted(set(trusted_types or []))
-    if Path(path).suffix == ".skops":
-        return "skops", trusted
-    if trusted:
-        raise InvalidInput("trusted_types", "only a .skops artifact has types to trust")
-    return "joblib", trusted
+def _renamed(schema: InputSchema, names: list[str] | None) -> InputSchema:
+    """Names for the columns of a model fitted on an array (x0, x1, ... otherwise)."""
+    if names is None:
+        return schema
+    if len(names) != len(schema.columns):
+        raise InvalidInput("feature_names",
+                           f"{len(names)} names for a model of {len(schema.columns)} features")
+    if schema.frame:
+        raise InvalidInput("feature_names", "the model was fitted on a DataFrame: its columns "
+                                            "have names already")
+    return replace(schema, columns=tuple(replace(c, name=n)
+                                         for c, n in zip(schema.columns, names, strict=True)))
 
 
-def _signature(model: Any, feature_names: list[str] | None) -> dict[str, Any]:
-    signature = signature_of(model)
-    if feature_names is not None:
-        if len(feature_names) != signature["n_features"]:
-            raise InvalidInput(
-                "feature_names",
-                f"{len(feature_names)} names for a model of {signature['n_features']} features",
-            )
-        signature["feature_names"] = feature_names
-    return signature
-
-
-@contextmanager
-def _staged_copy(model_dir: str, path: str) -> Iterator[Path]:
-    """A private read-only copy in the store's directory; removed unless `_place`d."""
-    src = Path(path)
-    if not src.is_file():
-        raise ModelLoadError(f"no artifact at {path}")
-    target_dir = Path(model_dir)
-    target_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target_dir, suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o444)
-        yield Path(tmp)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _place(staged: Path, name: str) -> Path:
-    """Move a checked copy to <model_dir>/<name>; identical content is stored once."""
-    target = staged.parent / name
-    if not target.exists():
-        os.replace(staged, target)
-    return target

@@ -70,6 +70,35 @@ def configure(level: str, fmt: str, stream: object = None) -> None:
     # every few seconds, a webhook attempt): predq logs what matters about jobs itself.
     for noisy in ("urllib3", "kombu", "amqp", "celery.app.trace", "celery.worker.strategy"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    for name, pattern in ORDINARY.items():
+        logger = logging.getLogger(name)
+        logger.filters = [f for f in logger.filters if not isinstance(f, _Ordinary)]
+        logger.addFilter(_Ordinary(pattern))
+
+
+#: Lines that libraries log as warnings about things that need no operator: numpy's overflow
+#: in a model's arithmetic (the job's result says what came of it), kombu handing a message
+#: back to its queue when the consumers stop (it is delivered when one starts again). Shown
+#: at INFO, so `make run`'s "only warnings and errors" holds.
+ORDINARY = {
+    "py.warnings": re.compile(r"RuntimeWarning: (overflow|invalid value|divide by zero|underflow)"
+                              r" encountered|UndeliverableWarning"),
+    "kombu.transport.virtual.base": re.compile(r"Requeuing undeliverable message"),
+}
+
+
+class _Ordinary(logging.Filter):
+    """Demote a matching warning to INFO: dropped unless the process logs INFO."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        super().__init__()
+        self.pattern = pattern
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING or not self.pattern.search(record.getMessage()):
+            return True
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return logging.getLogger().isEnabledFor(logging.INFO)
 
 
 def _log_uncaught(kind: type[BaseException], value: BaseException,

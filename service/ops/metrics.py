@@ -33,8 +33,6 @@ class Committed(Protocol):
     @property
     def model_id(self) -> int: ...
 
-    @property
-    def needs_worker(self) -> bool: ...
 
     @property
     def n_rows(self) -> int: ...
@@ -51,11 +49,12 @@ ROWS_SUBMITTED = Counter(
     "predq_rows_submitted_total", "Rows of the jobs the API committed (a bulk job counts each "
     "of its rows).", ["model", "tenant"])
 ROWS_FINISHED = Counter(
-    "predq_rows_finished_total", "Rows of the jobs that reached succeeded or failed.",
+    "predq_rows_finished_total", "Rows of the jobs that reached a final state.",
     ["model", "status", "tenant"])
 JOBS_FINISHED = Counter(
     "predq_jobs_finished_total",
-    "Jobs that reached succeeded or failed (by a worker, or at once from the prediction cache).",
+    "Jobs that reached a final state: succeeded, failed, cancelled or expired (by a worker, a "
+    "client's cancel, the reconciler, or at once from the prediction cache).",
     ["model", "status", "tenant"])
 REJECTED_JOBS = Counter(
     "predq_rejected_jobs_total",
@@ -96,43 +95,69 @@ CACHE_REQUESTS = Counter(
     ["result"])
 
 
+# Per model version (a rollout's versions side by side): no tenant label, and at most
+# `MAX_VERSION_LABELS` versions of a model per process (the rest count as "other"), so the
+# series stay bounded however many versions are registered.
+VERSION_JOBS_FINISHED = Counter(
+    "predq_version_jobs_finished_total",
+    "Jobs that reached a final state, by model version (status failed: its failures).",
+    ["model", "version", "status"])
+VERSION_ROWS_FINISHED = Counter(
+    "predq_version_rows_finished_total", "Rows of jobs that reached a final state, by version.",
+    ["model", "version", "status"])
+VERSION_JOB_DURATION = Histogram(
+    "predq_version_job_duration_seconds", "Submit-to-result time of jobs, by model version.",
+    ["model", "version"], buckets=_LATENCY)
+SHADOW_RUNS = Counter(
+    "predq_shadow_runs_total", "Shadow runs of a rollout answered, by shadow version.",
+    ["model", "version", "status"])
+MAX_VERSION_LABELS = 8
+_version_labels: dict[str, set[str]] = {}
+
+
+def version_label(model: str, version: str) -> str:
+    """`version`, or "other" once this process has labelled `MAX_VERSION_LABELS` of `model`."""
+    seen = _version_labels.setdefault(model, set())
+    if version in seen:
+        return version
+    if len(seen) >= MAX_VERSION_LABELS:
+        return "other"
+    seen.add(version)
+    return version
+
+
+def shadow_ran(model: str, version: str, succeeded: bool) -> None:
+    SHADOW_RUNS.labels(model, version_label(model, version),
+                       "succeeded" if succeeded else "failed").inc()
+
+
 def jobs_committed(new_jobs: Iterable[Committed]) -> None:
-    """Count committed jobs; one answered from the prediction cache is finished as well."""
+    """Count committed jobs (one answered from the prediction cache ends at once as well:
+    its Ending counts that)."""
     submitted: TallyCounter[tuple[str, str]] = TallyCounter()
     rows: TallyCounter[tuple[str, str]] = TallyCounter()
-    cached: TallyCounter[tuple[str, str]] = TallyCounter()
-    cached_rows: TallyCounter[tuple[str, str]] = TallyCounter()
     for job in new_jobs:  # a group is up to hundreds of jobs of a few models and tenants
         labels = (job.model or str(job.model_id), job.tenant)
         submitted[labels] += 1
         rows[labels] += job.n_rows
-        if not job.needs_worker:
-            cached[labels] += 1
-            cached_rows[labels] += job.n_rows
     for (model, tenant), n in submitted.items():
         JOBS_SUBMITTED.labels(model, tenant).inc(n)
         ROWS_SUBMITTED.labels(model, tenant).inc(rows[(model, tenant)])
-    for (model, tenant), n in cached.items():
-        JOBS_FINISHED.labels(model, "succeeded", tenant).inc(n)
-        ROWS_FINISHED.labels(model, "succeeded", tenant).inc(cached_rows[(model, tenant)])
 
 
-def job_finished(model: str, tenant: str, failed: bool, created_at: datetime | None,
-                 now: datetime, rows: int = 1) -> None:
-    """Count a job whose outcome a worker committed, and observe its submit-to-result time."""
-    status = "failed" if failed else "succeeded"
+def job_ended(model: str, tenant: str, status: str, created_at: datetime | None,
+              now: datetime, rows: int = 1, version: str = "") -> None:
+    """Count a job that reached a final state, by model and by model version; for an outcome
+    (succeeded or failed), observe its submit-to-result time as well."""
+    label = version_label(model, version)
     JOBS_FINISHED.labels(model, status, tenant).inc()
     ROWS_FINISHED.labels(model, status, tenant).inc(rows)
-    if created_at is not None:
-        created_at = as_utc(created_at)
-        JOB_DURATION.labels(model).observe(max(0.0, (now - created_at).total_seconds()))
-
-
-def jobs_ended(ended: Iterable[tuple[str, str, str]]) -> None:
-    """Count jobs that ended without a worker's outcome: (model, status, tenant) each, for
-    cancelled and expired jobs and those failed after too many attempts."""
-    for (model, status, tenant), n in TallyCounter(ended).items():
-        JOBS_FINISHED.labels(model, status, tenant).inc(n)
+    VERSION_JOBS_FINISHED.labels(model, label, status).inc()
+    VERSION_ROWS_FINISHED.labels(model, label, status).inc(rows)
+    if created_at is not None and status in ("succeeded", "failed"):
+        seconds = max(0.0, (now - as_utc(created_at)).total_seconds())
+        JOB_DURATION.labels(model).observe(seconds)
+        VERSION_JOB_DURATION.labels(model, label).observe(seconds)
 
 
 def batch_claimed(n_jobs: int) -> None:

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,9 +26,13 @@ NOT_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 #: Redis counter bumped after every revocation; API processes drop cached keys when it moves.
 REVOCATION_EPOCH = "predq:keys:revocation-epoch"
 #: read: GET anything of the tenant's; submit: jobs, predictions, cancels, webhook settings;
-#: admin: API keys (and model registration, which is also the operator's `predq models add`).
-SCOPES = ("submit", "read", "admin")
+#: admin: API keys (and model registration, which is also the operator's `predq models add`);
+#: operator: what is shared by every tenant (a model's rollout, its comparison, shadow results),
+#: granted only from the command line (`predq keys create --scopes operator`), never over HTTP.
+SCOPES = ("submit", "read", "admin", "operator")
 DEFAULT_SCOPES = ("submit", "read")
+#: Scopes only the command line grants: a tenant's admin cannot hand them out.
+CLI_ONLY_SCOPES = frozenset({"operator"})
 
 
 class Forbidden(PredqError):
@@ -43,6 +48,12 @@ class Principal:
     prefix: str
     scopes: frozenset[str]
     expires_at: datetime | None
+    name: str | None = None  # what the key is for, if its creator said
+
+    @property
+    def who(self) -> str:
+        """The key as a job's record names it (who cancelled): its prefix, and its name."""
+        return f"key {self.prefix}" + (f" ({self.name})" if self.name else "")
 
     def expired(self, now: datetime | None = None) -> bool:
         return self.expires_at is not None and self.expires_at <= (now or utcnow())
@@ -99,12 +110,13 @@ def principal(conn: Connection, key: str) -> Principal:
     digest = hash_key(key)
     row = conn.execute(
         select(api_keys.c.tenant, api_keys.c.key_hash, api_keys.c.revoked_at, api_keys.c.prefix,
-               api_keys.c.scopes, api_keys.c.expires_at).where(api_keys.c.key_hash == digest)
+               api_keys.c.scopes, api_keys.c.expires_at, api_keys.c.name)
+        .where(api_keys.c.key_hash == digest)
     ).first()
     if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at:
         raise Unauthorized("invalid or revoked API key")
     found = Principal(str(row.tenant), str(row.prefix), frozenset(row.scopes.split(",")),
-                      as_utc(row.expires_at) if row.expires_at else None)
+                      as_utc(row.expires_at) if row.expires_at else None, row.name)
     if found.expired():
         raise Unauthorized("this API key has expired")
     return found
@@ -146,6 +158,11 @@ def revoke_key(conn: Connection, prefix: str, tenant: str | None = None) -> int:
     return conn.execute(stmt).rowcount
 
 
-def announce_revocation(client: redis.Redis) -> None:
-    """Tell every API process to forget the keys it has cached (call after the commit)."""
+def announce_revocation(client: redis.Redis, settle: float = 0.0) -> None:
+    """Tell every API process to forget the keys it has cached (call after the commit), then
+    wait `settle` seconds: the key epoch check interval, within which every API process reads
+    the epoch again (each trusts what it read for that long). Once this returns, no API
+    process with that interval accepts a revoked key."""
     client.incr(REVOCATION_EPOCH)
+    if settle > 0:
+        time.sleep(settle)

@@ -14,13 +14,15 @@ import math
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
-from limits.storage import MemoryStorage, storage_from_string
+from limits.storage import MemoryStorage, RedisSentinelStorage, RedisStorage, Storage
 from limits.strategies import SlidingWindowCounterRateLimiter
 from sqlalchemy import Connection, Engine, delete, insert, select
 
 from service.core.errors import InvalidInput, TooManyRequests
+from service.core.redisurl import sentinels, tcp_keepalive
 from service.store.db import tenant_limits
 
 log = logging.getLogger(__name__)
@@ -39,9 +41,11 @@ class Limits:
 
 
 def set_limits(conn: Connection, tenant: str, requests_per_second: float | None = None,
-               rows_per_minute: int | None = None, retention: float | None = None) -> None:
+               rows_per_minute: int | None = None, retention: float | None = None,
+               weight: float | None = None) -> None:
     """Give `tenant` its own limits: each value given replaces the tenant's (0: unlimited),
-    the others stay (a tenant without a row of its own has the settings' defaults)."""
+    the others stay (a tenant without a row of its own has the settings' defaults); `weight`
+    is its share of the bulk processes beside other tenants' bulk jobs (default 1)."""
     from service.core.times import utcnow
 
     if requests_per_second is not None and not (
@@ -51,12 +55,15 @@ def set_limits(conn: Connection, tenant: str, requests_per_second: float | None 
         raise InvalidInput("rows_per_minute", "0 (unlimited) or a positive number")
     if retention is not None and not 60 <= retention <= 10 * 365 * 86400:
         raise InvalidInput("retention", "between a minute and 10 years")
+    if weight is not None and not 0.01 <= weight <= 1000:
+        raise InvalidInput("weight", "between 0.01 and 1,000 (1: an equal share)")
     row = conn.execute(select(tenant_limits).where(
         tenant_limits.c.tenant == tenant)).mappings().first()
     values = dict(row) if row else {"tenant": tenant, "requests_per_second": None,
-                                    "rows_per_minute": None, "retention": None}
+                                    "rows_per_minute": None, "retention": None,
+                                    "weight": None}
     given = {"requests_per_second": requests_per_second, "rows_per_minute": rows_per_minute,
-             "retention": None if retention is None else int(retention)}
+             "retention": None if retention is None else int(retention), "weight": weight}
     values.update({k: v for k, v in given.items() if v is not None}, updated_at=utcnow())
     conn.execute(delete(tenant_limits).where(tenant_limits.c.tenant == tenant))
     conn.execute(insert(tenant_limits), values)
@@ -66,10 +73,12 @@ def clear_limits(conn: Connection, tenant: str) -> int:
     return conn.execute(delete(tenant_limits).where(tenant_limits.c.tenant == tenant)).rowcount
 
 
-def all_limits(conn: Connection) -> dict[str, tuple[float | None, int | None, int | None]]:
+def all_limits(conn: Connection
+               ) -> dict[str, tuple[float | None, int | None, int | None, float | None]]:
+    """Every tenant's own limits: (requests/s, rows/minute, retention seconds, weight)."""
     rows = conn.execute(select(tenant_limits).order_by(tenant_limits.c.tenant)).mappings()
-    return {r["tenant"]: (r["requests_per_second"], r["rows_per_minute"], r["retention"])
-            for r in rows}
+    return {r["tenant"]: (r["requests_per_second"], r["rows_per_minute"], r["retention"],
+                          r["weight"]) for r in rows}
 
 
 class TenantLimits:
@@ -116,9 +125,7 @@ class Quotas:
 
     def __init__(self, redis_url: str, limits: TenantLimits) -> None:
         self.limits = limits
-        storage = storage_from_string(_storage_uri(redis_url), socket_timeout=2,
-                                      socket_connect_timeout=2)
-        self._shared = SlidingWindowCounterRateLimiter(storage)
+        self._shared = SlidingWindowCounterRateLimiter(_storage(redis_url))
         self._memory = SlidingWindowCounterRateLimiter(MemoryStorage())
 
     def _hit(self, item: RateLimitItem, tenant: str, kind: str, cost: int = 1
@@ -166,7 +173,19 @@ class Quotas:
                               max(1, math.ceil(reset - time.time())))
 
 
-def _storage_uri(redis_url: str) -> str:
+def _storage(redis_url: str) -> Storage:
+    """The `limits` storage on predq's Redis, in that package's spelling of REDIS_URL. A
+    Sentinel group's counts are read from its master too: a replica's may lag behind."""
+    timeouts: dict[str, Any] = {"socket_timeout": 2, "socket_connect_timeout": 2}
+    group = sentinels(redis_url)
+    if group is not None:
+        hosts = ",".join(f"{host}:{port}" for host, port in group.hosts)
+        # `limits` would send the servers' password to the sentinels too: say theirs.
+        reach = {**group.sentinel_kwargs(), "password": group.sentinel_password}
+        master: dict[str, Any] = {"db": group.db, "password": group.password}
+        return RedisSentinelStorage(
+            f"redis+sentinel://{hosts}/{group.service}", use_replicas=False,
+            sentinel_kwargs=reach, **master, **timeouts, **tcp_keepalive())
     if redis_url.startswith("unix://"):
-        return "redis+unix://" + redis_url[len("unix://"):]
-    return redis_url
+        return RedisStorage("redis+unix://" + redis_url[len("unix://"):], **timeouts)
+    return RedisStorage(redis_url, **timeouts, **tcp_keepalive())

@@ -24,7 +24,15 @@ from sqlalchemy import (
 
 from service.core.states import FINAL_STATES
 from service.core.times import utcnow
-from service.store.db import job_chunks, jobs, tenant_limits, webhook_attempts, webhook_events
+from service.store.db import (
+    job_chunks,
+    jobs,
+    shadow_chunk_results,
+    shadow_results,
+    tenant_limits,
+    webhook_attempts,
+    webhook_events,
+)
 
 FINAL = [s.value for s in FINAL_STATES]
 MIN_RETENTION = 60  # seconds: a job's own retention is at least this (jobs.options)
@@ -92,5 +100,8 @@ def delete_jobs(conn: Connection, job_ids: list[str]) -> int:
     conn.execute(delete(webhook_attempts).where(webhook_attempts.c.event_id.in_(events)))
     conn.execute(delete(webhook_events).where(webhook_events.c.job_id.in_(job_ids)))
     conn.execute(delete(job_chunks).where(job_chunks.c.job_id.in_(job_ids)))
+    conn.execute(delete(shadow_results).where(shadow_results.c.job_id.in_(job_ids)))
+    conn.execute(delete(shadow_chunk_results).where(
+        shadow_chunk_results.c.job_id.in_(job_ids)))
     return int(conn.execute(delete(jobs).where(and_(jobs.c.id.in_(job_ids),
                                                     jobs.c.status.in_(FINAL)))).rowcount)

@@ -8,6 +8,7 @@ secret signing beside the new one for a grace period, so receivers can switch wi
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -15,11 +16,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, text, update
 
 from service.core.errors import InvalidInput, NotFound, PredqError
 from service.core.times import as_utc, iso, utcnow
-from service.store.db import webhook_endpoints
+from service.store.db import webhook_endpoints, webhook_events
 
 EVENT_TYPES = ("job.succeeded", "job.failed", "job.cancelled", "job.expired")
 #: What `create` names an endpoint: `we_` and a uuid4 in hex.
@@ -29,6 +30,19 @@ ID_PATTERN = "we_[0-9a-f]{32}"
 class NotConfigured(PredqError):
     status = 503
     code = "not_configured"
+
+
+class TooManyEndpoints(PredqError):
+    """The tenant has as many endpoints as the operator allows (PREDQ_WEBHOOK_MAX_ENDPOINTS)."""
+
+    status = 409
+    code = "too_many_endpoints"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"this tenant has {limit} webhook endpoints, the most allowed: delete "
+                         "one first (or ask the operator to raise PREDQ_WEBHOOK_MAX_ENDPOINTS)",
+                         field="url")
+        self.limit = limit
 
 
 class EndpointNotFound(NotFound):
@@ -107,14 +121,35 @@ def check_events(events: Any) -> list[str]:
 
 
 def create(conn: Connection, sealer: Sealer, tenant: str, url: str | None,
-           events: list[str]) -> tuple[Endpoint, str]:
+           events: list[str], limit: int | None = None) -> tuple[Endpoint, str]:
     """A new endpoint (url None: the tenant's secret for jobs' own webhook_url) and its secret,
-    which is shown only now."""
+    which is shown only now; TooManyEndpoints if the tenant would have more than `limit`
+    endpoints with a URL (the caller's transaction is then rolled back)."""
     secret = new_secret()
     row = {"id": f"we_{uuid.uuid4().hex}", "tenant": tenant, "url": url, "events": events,
            "secret": sealer.seal(secret), "created_at": utcnow()}
+    if limit is not None and url is not None:
+        _lock_tenant(conn, tenant)
     conn.execute(insert(webhook_endpoints), row)
+    if limit is not None and url is not None and count(conn, tenant) > limit:
+        raise TooManyEndpoints(limit)
     return get(conn, tenant, str(row["id"])), secret
+
+
+def count(conn: Connection, tenant: str) -> int:
+    """The tenant's endpoints with a URL (its job secret is not one)."""
+    return int(conn.execute(select(func.count()).select_from(webhook_endpoints).where(
+        webhook_endpoints.c.tenant == tenant, webhook_endpoints.c.url.is_not(None))).scalar_one())
+
+
+def _lock_tenant(conn: Connection, tenant: str) -> None:
+    """Serialize the tenant's registrations, so that two at once cannot both pass the limit:
+    PostgreSQL by a transaction-level advisory lock on the tenant, SQLite by its single writer
+    (the insert takes the write lock before the count)."""
+    if conn.dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(f"webhooks:{tenant}".encode()).digest()[:8], "big",
+                             signed=True)
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def get(conn: Connection, tenant: str, endpoint_id: str) -> Endpoint:
@@ -146,10 +181,20 @@ def job_secret(conn: Connection, tenant: str) -> Endpoint | None:
 
 
 def delete_endpoint(conn: Connection, tenant: str, endpoint_id: str) -> None:
+    """Delete the endpoint; its events still waiting are given up (dead) at once."""
     done = conn.execute(delete(webhook_endpoints).where(
         webhook_endpoints.c.id == endpoint_id, webhook_endpoints.c.tenant == tenant))
     if not done.rowcount:
         raise EndpointNotFound(endpoint_id)
+    give_up(conn, endpoint_id, "the endpoint was deleted")
+
+
+def give_up(conn: Connection, endpoint_id: str, reason: str) -> int:
+    """Mark the endpoint's pending events dead: nothing retries them. Returns how many."""
+    now = utcnow()
+    return conn.execute(update(webhook_events).where(
+        webhook_events.c.endpoint_id == endpoint_id, webhook_events.c.status == "pending",
+    ).values(status="dead", finished_at=now, lease_until=None, last_error=reason)).rowcount
 
 
 def rotate(conn: Connection, sealer: Sealer, tenant: str, endpoint_id: str,
@@ -164,8 +209,11 @@ def rotate(conn: Connection, sealer: Sealer, tenant: str, endpoint_id: str,
 
 
 def disable(conn: Connection, endpoint_id: str, reason: str) -> None:
-    conn.execute(update(webhook_endpoints).where(
+    """Disable the endpoint; its events still waiting are given up (dead) at once."""
+    done = conn.execute(update(webhook_endpoints).where(
         webhook_endpoints.c.id == endpoint_id, webhook_endpoints.c.url.is_not(None),
         webhook_endpoints.c.disabled_at.is_(None),
     ).values(disabled_at=utcnow(), disabled_reason=reason))
+    if done.rowcount:
+        give_up(conn, endpoint_id, f"the endpoint was disabled: {reason}")
 

@@ -44,6 +44,7 @@ class Attempt:
     latency_ms: float | None
     error: str | None = None
     retry_after: float | None = None  # seconds the receiver asked for
+    final: bool = False  # no later attempt can do better (the endpoint is gone)
 
     @property
     def delivered(self) -> bool:
@@ -153,7 +154,7 @@ def complete(conn: Connection, event: Event, attempt: Attempt,
     error = attempt.error or f"answered {attempt.status_code}"
     if attempt.gone:
         endpoints.disable(conn, event.endpoint_id, "the receiver answered 410 Gone")
-    if attempt.gone or event.attempts > len(schedule):
+    if attempt.gone or attempt.final or event.attempts > len(schedule):
         conn.execute(update(webhook_events).where(mine).values(
             status="dead", finished_at=now, lease_until=None, last_error=error))
         return None
@@ -164,6 +165,13 @@ def complete(conn: Connection, event: Event, attempt: Attempt,
         next_attempt_at=now + timedelta(seconds=delay), lease_until=None, published_at=None,
         last_error=error))
     return delay
+
+
+def tenants_of(conn: Connection, event_ids: Sequence[str]) -> list[tuple[str, str]]:
+    """(event id, tenant) of the pending events among `event_ids`, in the order given."""
+    rows = dict(conn.execute(select(webhook_events.c.id, webhook_events.c.tenant).where(
+        webhook_events.c.id.in_(list(event_ids)), webhook_events.c.status == "pending")).all())
+    return [(i, rows[i]) for i in dict.fromkeys(event_ids) if i in rows]
 
 
 def mark_published(conn: Connection, event_id: str) -> None:

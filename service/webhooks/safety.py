@@ -223,7 +223,8 @@ def parse_target(url: str, allow: AllowList) -> Target:
     if ip is not None:
         check_address(ip, host, port, allow)
     elif _is_local_name(host) and not allow.allows(host, None, port):
-        raise UnsafeTarget(f"{host} names this machine or a local network")
+        raise UnsafeTarget(f"{host} names this machine or a local network"
+                           + _how_to_allow(host, port))
     return Target(scheme, host, port, parsed.request_uri)
 
 
@@ -280,7 +281,14 @@ def check_address(ip: IPAddress, host: str, port: int, allow: AllowList) -> None
         literal = ipaddress.ip_address(_name(host)) == ip
     except ValueError:
         literal = False
-    raise UnsafeTarget(f"{host} is {what}" if literal else f"{host} resolves to {ip}, {what}")
+    raise UnsafeTarget((f"{host} is {what}" if literal else f"{host} resolves to {ip}, {what}")
+                       + _how_to_allow(host, port))
+
+
+def _how_to_allow(host: str, port: int) -> str:
+    """Name the setting that allows a private target: a laptop's receiver is one."""
+    entry = f"[{host.strip('[]')}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"; the operator may allow it: PREDQ_WEBHOOK_ALLOW_HOSTS={entry}"
 
 
 def check_resolved(url: str, allow: AllowList, resolver: Resolver = socket.getaddrinfo) -> None:

@@ -23,12 +23,14 @@ from service.tenants import limits
 from service.tenants.keys import SCOPES
 from tests.support.browser import artifact, chromium, watched_page
 from tests.support.processes import WorkerProcess
+from tests.support.rollouts import Versions, register_versions
 from tests.support.tenants import Tenant, make_tenant
 
 #: The operations that submit work (service/jobs/submit.py): only they wait for a queue slot
 #: and count rows, so only they can answer `queue_full` (tests/realtime/test_priorities.py
 #: fills a queue and sees both refuse).
-SUBMITS = {("post", "/v1/jobs"), ("post", "/v1/models/{name}/predict")}
+SUBMITS = {("post", "/v1/jobs"), ("post", "/v1/models/{name}/predict"),
+           ("post", "/v1/jobs/{job_id}/retry")}
 PATH_VALUES = {"job_id": str(uuid.uuid4()), "name": "iris", "version": "1",
                "endpoint_id": "we_" + "0" * 32, "prefix": "pq_0000000"}
 
@@ -128,25 +130,41 @@ def admin(engine: Engine, api_url: str, models: dict[str, ModelInfo]) -> Iterato
     yield from make_tenant(engine, api_url, SCOPES)
 
 
+@pytest.fixture
+def two_versions(engine: Engine, settings: Settings, models: dict[str, ModelInfo]
+                 ) -> Iterator[Versions]:
+    """A model of versions 1 and 2 for the rollout examples (iris has one version, and a
+    rollout left on it would move the rest of the session's jobs)."""
+    yield from register_versions(engine, settings)
+
+
 def test_the_live_api_accepts_every_request_body_example(
     document: dict[str, Any], admin: Tenant, worker: WorkerProcess, settings: Settings,
-    models: dict[str, ModelInfo],
+    models: dict[str, ModelInfo], two_versions: Versions,
 ) -> None:
     """Valid against the schema is not enough: each example is a request that works (the
-    file a job by reference names is put under the data root first)."""
+    file a job by reference names is put in the tenant's directory first; a rollout's, on a
+    model of two versions)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    nightly = Path(settings.data_root) / "nightly"
-    nightly.mkdir(exist_ok=True)
+    from service.bulk.areas import tenant_dir
+
+    nightly = Path(settings.data_root) / tenant_dir(admin.name) / "nightly"
+    nightly.mkdir(parents=True, exist_ok=True)
     rows = np.random.default_rng(1).uniform(1, 5, (50, 4))
     pq.write_table(pa.table({name: rows[:, i] for i, name in
                              enumerate(models["iris"].feature_names)}), nightly / "rows.parquet")
+    ended = admin.submit("iris", [[5.1, 3.5, 1.4, 0.2]])  # a retry's original
+    assert admin.wait(ended)["status"] == "succeeded"
     for method, path, op in operations(document):
         media = op.get("requestBody", {}).get("content", {}).get("application/json")
+        values = {**PATH_VALUES, "job_id": ended} if path.endswith("/retry") else PATH_VALUES
+        if path.endswith("/rollout"):
+            values = {**PATH_VALUES, "name": two_versions.name}
         for example in schema_examples(document, media) if media else []:
-            answer = admin.http.request(method, admin.base_url + path.format(**PATH_VALUES),
+            answer = admin.http.request(method, admin.base_url + path.format(**values),
                                         json=example, timeout=30)
             assert answer.status_code in (200, 201, 202), (path, example, answer.text)
 
@@ -301,4 +319,23 @@ def test_docs_renders_every_operation_and_tries_one_with_the_key(
         assert status.inner_text().strip() == "200"
         assert "iris" in models.locator(".live-responses-table").inner_text()
         page.screenshot(path=str(artifact("docs.png")), full_page=False)
+        assert console.errors == []
+
+
+def test_an_expanded_submit_is_short_and_the_workers_are_not_under_health(
+    browser: Any, document: dict[str, Any], api_url: str,
+) -> None:
+    assert document["paths"]["/v1/workers"]["get"]["tags"] == ["operations"]
+    query = {p["name"]: p["description"]
+             for p in document["paths"]["/v1/jobs"]["post"]["parameters"] if p["in"] == "query"}
+    assert all("bulk body" in text and "JSON" in text for text in query.values()), query
+    with watched_page(browser) as (page, console):
+        page.goto(f"{api_url}/docs")
+        submit = page.locator("#operations-jobs-post__v1_jobs")
+        submit.locator(".opblock-summary").click()
+        submit.locator(".opblock-body").wait_for()
+        height = submit.evaluate("op => op.getBoundingClientRect().height")
+        assert height < 4500, height  # was 6,500 px here: 16 link blocks, 12 media pickers
+        assert submit.locator(".response-col_links .operation-link").count() == 16  # kept
+        page.screenshot(path=str(artifact("docs-submit.png")), full_page=False)
         assert console.errors == []

@@ -73,7 +73,7 @@ def test_a_failing_row_fails_its_job_with_a_clear_error(tenant: Tenant) -> None:
     good = tenant.submit("fragile", [[5.1, 3.5, 1.4, 0.2]])
     failed = tenant.wait(bad)
     assert failed["status"] == "failed"
-    assert failed["error"].startswith("prediction failed: ValueError")
+    assert failed["error"].startswith("prediction failed at inputs[0]: ValueError")
     assert tenant.wait(good)["status"] == "succeeded"
     response = tenant.get(f"/v1/jobs/{bad}/result")
     assert response.status_code == 409

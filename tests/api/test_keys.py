@@ -133,9 +133,51 @@ def test_revocation_reaches_every_api_process_at_once(
         api.stop()
 
 
+def test_a_revoked_key_is_refused_by_every_api_process_once_the_revoke_returns(
+    settings: Settings, admin: Tenant, tmp_path: Path
+) -> None:
+    """API processes trust their cached keys for the epoch check interval (here 2 s, so the
+    window cannot close by itself between the revoke and the next request): the revoke,
+    over HTTP or on the command line, returns only once every process has had to read the
+    revocation."""
+    slow = settings.replace(port=free_port(), api_workers=2, key_epoch_check_interval=2.0)
+    api = ApiProcess(slow, tmp_path / "api.log")
+    try:
+        made = make_key(admin)
+        assert accepted(api.url, made) == {200}  # both gunicorn processes cache the key
+        revoked = requests.delete(f"{api.url}/v1/keys/{made['prefix']}", timeout=10,
+                                  headers={"Authorization": f"Bearer {admin.key}"})
+        assert revoked.status_code == 200
+        assert accepted(api.url, made) == {401}
+        # The command line: the key is cached again just before the revoke is sent.
+        made = make_key(admin)
+        revoke = subprocess.Popen(predq_command(slow, "keys", "revoke", str(made["prefix"])),
+                                  env=predq_env(slow), stdout=subprocess.PIPE, text=True)
+        while revoke.poll() is None:
+            accepted(api.url, made)
+        assert revoke.returncode == 0 and "revoked 1 key" in str(revoke.stdout.read())
+        assert accepted(api.url, made) == {401}
+    finally:
+        api.stop()
+
+
+def accepted(url: str, made: dict[str, object]) -> set[int]:
+    """The status codes of 20 requests with the key (both API processes answer some)."""
+    headers = {"Authorization": f"Bearer {made['key']}"}
+    return {requests.get(url + "/v1/jobs?limit=1", headers=headers, timeout=10).status_code
+            for _ in range(20)}
+
+
+def predq_env(settings: Settings) -> dict[str, str]:
+    return {**os.environ, **settings.env(), "PYTHONPATH": str(ROOT)}
+
+
+def predq_command(settings: Settings, *args: str) -> list[str]:
+    return [sys.executable, "-m", "service.cli", *args]
+
+
 def predq(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **settings.env(), "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "service.cli", *args], env=env,
+    return subprocess.run(predq_command(settings, *args), env=predq_env(settings),
                           capture_output=True, text=True, timeout=60)
 
 

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
 from service.cli import embedded
-from service.cli.processes import api_command, worker_command
-from service.cli.up import stop_all
+from service.cli.processes import DEFAULT_QUEUES, api_command, stop_all, worker_command
+from service.core.messaging import CHUNK_QUEUE
 from service.core.settings import Settings
 from service.models.registry import ModelInfo, add_model
 from tests.faults.conftest import Stack, stack  # noqa: F401 - the fixture, shared
@@ -92,12 +93,19 @@ def test_a_cache_hit_is_counted_and_its_job_finished_at_once(
 ) -> None:
     name = f"cached-{uuid.uuid4().hex[:8]}"
     with engine.begin() as conn:
-        add_model(conn, settings.model_dir, models["iris"].artifact_path, name, "1",
-                  cache_ttl=60)
+        info = add_model(conn, settings.model_dir, models["iris"].artifact_path, name, "1",
+                         cache_ttl=60)
     before = scrape(api_url)
-    for _ in range(2):  # a miss the worker answers, then a hit that needs no worker
+    for call in range(2):  # a miss the worker answers, then a hit that needs no worker
         answer = tenant.post(f"/v1/models/{name}/predict?timeout=10", json={"inputs": [SETOSA]})
         assert answer.status_code == 200, answer.text
+        if call == 0:  # the entry is written after the commit a caller may already have read
+            cached = redis.Redis.from_url(settings.redis_url)
+            deadline = time.monotonic() + 10
+            while not any(cached.scan_iter(f"predq:cache:{info.id}:*")):
+                assert time.monotonic() < deadline, "the first result was never cached"
+                time.sleep(0.02)
+            cached.close()
     after = scrape(api_url)
     for result in ("hit", "miss"):
         assert (after.value("predq_cache_requests_total", result=result)
@@ -143,7 +151,8 @@ def multiprocess_stack(settings: Settings, tmp_path: Path) -> Iterator[tuple[str
     logs = {name: open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed below
             for name in ("api", "worker")}
     try:
-        for name, command in (("api", api_command(private)), ("worker", worker_command(private))):
+        worker = worker_command(private, f"{DEFAULT_QUEUES},{CHUNK_QUEUE}")  # one, of both kinds
+        for name, command in (("api", api_command(private)), ("worker", worker)):
             procs.append(subprocess.Popen([sys.executable, *command], env=env, cwd=ROOT,
                                           stdout=logs[name], stderr=subprocess.STDOUT,
                                           start_new_session=True))

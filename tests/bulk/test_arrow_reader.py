@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from service.bulk import columnar, parsing
+from service.bulk import arrowguard, columnar, parsing
 from service.core.errors import InvalidInput
 from tests.bulk.test_formats import IRIS, ROWS
 
@@ -79,7 +79,42 @@ def test_too_many_rows_and_too_large_a_batch_are_refused(monkeypatch: pytest.Mon
     with pytest.raises(InvalidInput) as refused:
         read(arrow(features()), parsing.Bounds(chunk_rows=2, max_rows=4))
     assert refused.value.field == "inputs" and "more than 4 rows" in refused.value.reason
-    monkeypatch.setattr(columnar, "ARROW_MESSAGE", 100)  # a batch of 3 rows is 4 * 24 bytes
+    monkeypatch.setattr(arrowguard, "ARROW_MESSAGE", 100)  # a batch of 3 rows is 4 * 24 bytes
     with pytest.raises(InvalidInput) as refused:  # plus padding: over 100 bytes
         read(arrow(features()))
     assert "at most 100: write smaller record batches" in refused.value.reason
+
+
+def test_a_compressed_batch_is_refused_by_its_decoded_size_before_it_is_decoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ZSTD batch of a million constant rows is a few KiB on the wire and 8 MB a column
+    decoded: its size is read from the buffers' prefixes, and refused over the bound."""
+    import pyarrow as pa
+
+    constant = pa.table({name: pa.array(np.full(1_000_000, 1.5)) for name in IRIS.feature_names})
+    body = io.BytesIO()
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    with pa.ipc.new_stream(body, constant.schema, options=options) as writer:
+        writer.write_table(constant)
+    assert len(body.getvalue()) < 100_000
+    monkeypatch.setattr(arrowguard, "MAX_DECODED", 4 * 1024 * 1024)
+    with pytest.raises(InvalidInput) as refused:
+        read(body.getvalue(), parsing.Bounds(chunk_rows=1000, max_rows=10_000_000))
+    assert "32,000,000 bytes decoded; at most 4,194,304" in refused.value.reason
+
+
+def test_the_guard_reads_the_record_batch_header_as_pyarrow_wrote_it() -> None:
+    import pyarrow as pa
+
+    table = pa.table({"a": pa.array([1.0, 2.0, 3.0]), "s": pa.array(["x", "y", "x"])})
+    body = io.BytesIO()
+    with pa.ipc.new_stream(body, table.schema) as writer:
+        writer.write_table(table)
+    reader = pa.ipc.MessageReader.open_stream(pa.py_buffer(body.getvalue()))
+    reader.read_next_message()  # the schema
+    message = reader.read_next_message()
+    kind, length, batch = arrowguard.parse_message(message.metadata.to_pybytes())
+    assert (kind, length) == (arrowguard.RECORD_BATCH, message.body.size)
+    assert batch is not None and batch.length == 3 and not batch.compressed
+    assert batch.decoded_size(message.body.to_pybytes()) <= message.body.size

@@ -1,16 +1,17 @@
-"""Bulk jobs by reference: the input names a file under the data root (.npy, Parquet, CSV),
-each worker reads its own chunks; the result may be written to a file there too."""
+"""Bulk jobs by reference: the input names a file in the tenant's directory under the data
+root (.npy, Parquet, CSV), each worker reads its own chunks; the result may be written to a
+file there too."""
 
 from __future__ import annotations
 
 import io
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import joblib
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import redis
 from sqlalchemy import Engine, select
@@ -19,6 +20,15 @@ from service.core.settings import Settings
 from service.models.registry import ModelInfo
 from service.store.db import job_chunks, jobs
 from tests.bulk.test_bulk_api import as_csv, iris_rows
+from tests.support.dataroot import (
+    chunk_runner,
+    refused,
+    rel,
+    run_all,
+    submit,
+    tenant_home,
+    unsent_job,
+)
 from tests.support.processes import LiveServer
 from tests.support.tenants import Tenant, make_tenant
 
@@ -32,30 +42,9 @@ def server(settings: Settings, engine: Engine) -> Iterator[LiveServer]:
 
 
 @pytest.fixture
-def root(settings: Settings) -> Iterator[Path]:
-    """A directory of this test's own under the data root; removed afterwards."""
-    here = Path(settings.data_root) / uuid.uuid4().hex
-    here.mkdir()
-    yield here
-    for path in sorted(here.rglob("*"), reverse=True):
-        path.unlink() if path.is_file() or path.is_symlink() else path.rmdir()
-    here.rmdir()
-
-
-def rel(path: Path, settings: Settings) -> str:
-    return path.relative_to(settings.data_root).as_posix()
-
-
-def submit(client: Tenant, **body: object) -> dict[str, object]:
-    response = client.post("/v1/jobs", json={"model": "iris", **body})
-    assert response.status_code == 202, response.text
-    return response.json()  # type: ignore[no-any-return]
-
-
-def refused(client: Tenant, **body: object) -> dict[str, str]:
-    response = client.post("/v1/jobs", json={"model": "iris", **body})
-    assert response.status_code == 400, response.text
-    return response.json()["error"]  # type: ignore[no-any-return]
+def root(settings: Settings, client: Tenant) -> Iterator[Path]:
+    """The test's tenant's directory under the data root; removed afterwards."""
+    yield from tenant_home(settings, client.name)
 
 
 def expected(models: dict[str, ModelInfo], rows: np.ndarray) -> list[object]:
@@ -117,11 +106,12 @@ def test_csv_by_reference_is_cut_at_line_boundaries_and_counted_as_read(
     body = body.replace(b"\n", b"\n", 1).replace(b",1.5,", b",1.50000000,")
     (root / "rows.csv").write_bytes(body)
     job = submit(client, input=rel(root / "rows.csv", settings),
-                 output=rel(root / "preds.npy", settings))
+                 output=rel(root / "preds.parquet", settings))
     done = client.wait(str(job["id"]), timeout=120)
     assert done["status"] == "succeeded", done
     assert done["rows_total"] == done["rows_done"] == 2000
-    assert np.load(root / "preds.npy").tolist() == expected(models, rows)
+    written = pq.read_table(root / "preds.parquet").column("prediction").to_pylist()
+    assert written == expected(models, rows)
     with engine.connect() as conn:
         n_chunks = conn.execute(select(jobs.c.n_chunks).where(jobs.c.id == job["id"])).scalar()
     assert n_chunks and n_chunks > 1
@@ -139,28 +129,28 @@ def test_a_bad_row_in_a_referenced_file_fails_the_job_naming_it(
     assert "row 451" in str(done["error"]) and "finite" in str(done["error"])
 
 
-def test_paths_outside_the_data_root_are_refused(
+def test_paths_outside_the_tenants_directory_are_refused(
     client: Tenant, root: Path, settings: Settings, tmp_path: Path
 ) -> None:
     outside = tmp_path / "secret.npy"
     np.save(outside, iris_rows(10))
     os.symlink(outside, root / "link.npy")
-    name = rel(root, settings)
-    error = refused(client, input=f"{name}/../../secret.npy")
+    error = refused(client, input="../../secret.npy")
     assert error["field"] == "input" and "'..'" in error["message"]
     error = refused(client, input=str(outside))
-    assert "absolute path outside the data root" in error["message"]
-    error = refused(client, input=f"{name}/link.npy")
-    assert "leads outside the data root" in error["message"]
-    error = refused(client, input=f"{name}/missing.npy")
-    assert "no such file" in error["message"]
+    assert "is an absolute path" in error["message"]
+    error = refused(client, input="link.npy")
+    assert "leads outside your directory" in error["message"]
+    error = refused(client, input="missing.npy")
+    assert error["message"] == "input: 'missing.npy': no such file"
     np.save(root / "ok.npy", iris_rows(10))
-    error = refused(client, input=f"{name}/ok.npy", output="../out.npy")
+    error = refused(client, input="ok.npy", output="../out.npy")
     assert error["field"] == "output" and "'..'" in error["message"]
-    error = refused(client, input=f"{name}/ok.npy", inputs=[[1, 2, 3, 4]])
+    error = refused(client, input="ok.npy", inputs=[[1, 2, 3, 4]])
     assert "not both" in error["message"]
-    # An absolute path inside the root is the same file as its relative name.
-    assert client.post("/v1/jobs", json={"model": "iris", "input": str(root / "ok.npy")}
+    # Even an absolute path inside the tenant's own directory: names are relative to it.
+    assert "is an absolute path" in refused(client, input=str(root / "ok.npy"))["message"]
+    assert client.post("/v1/jobs", json={"model": "iris", "input": "./ok.npy"}
                        ).status_code == 202
 
 
@@ -189,52 +179,84 @@ def test_a_header_that_does_not_fit_the_model_is_refused_at_submit(
 
 
 def test_an_output_whose_writer_died_is_written_once_the_reconciler_sends_again(
-    engine: Engine, settings: Settings, models: dict[str, ModelInfo], root: Path
+    engine: Engine, settings: Settings, models: dict[str, ModelInfo], root: Path,
+    client: Tenant
 ) -> None:
     """The last chunk committed, then its worker died before writing the file: the job stays
     running; the reconciler's sweep sends the last chunk again, and the worker that gets it
     writes the file, then the job succeeds (with its webhook event, once)."""
     from datetime import timedelta
 
-    from service.bulk import refs
+    from service.bulk import outputs, refs
+    from service.bulk.areas import Area
     from service.bulk.parsing import Bounds
+    from service.core.messaging import chunk_id
     from service.core.times import utcnow
-    from service.jobs import chunks, recovery
-    from service.jobs.lifecycle import JobRequest
+    from service.jobs import chunkclaims, chunksweep, recovery
+    from service.jobs.ending import Ending
+    from service.jobs.requests import JobRequest
     from service.jobs.submit import make_submitter
     from workers.batching import Runner
     from workers.bulkrun import ChunkRunner
-    from workers.modelcore import predict
+    from workers.modelcore import ArtifactSource, ModelCache, predict
 
     rows = iris_rows(500, seed=31)
     np.save(root / "rows.npy", rows)
-    ref = refs.plan(settings.data_root, rel(root / "rows.npy", settings),
-                    rel(root / "out.npy", settings), models["iris"], Bounds(300, 10_000))
-    client = redis.Redis.from_url(settings.redis_url)
-    job_id = make_submitter(settings, engine, client, None).reference(
-        JobRequest("recovery", models["iris"]), ref, "").id
-    client.close()
-    runner = Runner(engine, model_dir=settings.model_dir, data_root=settings.data_root)
-    assert ChunkRunner(runner).run([chunks.chunk_id(job_id, 0)], None) == 300
+    area = Area(settings.data_root, client.name)
+    with engine.connect() as conn:
+        target = outputs.target(conn, area, "out.parquet", False)
+    ref = refs.plan(area, "rows.npy", target, models["iris"], Bounds(300, 10_000))
+    broker = redis.Redis.from_url(settings.redis_url)
+    job_id = make_submitter(settings, engine, broker, None).reference(
+        JobRequest(client.name, models["iris"]), ref, "").id
+    broker.close()
+    models_here = ModelCache(read=ArtifactSource(engine, settings.model_dir).read)
+    runner = Runner(engine, models=models_here, data_root=settings.data_root)
+    assert ChunkRunner(runner).run([chunk_id(job_id, 0)]) == 300
     with engine.begin() as conn:  # the last chunk, as a worker that dies right after it does
-        claimed = chunks.claim(conn, job_id, 1, 60)
+        claimed = chunkclaims.claim(conn, job_id, 1, 60)
         assert claimed is not None
         claimed = claimed.__class__(**{**claimed.__dict__, "inputs": rows[300:]})
         out = predict(joblib.load(models["iris"].artifact_path), models["iris"], rows[300:])
-        done = chunks.finish(conn, claimed, out)
-        assert done is not None and done.status == "running" and done.output == "/".join(
-            [root.name, "out.npy"])
-    assert not (root / "out.npy").exists()
+        done = chunkclaims.finish(conn, claimed, out)
+        assert done is not None and done.last and done.output is not None
+        assert outputs.Target.loads(done.output).path == f"{root.name}/out.parquet"
+    assert not (root / "out.parquet").exists()
     later = utcnow() + timedelta(seconds=5)
     with engine.begin() as conn:
-        assert chunks.sweep(conn, recovery.Cutoffs(utcnow() - timedelta(seconds=60),
-                                                   utcnow()), 2, 3, 100)[0] == []  # too soon
-        send, _failed = chunks.sweep(conn, recovery.Cutoffs(later, later), 2, 3, 100)
-    assert send == [(job_id, "predict.normal", 1)]
-    assert ChunkRunner(runner).run([chunks.chunk_id(job_id, 1)], None) == 0
-    assert np.load(root / "out.npy").tolist() == expected(models, rows)
+        soon, due = Ending(conn), Ending(conn)
+        assert chunksweep.sweep(soon, recovery.Cutoffs(utcnow() - timedelta(seconds=60),
+                                                       utcnow()), 3, 100)[0] == 0  # too soon
+        chunksweep.sweep(due, recovery.Cutoffs(later, later), 3, 100)
+    assert [(send.queue, send.ids) for send in due.sends] == [
+        ("predict.chunks", [chunk_id(job_id, 1)])]
+    assert ChunkRunner(runner).run([chunk_id(job_id, 1)]) == 0
+    assert pq.read_table(root / "out.parquet").column("prediction").to_pylist() == \
+        expected(models, rows)
     with engine.connect() as conn:
         assert conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar() == \
             "succeeded"
     runner.engine.dispose()
 
+
+
+def test_an_npy_input_replaced_by_a_fortran_ordered_array_mid_job_fails_the_job(
+    client: Tenant, root: Path, engine: Engine, settings: Settings,
+    models: dict[str, ModelInfo]
+) -> None:
+    """Each chunk's read checks the header again: the second chunk finds the file replaced
+    (same shape, Fortran order, other values) and fails the job naming it, rather than
+    predicting rows the job was not given."""
+    from service.core.messaging import chunk_id
+
+    rows = iris_rows(600, seed=32)
+    np.save(root / "rows.npy", rows)
+    job_id = unsent_job(engine, settings, models["iris"], client.name, "rows.npy")
+    runner = chunk_runner(engine, settings)
+    assert runner.run([chunk_id(job_id, 0)]) == 300
+    np.save(root / "rows.npy", np.asfortranarray(rows[:, ::-1]))
+    assert runner.run([chunk_id(job_id, 1)]) == 0
+    status, error = run_all(runner, engine, job_id)
+    assert status == "failed", error
+    assert "input rows.npy: changed since the job was submitted" in str(error)
+    assert "Fortran order" in str(error)

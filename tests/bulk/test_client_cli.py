@@ -11,6 +11,7 @@ from pathlib import Path
 
 import joblib
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from service.client import ApiError, Client
@@ -41,7 +42,7 @@ def test_a_200k_row_csv_through_the_cli_matches_the_model(
     job_id = done.stdout.strip()
     assert f"{job_id} succeeded" in done.stderr
     # Not a terminal: plain progress lines, the last of each naming all of it and its rate.
-    assert "rows: 200,000 of 200,000 rows (100%)" in done.stderr and "rows/s" in done.stderr
+    assert "job: 200,000 of 200,000 rows (100%)" in done.stderr
     assert "upload: " in done.stderr and "MB (100%)" in done.stderr and "MB/s" in done.stderr
     with open(out, newline="") as fh:
         table = list(csv.reader(fh))
@@ -49,9 +50,11 @@ def test_a_200k_row_csv_through_the_cli_matches_the_model(
     assert [r[0] for r in table[1:]] == expected
     shown = json.loads(predq(tenant, "status", job_id).stdout)
     assert shown["rows_done"] == shown["rows_total"] == 200_000
-    npy = tmp_path / "predictions.npy"
-    assert predq(tenant, "result", job_id, "-o", str(npy)).returncode == 0
-    assert np.load(npy).tolist() == expected
+    parquet = tmp_path / "predictions.parquet"
+    assert predq(tenant, "result", job_id, "-o", str(parquet)).returncode == 0
+    assert pq.read_table(parquet).column("prediction").to_pylist() == expected
+    npy = predq(tenant, "result", job_id, "-o", str(tmp_path / "predictions.npy"))
+    assert npy.returncode == 1 and "holds numbers only" in npy.stderr  # the labels are strings
 
 
 def test_the_python_client_submits_waits_and_reads(

@@ -107,3 +107,40 @@ def test_a_line_just_under_the_bound_is_accepted(client: Tenant, models: dict[st
     assert response.status_code == 202, response.text
     done = client.wait(response.json()["id"], timeout=120)
     assert done["status"] == "succeeded" and done["rows_total"] == 2
+
+
+def test_a_compressed_arrow_bomb_is_refused_before_it_is_decoded(
+    client: Tenant, api: ApiProcess, engine: Engine, models: dict[str, ModelInfo],
+    worker: object,
+) -> None:
+    """One ZSTD record batch of 10,000,001 constant rows is 40 KiB on the wire and would be
+    hundreds of MB decoded: its row count is read from its header, before pyarrow decodes it
+    (issue 29: the API grew from 1.1 to 3.2 GB)."""
+    import io
+
+    import numpy as np
+    import pyarrow as pa
+
+    ordinary = as_csv(iris_rows(2000), models["iris"].feature_names)
+    assert client.post("/v1/jobs?model=iris", data=ordinary,
+                       headers={"Content-Type": "text/csv"}).status_code == 202  # warmed
+    n = 10_000_001  # one more than PREDQ_MAX_BULK_ROWS
+    bomb = pa.table({name: pa.array(np.ones(n, dtype=np.int8))
+                     for name in models["iris"].feature_names})
+    out = io.BytesIO()
+    with pa.ipc.new_stream(out, bomb.schema,
+                           options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
+        writer.write_table(bomb, max_chunksize=n)
+    del bomb
+    jobs_before, chunks_before = counts(engine, client.name)
+    before = rss(api)
+    response = requests.post(f"{api.url}/v1/jobs?model=iris", data=out.getvalue(), timeout=60,
+                             headers={"Content-Type": "application/vnd.apache.arrow.stream",
+                                      "Authorization": f"Bearer {client.key}"})
+    grown = rss(api) - before
+    print(f"\nArrow bomb of {len(out.getvalue()):,} bytes: API RSS {before / MB:.0f} MB "
+          f"before, grew {grown / MB:+.1f} MB")
+    assert response.status_code == 400, response.text
+    assert "more than 10000000 rows" in response.json()["error"]["message"]
+    assert grown < 50 * MB, f"the API grew by {grown / MB:.0f} MB"
+    assert counts(engine, client.name) == (jobs_before, chunks_before)

@@ -19,7 +19,7 @@ import redis
 from sqlalchemy import Engine, delete, func, select
 
 from service.bulk import schedules
-from service.cli.up import stop_all
+from service.cli.processes import stop_all
 from service.core.broker import celery_publisher
 from service.core.settings import Settings
 from service.jobs.submit import make_submitter
@@ -151,6 +151,8 @@ def test_each_scheduled_time_runs_once_however_many_beats_ask(
      'input = "x.csv"\ncolour = "red"', "unknown field 'colour'"),
     ('[[schedule]]\nname = "a"\ncron = "0 2 * * *"\ntenant = "t"\nmodel = "m"\n'
      'input = "x.csv"\noutput = "y.xlsx"', "output must end in"),
+    ('[[schedule]]\nname = "a"\ncron = "0 2 * * *"\ntenant = "t"\nmodel = "m"\n'
+     'input = "x.csv"\noutput = "y-{date}.csv"', "say overwrite = true"),
     ("[[schedule]\n", "schedules.toml"),
 ])
 def test_a_bad_schedules_file_names_the_problem(tmp_path: Path, text: str, words: str) -> None:
@@ -201,8 +203,12 @@ def test_a_schedule_reading_from_the_data_root_submits_by_reference(
     models: dict[str, ModelInfo],
 ) -> None:
     """Input and output under the data root: beat reads only the header, a worker the rows,
-    and the worker that finishes the job writes the output (beat does not write it again)."""
+    and the worker that finishes the job writes the output (beat does not write it again).
+    The operator declared the paths: they name files anywhere under the root, here outside
+    the tenant's own directory; an output without {time} replaces its file only because the
+    schedule says `overwrite = true`."""
     import numpy as np
+    import pyarrow.parquet as pq
 
     here = Path(settings.data_root) / f"schedule-{tenant.name}"
     (here / "in").mkdir(parents=True)
@@ -217,8 +223,11 @@ cron = "0 2 * * *"
 tenant = "{tenant.name}"
 model = "iris"
 input = "{here / 'in' / '*.npy'}"
-output = "{here / 'out' / '{name}-{date}.npy'}"
+output = "{here / 'out' / '{name}-{date}.parquet'}"
+overwrite = true
 ''')
+    (here / "out").mkdir()
+    (here / "out" / f"{name}-2026-11-29.parquet").write_bytes(b"yesterday's run, say")
     celery = make_celery(settings)
     submitter = make_submitter(settings, engine, redis.Redis.from_url(settings.redis_url),
                                celery_publisher(celery))
@@ -231,8 +240,9 @@ output = "{here / 'out' / '{name}-{date}.npy'}"
                 jobs.c.id == job_id)).one()
         assert job.input_ref is not None and job.output_ref is not None
         model = joblib.load(models["iris"].artifact_path)
-        out = here / "out" / f"{name}-2026-11-29.npy"
-        assert np.load(out).tolist() == model.predict(rows).tolist()
+        out = here / "out" / f"{name}-2026-11-29.parquet"
+        assert pq.read_table(out).column("prediction").to_pylist() == \
+            model.predict(rows).tolist()
         assert schedules.write_outputs(engine, schedules.load(str(path))) == 0
     finally:
         celery.close()

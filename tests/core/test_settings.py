@@ -1,4 +1,5 @@
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +47,24 @@ def test_every_setting_is_documented_under_its_variable_name() -> None:
     missing = [f.metadata.get("env", f"PREDQ_{f.name.upper()}") for f in fields(Settings)
                if f"`{f.metadata.get('env', f'PREDQ_{f.name.upper()}')}`" not in documented]
     assert missing == []
+
+
+def test_a_model_store_inside_the_data_root_is_refused_at_start(tmp_path: Path) -> None:
+    """A tenant's output could otherwise make a directory named like an artifact."""
+    with pytest.raises(ValueError, match="model_dir .* is inside data_root"):
+        Settings.from_env({}, data_root=str(tmp_path), model_dir=str(tmp_path / "models"))
+    with pytest.raises(ValueError, match="is inside data_root"):
+        Settings.from_env({}, data_root=str(tmp_path), model_dir=str(tmp_path))
+    assert Settings.from_env({}, data_root=str(tmp_path / "data"),
+                             model_dir=str(tmp_path / "models"))
+
+
+@pytest.mark.parametrize("entry", ["acme", "acme=/etc", "acme=a/../b", "=public", "acme="])
+def test_a_shared_prefix_that_is_no_relative_path_under_the_root_is_refused(entry: str) -> None:
+    with pytest.raises(ValueError, match="data_shared"):
+        Settings.from_env({"PREDQ_DATA_SHARED": entry})
+
+
+def test_shared_prefixes_are_read_as_tenant_and_prefix_pairs() -> None:
+    settings = Settings.from_env({"PREDQ_DATA_SHARED": "acme=reference/iris/, *=public"})
+    assert settings.shared_prefixes() == [("acme", "reference/iris"), ("*", "public")]

@@ -17,9 +17,11 @@ import requests
 from sqlalchemy import Engine, insert
 
 from service.cli.processes import DEFAULT_QUEUES
+from service.core.messaging import CHUNK_QUEUE, CHUNK_SHADOW_QUEUE
 from service.core.settings import Settings
 from service.core.times import utcnow
-from service.jobs import lifecycle as jobs
+from service.jobs import lifecycle
+from service.jobs.ending import Ending
 from service.jobs.lifecycle import NewJob
 from service.models.registry import ModelInfo
 from service.ops import heartbeats
@@ -27,6 +29,15 @@ from service.store.db import webhook_attempts, webhook_events
 from service.tenants import keys
 from tests.support.browser import artifact, chromium, watched_page
 from tests.support.processes import WorkerProcess
+from tests.support.rollouts import (
+    Versions,
+    accepted,
+    iris_rows,
+    operator,
+    register_versions,
+    set_rollout,
+    shadow_of,
+)
 from tests.support.tenants import Tenant, make_tenant
 
 ROW: list[object] = [[5.1, 3.5, 1.4, 0.2]]
@@ -63,7 +74,7 @@ def test_a_queued_job_is_listed_with_no_progress(
     # Committed but never published: no worker hears of it, so it stays queued.
     new = NewJob(tenant.name, models["iris"].id, np.array(ROW)).with_id()
     with engine.begin() as conn:
-        [job_id] = jobs.insert_jobs(conn, [new])
+        [job_id] = lifecycle.insert_jobs(conn, [new])
     listed = tenant.get("/v1/jobs?status=queued").json()["jobs"]
     assert [(j["id"], j["percent"], j["rows_done"], j["finished_at"]) for j in listed] == \
         [(job_id, 0.0, 0, None)]
@@ -182,7 +193,10 @@ def test_a_bulk_job_counts_its_rows_chunk_by_chunk_and_once_as_a_job(
     assert stats["rows_per_second"] == round(25 / 60, 3)
 
     page = bulk_tenant.get(f"/v1/jobs/{job_id}/overview").json()
-    assert page["chunks"] == {"total": 3, "pending": 0, "running": 0, "done": 3, "attempts": 3}
+    assert page["chunks"] == {"total": 3, "pending": 0, "running": 0, "done": 3, "stopped": 0,
+                              "attempts": 3}
+    assert page["job"]["attempts"] == 1  # its most-claimed chunk's, not 0
+    assert page["input"] == {"source": "upload", "format": "csv", "rows": 25, "columns": 4}
     assert page["preview"]["rows"] == 25
     assert len(page["preview"]["predictions"]) == 10  # the first chunk's, not all of it
     whole = bulk_tenant.get(f"/v1/jobs/{job_id}/result").json()
@@ -208,7 +222,7 @@ def test_a_finished_jobs_page_has_its_timeline_and_the_first_rows_of_its_result(
         "probabilities": result["probabilities"][:10],
         "labels": ["setosa", "versicolor", "virginica"]}
     assert page["chunks"] is None and page["deliveries"] == []
-    assert page["actions"] == {"cancel": False, "redeliver": False}
+    assert page["actions"] == {"cancel": False, "retry": True, "redeliver": False}
 
 
 def test_a_failed_jobs_page_has_its_error_and_no_result(
@@ -217,7 +231,7 @@ def test_a_failed_jobs_page_has_its_error_and_no_result(
     job_id = tenant.submit("fragile", [[5.1, -3.5, 1.4, 0.2]])
     assert tenant.wait(job_id)["status"] == "failed"
     page = tenant.get(f"/v1/jobs/{job_id}/overview").json()
-    assert page["job"]["error"].startswith("prediction failed: ValueError")
+    assert page["job"]["error"].startswith("prediction failed at inputs[0]: ValueError")
     assert page["job"]["percent"] == 0.0 and page["preview"] is None
     assert page["timeline"][3]["at"] == page["job"]["finished_at"]
 
@@ -229,13 +243,13 @@ def test_only_a_key_that_may_submit_is_offered_cancel(
     page = tenant.get(f"/v1/jobs/{job_id}/overview").json()
     assert page["job"]["status"] == "queued"
     assert [t["step"] for t in page["timeline"] if t["at"] is None] == ["started", "finished"]
-    assert page["actions"] == {"cancel": True, "redeliver": False}
+    assert page["actions"] == {"cancel": True, "retry": False, "redeliver": False}
     with engine.begin() as conn:
         reader_key = keys.create_key(conn, tenant.name, ("read",))
     reader = Tenant(tenant.name, reader_key, api_url)
     try:
         assert reader.get(f"/v1/jobs/{job_id}/overview").json()["actions"] == \
-            {"cancel": False, "redeliver": False}
+            {"cancel": False, "retry": False, "redeliver": False}
         assert reader.post(f"/v1/jobs/{job_id}/cancel").status_code == 403  # as it says
     finally:
         reader.http.close()
@@ -248,7 +262,7 @@ def test_a_job_that_sent_webhooks_offers_redelivery_with_its_attempts(
     event_id = f"msg_{uuid.uuid4().hex}"
     now = utcnow()
     with engine.begin() as conn:
-        jobs.cancel(conn, tenant.name, job_id)
+        Ending(conn).cancel(tenant.name, job_id)
         conn.execute(insert(webhook_events), {
             "id": event_id, "tenant": tenant.name, "job_id": job_id, "endpoint_id": "we_test",
             "url": "https://example.com/hook", "type": "job.cancelled", "payload": "{}",
@@ -258,7 +272,7 @@ def test_a_job_that_sent_webhooks_offers_redelivery_with_its_attempts(
             "event_id": event_id, "attempted_at": now, "status_code": 503, "latency_ms": 12.5,
             "error": "answered 503"})
     page = tenant.get(f"/v1/jobs/{job_id}/overview").json()
-    assert page["actions"] == {"cancel": False, "redeliver": True}
+    assert page["actions"] == {"cancel": False, "retry": True, "redeliver": True}
     [delivery] = page["deliveries"]
     assert (delivery["id"], delivery["status"]) == (event_id, "dead")
     assert [(a["status_code"], a["error"]) for a in delivery["attempts"]] == \
@@ -273,7 +287,7 @@ def test_another_tenants_job_page_answers_like_a_missing_job(
     missing = other_tenant.get(f"/v1/jobs/{uuid.uuid4()}/overview")
     assert theirs.status_code == missing.status_code == 404
     assert theirs.json()["error"]["code"] == missing.json()["error"]["code"] == "job_not_found"
-    assert other_tenant.get(f"/v1/jobs?id={job_id}").json() == {"jobs": []}
+    assert other_tenant.get(f"/v1/jobs?id={job_id}").json() == {"jobs": [], "next": None}
     assert other_tenant.get(f"/v1/jobs/{job_id}%00/overview").status_code == 404
 
 
@@ -287,7 +301,9 @@ def test_workers_show_their_queues_heartbeat_and_the_rows_they_finished(
         return next(w for w in listed["workers"] if w["name"] == name)
 
     before = _eventually(mine)
-    assert before["queues"] == sorted(DEFAULT_QUEUES.split(","))
+    assert before["queues"] == sorted([*DEFAULT_QUEUES.split(","), CHUNK_QUEUE,  # the tests'
+                                       CHUNK_SHADOW_QUEUE])
+    assert before["role"] == "predict"  # worker takes single jobs and bulk chunks alike
     assert (before["pid"], before["concurrency"], before["stale"]) == (worker.proc.pid, 2, False)
     assert before["heartbeat_age_seconds"] < 15 and before["node"].startswith("celery@")
 
@@ -326,7 +342,7 @@ def _queued_job(engine: Engine, tenant: Tenant, models: dict[str, ModelInfo]) ->
     """A job committed but never published: no worker hears of it, so it stays queued."""
     new = NewJob(tenant.name, models["iris"].id, np.array(ROW)).with_id()
     with engine.begin() as conn:
-        [job_id] = jobs.insert_jobs(conn, [new])
+        [job_id] = lifecycle.insert_jobs(conn, [new])
     return job_id
 
 
@@ -372,7 +388,7 @@ def test_another_tenant_sees_none_of_the_jobs(
     worker: WorkerProcess, tenant: Tenant, other_tenant: Tenant
 ) -> None:
     tenant.wait(tenant.submit("iris", ROW))
-    assert other_tenant.get("/v1/jobs").json() == {"jobs": []}
+    assert other_tenant.get("/v1/jobs").json() == {"jobs": [], "next": None}
     minutes = other_tenant.get("/v1/stats").json()["minutes"]
     assert sum(m["finished"] for m in minutes) == 0
     assert other_tenant.get("/v1/webhooks/failures").json() == {"events": []}
@@ -380,13 +396,18 @@ def test_another_tenant_sees_none_of_the_jobs(
 
 def test_the_endpoints_need_a_key_and_the_page_does_not(api_url: str, tenant: Tenant) -> None:
     for path in ("/v1/jobs", "/v1/stats", "/v1/webhooks/failures", "/v1/workers",
+                 "/v1/webhooks/failures/groups", "/v1/queues/history",
                  f"/v1/jobs/{uuid.uuid4()}/overview"):
         assert requests.get(api_url + path, timeout=10).status_code == 401
     page = requests.get(api_url + "/", timeout=10)
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     assert "/static/dashboard.js" in page.text
     script = requests.get(api_url + "/static/dashboard.js", timeout=10)
-    assert script.status_code == 200 and "Authorization" in script.text
+    assert script.status_code == 200 and "./dashboard/core.js" in script.text  # its modules
+    core = requests.get(api_url + "/static/dashboard/core.js", timeout=10)
+    assert core.status_code == 200 and "Authorization" in core.text
+    assert core.headers["Content-Type"].split(";")[0] in ("text/javascript",
+                                                          "application/javascript")
 
 
 # --- the page in Chromium --------------------------------------------------------------------
@@ -450,6 +471,9 @@ def test_dashboard_asks_again_for_a_refused_key(
 
 def _open(page: Any, api_url: str, key: str) -> None:
     page.goto(f"{api_url}/#key={key}")
+    page.locator("#board:visible, #key-offer:visible").first.wait_for()
+    if page.is_visible("#key-offer"):  # another key is held: the page asks first
+        page.click("#key-offer-use")
     page.wait_for_selector("#board", state="visible")
 
 
@@ -480,7 +504,8 @@ def test_the_job_page_of_a_finished_and_of_a_failed_job(
 
         page.goto(f"{api_url}/#/jobs/{bad}")  # by address, as a shared link
         page.wait_for_selector('#job-page[data-status="failed"]')
-        assert page.inner_text("#job-error").startswith("prediction failed: ValueError")
+        assert page.inner_text("#job-error").startswith(
+            "prediction failed at inputs[0]: ValueError")
         assert "no result: the job failed" in page.inner_text("#job-preview")
         page.screenshot(path=str(artifact("job-failed.png")), full_page=True)
         page.click("text=← all jobs")
@@ -504,6 +529,7 @@ def test_cancel_on_the_job_page_cancels_the_job_and_needs_the_submit_scope(
         page.goto(f"{api_url}/#/jobs/{job_id}")
         page.wait_for_selector('#job-page[data-status="queued"]')
         page.click("#job-cancel")
+        page.click("#job-cancel-yes")  # asked first
         page.wait_for_selector('#job-page[data-status="cancelled"]')
         assert "cancelled" in page.inner_text("#job-message")
         assert page.is_hidden("#job-cancel")
@@ -658,3 +684,63 @@ def test_the_latency_axis_names_the_values_its_lines_stand_for(
                                      "s => s.scrollWidth <= s.clientWidth")
         page.screenshot(path=str(artifact("dashboard-narrow.png")), full_page=True)
         assert console.errors == []
+
+
+@pytest.fixture
+def versions(engine: Engine, settings: Settings, models: dict[str, ModelInfo]
+             ) -> Iterator[Versions]:
+    yield from register_versions(engine, settings)
+
+
+@pytest.fixture
+def ops(engine: Engine, api_url: str) -> Iterator[Tenant]:
+    yield from operator(engine, api_url)
+
+
+def test_the_models_view_compares_a_shadowed_rollout_for_an_operator_key(
+    browser: Any, worker: WorkerProcess, tenant: Tenant, ops: Tenant, versions: Versions,
+    api_url: str
+) -> None:
+    set_rollout(ops, versions.name, {"weights": {"1": 100},
+                                     "shadow": {"version": "2", "percent": 100}})
+    try:
+        sent = {}
+        for seed in range(12):
+            rows = iris_rows(2 + seed % 3, 40 + seed)
+            sent[accepted(tenant, {"model": versions.name, "inputs": rows})["id"]] = rows
+        for job_id in sent:
+            assert tenant.wait(job_id)["status"] == "succeeded"
+            assert shadow_of(ops, job_id)["version"] == "2"
+        rows = [row for batch in sent.values() for row in batch]
+        same = sum(a == b for a, b in zip(versions.predict("1", rows), versions.predict("2", rows),
+                                          strict=True))
+        with watched_page(browser, 1280, 1000) as (page, console):
+            _open(page, api_url, ops.key)
+            block = page.locator(f'#comparisons .comparison[data-model="{versions.name}"]')
+            block.wait_for(timeout=15_000)
+            assert block.locator("h3").inner_text() == f"{versions.name}: 2 against 1"
+            shown = block.locator(".agreement")
+            assert shown.inner_text() == f"{same / len(rows) * 100:.1f}%"
+            assert float(shown.get_attribute("data-value") or "nan") == \
+                pytest.approx(same / len(rows))
+            summary = block.locator(".compare-summary").inner_text()
+            assert f"{len(rows)} rows of {len(sent)} jobs" in summary
+            versions_shown = block.locator("table.compare-versions tbody tr")
+            assert versions_shown.count() == 2
+            baseline, candidate = (versions_shown.nth(i).inner_text().split("\t")
+                                   for i in (0, 1))
+            assert baseline[:4] == ["1", "baseline", str(len(sent)), "0"]
+            assert candidate[:4] == ["2", "candidate", str(len(sent)), "0"]
+            assert all(cell.endswith("ms") or cell.endswith(" s") for cell in candidate[4:])
+            confusion = block.locator("table.confusion tbody td")
+            assert sum(int(n) for n in confusion.all_inner_texts()) == len(rows)
+            page.screenshot(path=str(artifact("dashboard-rollout-compare.png")), full_page=True)
+            assert console.errors == []
+
+            # A key without the operator scope: compare answers it 403, the page says so once.
+            _open(page, api_url, tenant.key)
+            page.wait_for_selector("#comparisons p.note:text('operator scope')")
+            assert page.locator("#comparisons .comparison").count() == 0
+            assert [e for e in console.errors if "403" not in e] == []
+    finally:
+        assert ops.delete(f"/v1/models/{versions.name}/rollout").status_code == 200

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ class Stack:
         self.settings, self.directory, self.engine = settings, directory, engine
         self.redis: subprocess.Popen[bytes] | None = embedded.start_redis(directory)
         self.worker: WorkerProcess | None = None
+        self.chunk_worker: WorkerProcess | None = None
         self.deliverer: WorkerProcess | None = None
         self.api = LiveServer(settings)
         self._tenants: list[Iterator[Tenant]] = []
@@ -32,6 +33,15 @@ class Stack:
         self.worker = WorkerProcess(self.settings.replace(**overrides),
                                     self.directory / f"worker{n}.log", queues=queues)
         return self.worker
+
+    def start_split_workers(self, **overrides: object) -> None:
+        """The production topology: a worker of single jobs (every priority), and a worker of
+        bulk chunks beside it (its own processes, a prefetch of 1, a lower CPU priority)."""
+        from service.cli.processes import DEFAULT_QUEUES
+
+        self.start_worker(DEFAULT_QUEUES, **overrides)
+        self.chunk_worker = WorkerProcess(self.settings.replace(**overrides),
+                                          self.directory / "chunks.log", chunks=True)
 
     def start_deliverer(self) -> WorkerProcess:
         self.deliverer = WorkerProcess(self.settings, self.directory / "deliverer.log",
@@ -69,15 +79,23 @@ class Stack:
         """Messages a worker has taken and not yet acknowledged (kombu's `unacked` hash)."""
         return self._redis_count("HLEN", "unacked")
 
-    def reconcile(self) -> dict[str, int]:
+    def reconcile(self, idle_queues: Collection[str] = ()) -> dict[str, int]:
+        """One reconciler run; `idle_queues`: the queues it may take as empty in Redis."""
         from service.core.broker import celery_publisher
+        from service.jobs.aftercommit import job_ends
+        from service.store.redisclient import redis_client
         from workers.app import make_celery
         from workers.maintenance import reconcile
 
         celery = make_celery(self.settings)
+        client = redis_client(self.settings.redis_url)
         try:
-            return reconcile(self.engine, self.settings, celery_publisher(celery))
+            ends = job_ends(self.engine, client, celery_publisher(celery),
+                            self.settings.webhook_max_inline_bytes,
+                            min_slots=self.settings.bulk_window)
+            return reconcile(ends, self.settings, idle_queues=idle_queues)
         finally:
+            client.close()
             celery.close()
 
     def close(self) -> None:
@@ -86,6 +104,8 @@ class Stack:
                 pass
         if self.worker is not None:
             self.worker.stop()
+        if self.chunk_worker is not None:
+            self.chunk_worker.stop()
         if self.deliverer is not None:
             self.deliverer.stop()
         self.api.stop()

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from migrations.runner import upgrade
 from service.cli import embedded
 from service.cli.demo import register_demo_models
 from service.core.settings import Settings
 from service.store.db import make_engine
-from service.store.migrate import upgrade
 from service.tenants import keys
 from tests.support import pgserver
 from tests.support.processes import LiveServer, WorkerProcess

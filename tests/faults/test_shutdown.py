@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from service.cli.up import stop_all
+from service.cli.processes import stop_all
 from tests.faults.conftest import Stack
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]

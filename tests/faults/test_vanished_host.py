@@ -4,7 +4,7 @@ gives its locks back in seconds, not after the kernel's two-hour keepalive.
 Seen in `make cluster`: an API host killed inside a group INSERT kept an Idempotency-Key's row
 locked, and the client's retry of that key on the other API host waited on it, with every job
 that host committed after it. `make_engine` sets each PostgreSQL session's TCP keepalives and
-user timeout (`service.store.db.SESSION_SETTINGS`)."""
+user timeout (`service.store.pgsession.SESSION_SETTINGS`)."""
 
 from __future__ import annotations
 

@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, func, select, text, update
 
+from service.core.messaging import parse_chunk_id
 from service.core.times import utcnow
-from service.jobs import chunks, recovery, uploads
-from service.jobs.lifecycle import JobRequest
+from service.jobs import chunkclaims, chunkstore, chunksweep, recovery, uploads
+from service.jobs.ending import Ending, exhausted_error
+from service.jobs.requests import JobRequest
 from service.models.registry import ModelInfo
 from service.store.db import job_chunks, jobs
 
@@ -81,7 +83,7 @@ def test_discarding_an_upload_waits_for_a_worker_finishing_a_chunk(
 ) -> None:
     with engine.begin() as conn:
         for seq in range(4):
-            chunks.add_chunk(conn, job_id, seq, ROWS)
+            chunkstore.add_chunk(conn, job_id, seq, ROWS)
     with engine.begin() as conn:  # chunk 0 claimed: its row version moves after the others
         conn.execute(update(job_chunks).where(_chunk(job_id, 0))
                      .values(status="running", published_at=utcnow()))
@@ -103,31 +105,38 @@ def test_the_sweep_sending_an_expired_chunk_again_waits_for_the_worker_finishing
     engine: Engine, job_id: str, models: dict[str, ModelInfo],
 ) -> None:
     """A worker whose lease ran out (a long pause) finishes chunk 1 just as the reconciler's
-    sweep sends chunk 1 again and chunk 2 for the first time."""
+    sweep sends chunk 1 again and chunk 2, whose message was lost; the worker's dispatch then
+    takes chunk 3, skipping what the sweep holds rather than waiting for it."""
     with engine.begin() as conn:
-        chunks.insert_job(conn, job_id, JobRequest("chunk-locks", models["iris"]), 40, 4)
+        chunkstore.insert_job(conn, job_id, JobRequest("chunk-locks", models["iris"]), 40, 4)
         for seq in range(4):
-            chunks.add_chunk(conn, job_id, seq, ROWS)
+            chunkstore.add_chunk(conn, job_id, seq, ROWS)
     with engine.begin() as conn:
-        zero = chunks.claim(conn, job_id, 0, 60)
-        assert zero is not None and chunks.finish(conn, zero, {"predictions": np.zeros(10)})
+        zero = chunkclaims.claim(conn, job_id, 0, 60)
+        assert zero is not None
+        assert chunkclaims.finish(conn, zero.with_rows(ROWS), {"predictions": np.zeros(10)})
     with engine.begin() as conn:
-        late = chunks.claim(conn, job_id, 1, -1)  # a lease that has run out
-        assert late is not None
+        claimed = chunkclaims.claim(conn, job_id, 1, -1)  # a lease that has run out
+        assert claimed is not None
+        late = claimed.with_rows(ROWS)
     cutoffs = recovery.Cutoffs(utcnow() - timedelta(seconds=60), utcnow())
     swept: list[list[tuple[str, str, int]]] = []
+    with engine.begin() as conn:  # chunk 2 sent before: the sweep sends it again with 1
+        chunkstore.mark_published(conn, job_id, [2])
+        conn.execute(update(job_chunks).where(_chunk(job_id, 2)).values(
+            published_at=utcnow() - timedelta(seconds=120)))
     _beside(engine,
-            lambda worker: chunks.finish(worker, late, {"predictions": np.zeros(10)}),
-            lambda reconciler: swept.append(chunks.sweep(reconciler, cutoffs, 2, 3, 100)[0]),
-            lambda worker: chunks.next_unsent(worker, job_id, 1))
-    assert swept == [[(job_id, "predict.normal", 1), (job_id, "predict.normal", 2)]]
+            lambda worker: chunkclaims.finish(worker, late, {"predictions": np.zeros(10)}),
+            lambda reconciler: swept.append(_sweep(reconciler, cutoffs)[0]),
+            lambda worker: chunkstore.stamp_next(worker, job_id, 1))
+    assert swept == [[(job_id, "predict.chunks", 1), (job_id, "predict.chunks", 2)]]
     with engine.connect() as conn:
         rows = conn.execute(select(job_chunks.c.seq, job_chunks.c.status,
                                    job_chunks.c.published_at.is_not(None))
                             .where(job_chunks.c.job_id == job_id)
                             .order_by(job_chunks.c.seq)).all()
         assert [tuple(row) for row in rows] == [(0, "done", False), (1, "done", True),
-                                                (2, "pending", True), (3, "pending", False)]
+                                                (2, "pending", True), (3, "pending", True)]
         assert conn.execute(select(jobs.c.rows_done).where(jobs.c.id == job_id)).scalar() == 20
 
 
@@ -138,8 +147,8 @@ def test_the_sweep_failing_an_exhausted_upload_waits_for_its_next_chunk(
     sweep fails a job whose chunk exhausted its attempts before it stamps any chunk."""
     req = JobRequest("chunk-locks", models["iris"])
     with engine.begin() as conn:
-        assert uploads.add(conn, job_id, req, 0, ROWS, window=0) == []
-        assert uploads.add(conn, job_id, req, 1, ROWS, window=0) == []
+        uploads.add(conn, job_id, req, 0, ROWS)
+        uploads.add(conn, job_id, req, 1, ROWS)
         conn.execute(update(job_chunks).where(_chunk(job_id, 1)).values(  # its workers died
             status="running", attempts=3, published_at=utcnow(),
             lease_until=utcnow() - timedelta(seconds=1)))
@@ -149,10 +158,20 @@ def test_the_sweep_failing_an_exhausted_upload_waits_for_its_next_chunk(
             # The upload's next chunk: the job's counts first (its row locked) ...
             lambda api: api.execute(update(jobs).where(jobs.c.id == job_id)
                                     .values(n_rows=jobs.c.n_rows + len(ROWS))),
-            lambda reconciler: swept.append(chunks.sweep(reconciler, cutoffs, 2, 3, 100)),
-            # ... then the chunks within its window.
-            lambda api: uploads.refill(api, job_id, 2))
+            lambda reconciler: swept.append(_sweep(reconciler, cutoffs)),
+            # ... then its next chunk stamped sent.
+            lambda api: chunkstore.stamp_next(api, job_id, 1))
     assert swept == [([], [job_id])]
     with engine.connect() as conn:
         assert conn.execute(select(jobs.c.status, jobs.c.error).where(jobs.c.id == job_id)
-                            ).one() == ("failed", recovery.exhausted_error(3))
+                            ).one() == ("failed", exhausted_error(3))
+
+
+def _sweep(conn: Connection, cutoffs: recovery.Cutoffs
+           ) -> tuple[list[tuple[str, str, int]], list[str]]:
+    """The reconciler's sweep on `conn`: the chunks it sends (job id, queue, seq) and the jobs
+    it fails."""
+    ending = Ending(conn)
+    _count, failed = chunksweep.sweep(ending, cutoffs, 3, 100)
+    sent = [(*parse_chunk_id(send.ids[0]), send.queue) for send in ending.sends]  # type: ignore[misc]
+    return [(job_id, queue, seq) for job_id, seq, queue in sent], failed

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, delete, select
 
 from service.core.errors import TransientError
 from service.jobs.committer import GroupCommitter
+from service.jobs.ending import JobEnds
 from service.jobs.lifecycle import NewJob
 from service.models.registry import ModelInfo
 from service.store.db import jobs as jobs_table
@@ -45,7 +46,7 @@ def test_submit_returns_only_once_the_row_is_committed_then_publishes(
     engine: Engine, models: dict[str, ModelInfo]
 ) -> None:
     published = Published()
-    committer = GroupCommitter(engine, published, linger=0.003)
+    committer = GroupCommitter(JobEnds(engine), published, linger=0.003)
     job = committer.submit(_job(models))
     with engine.connect() as conn:  # another connection sees it: committed, not just flushed
         assert conn.execute(select(jobs_table.c.status).where(jobs_table.c.id == job.id)
@@ -62,7 +63,7 @@ def test_concurrent_submits_share_transactions_and_messages(
     engine: Engine, models: dict[str, ModelInfo]
 ) -> None:
     published = Published()
-    committer = GroupCommitter(engine, published, max_group=64, linger=0.01)
+    committer = GroupCommitter(JobEnds(engine), published, max_group=64, linger=0.01)
     barrier = threading.Barrier(40)
     ids: list[str] = []
 
@@ -92,7 +93,7 @@ def test_database_down_raises_a_transient_error_and_publishes_nothing(
 ) -> None:
     published = Published()
     broken = make_engine(f"sqlite:///{tmp_path}/missing-dir/db.sqlite")
-    committer = GroupCommitter(broken, published)
+    committer = GroupCommitter(JobEnds(broken), published)
     with pytest.raises(TransientError, match="unavailable"):
         committer.submit(_job(models))
     assert published.groups == []

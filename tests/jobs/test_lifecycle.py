@@ -10,11 +10,13 @@ from sqlalchemy import Engine, delete, select, update
 from service.core import times
 from service.core.errors import JobNotFinished, JobNotFound
 from service.core.states import JobStatus
-from service.jobs import lifecycle as jobs
-from service.jobs import recovery, view
+from service.jobs import lifecycle, recovery, view
+from service.jobs.ending import Ending
 from service.jobs.lifecycle import NewJob, Outcome
 from service.models.registry import ModelInfo
+from service.models.schema import InputSchema
 from service.store.db import jobs as jobs_table
+from tests.support.ending import finish
 
 TENANT = "jobs-domain"
 LEASE = 60.0
@@ -25,7 +27,7 @@ MAX_ATTEMPTS = 3
 def job_id(engine: Engine, models: dict[str, ModelInfo]) -> Iterator[str]:
     job = NewJob(TENANT, models["iris"].id, np.array([[5.1, 3.5, 1.4, 0.2]])).with_id()
     with engine.begin() as conn:
-        jobs.insert_jobs(conn, [job])
+        lifecycle.insert_jobs(conn, [job])
     yield job.id
     with engine.begin() as conn:
         conn.execute(delete(jobs_table).where(jobs_table.c.tenant == TENANT))
@@ -39,8 +41,9 @@ def _row(engine: Engine, job_id: str) -> dict[str, object]:
 
 def test_claim_marks_running_and_returns_inputs(engine: Engine, job_id: str) -> None:
     with engine.begin() as conn:
-        claimed = jobs.claim(conn, [job_id, "no-such-job"], LEASE)
-    assert [(c.id, c.inputs.tolist(), c.attempts) for c in claimed] == [
+        claimed = lifecycle.claim(conn, [job_id, "no-such-job"], LEASE)
+    assert [(c.id, c.rows(InputSchema.numbers(["a", "b", "c", "d"])).tolist(), c.attempts)
+            for c in claimed] == [
         (job_id, [[5.1, 3.5, 1.4, 0.2]], 1)
     ]
     assert _row(engine, job_id)["status"] == "running"
@@ -48,16 +51,17 @@ def test_claim_marks_running_and_returns_inputs(engine: Engine, job_id: str) -> 
 
 def test_redelivered_message_does_not_write_a_second_result(engine: Engine, job_id: str) -> None:
     with engine.begin() as conn:  # two deliveries of the same message, racing
-        first, second = jobs.claim(conn, [job_id], LEASE), jobs.claim(conn, [job_id], LEASE)
+        first = lifecycle.claim(conn, [job_id], LEASE)
+        second = lifecycle.claim(conn, [job_id], LEASE)
         assert recovery.claim_expired(conn, job_id, LEASE, MAX_ATTEMPTS) is None  # lease valid
     assert first and second == []
     with engine.begin() as conn:
-        assert jobs.finish(conn, [Outcome(job_id, 1, result={"predictions": ["setosa"]})]) == 1
+        assert finish(conn, [Outcome(job_id, 1, result={"predictions": ["setosa"]})]) == 1
     finished = _row(engine, job_id)
     with engine.begin() as conn:
-        assert jobs.finish(conn, [Outcome(job_id, 1, result={"predictions": ["other"]})]) == 0
-        assert jobs.finish(conn, [Outcome(job_id, 1, error="late failure")]) == 0
-        assert jobs.claim(conn, [job_id], LEASE) == []  # a finished job is never claimed again
+        assert finish(conn, [Outcome(job_id, 1, result={"predictions": ["other"]})]) == 0
+        assert finish(conn, [Outcome(job_id, 1, error="late failure")]) == 0
+        assert lifecycle.claim(conn, [job_id], LEASE) == []  # a finished job is never claimed again
         assert recovery.claim_expired(conn, job_id, LEASE, MAX_ATTEMPTS) is None
     assert _row(engine, job_id) == finished
     assert finished["status"] == "succeeded"
@@ -78,7 +82,7 @@ def test_a_job_whose_worker_died_is_claimed_again_once_its_lease_expires(
     engine: Engine, job_id: str
 ) -> None:
     with engine.begin() as conn:
-        assert jobs.claim(conn, [job_id], LEASE)
+        assert lifecycle.claim(conn, [job_id], LEASE)
     _expire(engine, job_id)
     with engine.begin() as conn:
         again = recovery.claim_expired(conn, job_id, LEASE, MAX_ATTEMPTS)
@@ -90,14 +94,14 @@ def test_a_job_that_keeps_killing_workers_fails_after_max_attempts(
     engine: Engine, job_id: str
 ) -> None:
     with engine.begin() as conn:
-        jobs.claim(conn, [job_id], LEASE)
+        lifecycle.claim(conn, [job_id], LEASE)
     _expire(engine, job_id, attempts=2)
     with engine.begin() as conn:
-        assert recovery.fail_exhausted(conn, max_attempts=3) == []
+        assert Ending(conn).fail_exhausted(max_attempts=3) == []
     _expire(engine, job_id, attempts=3)
     with engine.begin() as conn:
-        assert recovery.fail_exhausted(conn, max_attempts=3) == [job_id]
-        assert recovery.fail_exhausted(conn, max_attempts=3) == []
+        assert Ending(conn).fail_exhausted(max_attempts=3) == [job_id]
+        assert Ending(conn).fail_exhausted(max_attempts=3) == []
     row = _row(engine, job_id)
     assert row["status"] == "failed"
     assert row["error"].startswith("gave up after 3 attempts: the worker running this job died")
@@ -109,12 +113,12 @@ def test_a_redelivery_does_not_claim_a_job_past_its_last_attempt(
     # A late redelivery can meet the job before the reconciler fails it: the worker must fail
     # it too, not run it a fourth time and leave "attempts: 4" beside "gave up after 3".
     with engine.begin() as conn:
-        jobs.claim(conn, [job_id], LEASE)
+        lifecycle.claim(conn, [job_id], LEASE)
     _expire(engine, job_id, attempts=MAX_ATTEMPTS)
     with engine.begin() as conn:
         assert recovery.claim_expired(conn, job_id, LEASE, MAX_ATTEMPTS) is None
-        assert recovery.fail_exhausted(conn, MAX_ATTEMPTS, ["another-job"]) == []
-        assert recovery.fail_exhausted(conn, MAX_ATTEMPTS, [job_id]) == [job_id]
+        assert Ending(conn).fail_exhausted(MAX_ATTEMPTS, ["another-job"]) == []
+        assert Ending(conn).fail_exhausted(MAX_ATTEMPTS, [job_id]) == [job_id]
     row = _row(engine, job_id)
     assert (row["status"], row["attempts"]) == ("failed", MAX_ATTEMPTS)
 
@@ -131,7 +135,7 @@ def test_republish_takes_lost_queued_jobs_and_expired_leases_once_per_interval(
         recent = times.utcnow() - timedelta(seconds=1)
         assert job_id not in dict(recovery.due_for_republish(conn, cut(recent), 1000))
     with engine.begin() as conn:
-        jobs.claim(conn, [job_id], LEASE)
+        lifecycle.claim(conn, [job_id], LEASE)
     with engine.begin() as conn:  # running under a valid lease: not lost
         assert job_id not in dict(recovery.due_for_republish(conn, cut(later), 1000))
     _expire(engine, job_id)
@@ -161,7 +165,7 @@ def test_on_an_empty_queue_a_message_counts_as_lost_sooner(engine: Engine, job_i
 
 def test_finish_without_claim_changes_nothing(engine: Engine, job_id: str) -> None:
     with engine.begin() as conn:
-        assert jobs.finish(conn, [Outcome(job_id, 1, result={"predictions": [1]})]) == 0
+        assert finish(conn, [Outcome(job_id, 1, result={"predictions": [1]})]) == 0
     assert _row(engine, job_id)["status"] == JobStatus.QUEUED
 
 
@@ -169,7 +173,7 @@ def test_result_of_an_unfinished_job_is_a_conflict_naming_its_status(
     engine: Engine, job_id: str
 ) -> None:
     with engine.connect() as conn, pytest.raises(JobNotFinished) as info:
-        jobs.get_result(conn, TENANT, job_id)
+        lifecycle.get_result(conn, TENANT, job_id)
     assert info.value.job_status == "queued"
 
 
@@ -179,7 +183,7 @@ def test_another_tenants_job_is_not_found(engine: Engine, job_id: str) -> None:
         with pytest.raises(JobNotFound):
             view.get(conn, "someone-else", job_id)
         with pytest.raises(JobNotFound):
-            jobs.get_result(conn, "someone-else", job_id)
+            lifecycle.get_result(conn, "someone-else", job_id)
 
 
 def test_final_states_are_final() -> None:
@@ -194,7 +198,7 @@ def test_promotion_moves_a_waiting_job_up_one_level_per_interval(
     job = NewJob(TENANT, models["iris"].id, np.array([[5.1, 3.5, 1.4, 0.2]]),
                  queue="predict.bulk").with_id()
     with engine.begin() as conn:
-        jobs.insert_jobs(conn, [job])
+        lifecycle.insert_jobs(conn, [job])
     try:
         later = times.utcnow() + timedelta(seconds=1)
         with engine.begin() as conn:
@@ -214,9 +218,9 @@ def test_a_job_past_its_deadline_is_expired_not_claimed(engine: Engine, job_id: 
     with engine.begin() as conn:
         conn.execute(update(jobs_table).where(jobs_table.c.id == job_id)
                      .values(deadline=times.utcnow() - timedelta(seconds=1)))
-        assert jobs.claim(conn, [job_id], LEASE) == []
-        assert jobs.expire(conn, [job_id]) == [job_id]
-        assert jobs.expire(conn) == []  # once
+        assert lifecycle.claim(conn, [job_id], LEASE) == []
+        assert Ending(conn).expire([job_id]) == [job_id]
+        assert Ending(conn).expire() == []  # once
     row = _row(engine, job_id)
     assert row["status"] == "expired" and row["attempts"] == 0
 
@@ -225,13 +229,13 @@ def test_cancel_is_conditional_and_scoped_to_the_tenant(engine: Engine, job_id: 
     from service.core.errors import Conflict
 
     with engine.begin() as conn, pytest.raises(JobNotFound):
-        jobs.cancel(conn, "another-tenant", job_id)
+        Ending(conn).cancel("another-tenant", job_id)
     with engine.begin() as conn:
-        jobs.claim(conn, [job_id], LEASE)
-        jobs.cancel(conn, TENANT, job_id)  # running: cancelled all the same
-        assert jobs.finish(conn, [Outcome(job_id, 1, result={"predictions": [1]})]) == 0
+        lifecycle.claim(conn, [job_id], LEASE)
+        Ending(conn).cancel(TENANT, job_id)  # running: cancelled all the same
+        assert finish(conn, [Outcome(job_id, 1, result={"predictions": [1]})]) == 0
     with engine.begin() as conn, pytest.raises(Conflict):
-        jobs.cancel(conn, TENANT, job_id)
+        Ending(conn).cancel(TENANT, job_id)
     assert _row(engine, job_id)["status"] == "cancelled" and _row(engine, job_id)["result"] is None
 
 
@@ -239,20 +243,20 @@ def test_a_claim_that_lost_its_job_writes_nothing(engine: Engine, job_id: str) -
     """Fencing: worker A's lease expired and worker B took the job over (attempt 2). A's late
     result is refused, whether B is still running it or has finished it."""
     with engine.begin() as conn:
-        [first] = jobs.claim(conn, [job_id], LEASE)
+        [first] = lifecycle.claim(conn, [job_id], LEASE)
     _expire(engine, job_id)
     with engine.begin() as conn:
         second = recovery.claim_expired(conn, job_id, LEASE, MAX_ATTEMPTS)
     assert second is not None and (first.attempts, second.attempts) == (1, 2)
     with engine.begin() as conn:
-        assert jobs.renew_leases(conn, [(job_id, first.attempts)], LEASE) == 0
-        assert jobs.renew_leases(conn, [(job_id, second.attempts)], LEASE) == 1
-        assert jobs.finish(conn, [Outcome(job_id, first.attempts, error="A's late word")]) == 0
+        assert lifecycle.renew_leases(conn, [(job_id, first.attempts)], LEASE) == 0
+        assert lifecycle.renew_leases(conn, [(job_id, second.attempts)], LEASE) == 1
+        assert finish(conn, [Outcome(job_id, first.attempts, error="A's late word")]) == 0
     assert _row(engine, job_id)["status"] == JobStatus.RUNNING
     with engine.begin() as conn:
-        assert jobs.finish(conn, [Outcome(job_id, second.attempts,
+        assert finish(conn, [Outcome(job_id, second.attempts,
                                           result={"predictions": ["setosa"]})]) == 1
-        assert jobs.finish(conn, [Outcome(job_id, first.attempts, result={"x": 1})]) == 0
+        assert finish(conn, [Outcome(job_id, first.attempts, result={"x": 1})]) == 0
     assert _row(engine, job_id)["result"] == '{"predictions": ["setosa"]}'
 
 
@@ -272,13 +276,13 @@ def test_a_group_insert_keeps_every_field_of_every_job(
     group = [job.with_id() for job in group]
     try:
         with engine.begin() as conn:
-            assert jobs.insert_jobs(conn, group) == [job.id for job in group]
+            assert lifecycle.insert_jobs(conn, group) == [job.id for job in group]
         first, second, cached = (_row(engine, job.id) for job in group)
         assert (first["status"], first["n_rows"], first["webhook_url"], first["request_id"],
                 first["retention"], first["from_cache"]) == (
             "queued", 1, "https://example.com/hook", "r-1", None, False)
         assert abs((times.as_utc(first["deadline"]) - deadline).total_seconds()) < 1e-3
-        assert jobs.decode_inputs(second["inputs"], 2).tolist() == group[1].inputs.tolist()
+        assert lifecycle.decode_inputs(second["inputs"], 2).tolist() == group[1].inputs.tolist()
         assert (second["deadline"], second["retention"], second["webhook_url"]) == (None, 60, None)
         assert (cached["status"], cached["result"], cached["from_cache"]) == (
             "succeeded", '{"predictions": ["virginica"]}', True)
@@ -295,10 +299,10 @@ def test_one_finish_writes_results_and_errors_and_skips_stale_claims(
     ok, bad, stale = (job.id for job in group)
     try:
         with engine.begin() as conn:
-            jobs.insert_jobs(conn, group)
-            assert len(jobs.claim(conn, [ok, bad, stale], LEASE)) == 3
+            lifecycle.insert_jobs(conn, group)
+            assert len(lifecycle.claim(conn, [ok, bad, stale], LEASE)) == 3
         with engine.begin() as conn:  # one batch: a result, an error, a claim that lost its job
-            assert jobs.finish(conn, [
+            assert finish(conn, [
                 Outcome(ok, 1, result={"predictions": ["setosa"]}),
                 Outcome(bad, 1, error="predict failed: bad input"),
                 Outcome(stale, 2, result={"predictions": ["never"]}),

@@ -3,19 +3,20 @@ import os
 import stat
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 import sklearn
-from sqlalchemy import Engine, delete, text
+from sqlalchemy import Engine, text
 
+from migrations.runner import upgrade
 from service.core.errors import Conflict, InvalidInput
-from service.models import registry
+from service.models import artifacts, registry
 from service.models.registry import ModelInfo
 from service.store.db import make_engine
-from service.store.db import models as models_table
-from service.store.migrate import upgrade
+from tests.support.models import sha256_file
 from tests.support.processes import ROOT
 
 
@@ -25,25 +26,24 @@ def test_registered_artifact_is_stored_read_only_under_its_sha256(
     iris = models["iris"]
     path = Path(iris.artifact_path)
     assert path.name == f"{iris.sha256}.joblib"
-    assert registry.sha256_file(path) == iris.sha256
+    assert sha256_file(path) == iris.sha256
     assert not os.stat(path).st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
     assert iris.kind == "classifier" and iris.labels == ["setosa", "versicolor", "virginica"]
     assert models["diabetes"].kind == "regressor" and models["diabetes"].n_features == 10
 
 
 def test_latest_version_is_the_default(engine: Engine, settings, models) -> None:  # type: ignore[no-untyped-def]
+    # A name of its own, and the rows stay: SQLite would give a deleted model's id to the next
+    # model, which a worker that knew the deleted one would take for it.
+    name = f"iris-versions-{uuid.uuid4().hex[:8]}"
     with engine.begin() as conn:
         v2 = registry.add_model(conn, settings.model_dir, models["iris"].artifact_path,
-                                "iris-versions", "2024.1")
+                                name, "2024.1")
         v3 = registry.add_model(conn, settings.model_dir, models["iris"].artifact_path,
-                                "iris-versions", "2024.2")
-    try:
-        with engine.connect() as conn:
-            assert registry.resolve(conn, "iris-versions").id == v3.id
-            assert registry.resolve(conn, "iris-versions", "2024.1").id == v2.id
-    finally:
-        with engine.begin() as conn:
-            conn.execute(delete(models_table).where(models_table.c.name == "iris-versions"))
+                                name, "2024.2")
+    with engine.connect() as conn:
+        assert registry.resolve(conn, name).id == v3.id
+        assert registry.resolve(conn, name, "2024.1").id == v2.id
 
 
 def test_same_name_and_version_twice_is_a_conflict(engine: Engine, settings, models) -> None:  # type: ignore[no-untyped-def]
@@ -97,6 +97,6 @@ def test_the_upgrade_copies_readable_artifacts_into_the_store(tmp_path: Path) ->
                 {"n": name, "s": sha256, "p": path})
     upgrade(url)
     with engine.connect() as conn:
-        assert registry.artifact_bytes(conn, digest) == b"the bytes of a model"
-        assert registry.artifact_bytes(conn, "0" * 64) is None
+        assert artifacts.artifact_bytes(conn, digest) == b"the bytes of a model"
+        assert artifacts.artifact_bytes(conn, "0" * 64) is None
     engine.dispose()

@@ -110,3 +110,33 @@ def test_a_job_is_followed_from_request_to_worker_in_json_logs(
     assert [line["message"] for line in finished] == ["job finished"]
     assert finished[0]["request_id"] == "trace-job-1" and finished[0]["tenant"] == tenant.name
     assert finished[0]["status"] == "succeeded" and finished[0]["model"] == "iris"
+
+
+def _warn_through_logs(level: str, *shown: tuple[str, type[Warning]]) -> str:
+    """Configure logging at `level` (inside pytest's own warning capture, which it restores),
+    warn each of `shown`, and return what was printed."""
+    import warnings
+
+    out = io.StringIO()
+    with warnings.catch_warnings():
+        logging.captureWarnings(False)  # an earlier configure's capture: start afresh
+        logs.configure(level, "text", out)
+        warnings.simplefilter("always")
+        for text, kind in shown:
+            warnings.warn(text, kind, stacklevel=1)
+        logging.captureWarnings(False)
+    return out.getvalue()
+
+
+def test_ordinary_library_warnings_wait_for_info(restore_logging: None) -> None:
+    shown = _warn_through_logs("WARNING", ("overflow encountered in matmul", RuntimeWarning),
+                               ("something a person must see", UserWarning))
+    assert "something a person must see" in shown
+    assert "overflow" not in shown, shown
+    out = io.StringIO()
+    logs.configure("WARNING", "text", out)
+    logging.getLogger("kombu.transport.virtual.base").warning(
+        "Requeuing undeliverable message for queue %r: No consumers.", "predict.normal")
+    assert out.getvalue() == ""
+    verbose = _warn_through_logs("INFO", ("overflow encountered in matmul", RuntimeWarning))
+    assert "INFO    py.warnings" in verbose  # shown, at INFO, when asked for

@@ -1,7 +1,9 @@
-"""The hosts of `make cluster` (tests/cluster.py) and what runs on them: Redis and PostgreSQL
-on `data`, HAProxy on `lb`, `predq api` on two API hosts, `predq worker` on three worker hosts
-(the deliverer and beat on the first), and this process on `client`. The faults it can do to
-them, and what tests/chaos.py needs of a system under test (`chaos.Target`)."""
+"""The hosts of `make cluster` (tests/cluster.py) and what runs on them: Redis with Sentinel
+on `redis1` and `redis2` and PostgreSQL with a synchronous standby on `pg1` and `pg2`
+(tests/support/ha.py), HAProxy (and the third sentinel) on `lb`, `predq api` on two API hosts,
+`predq worker` on three worker hosts (the deliverer and beat on the first), and this process
+on `client`. The faults it can do to them, and what tests/chaos.py needs of a system under
+test (`chaos.Target`)."""
 
 from __future__ import annotations
 
@@ -19,21 +21,20 @@ from typing import Any
 
 import joblib
 import numpy as np
-import redis
 import requests
 
 from bench.procs import Proc, ProcSet, wait_http, wait_log
+from migrations.runner import upgrade
 from service.cli.demo import register_demo_models
-from service.cli.embedded import redis_binary
 from service.core import times
 from service.core.settings import Settings
 from service.models.registry import add_model
 from service.ops import heartbeats
 from service.store.db import make_engine
-from service.store.migrate import upgrade
 from service.tenants import keys
 from tests import chaos
-from tests.support import netns, pgserver
+from tests.support import ha, netns
+from tests.support.ha import until
 from tests.support.sleepy import train_sleepy
 
 ROOT = str(Path(__file__).resolve().parent.parent.parent)
@@ -75,7 +76,8 @@ class Cluster:
         self.net, self.workdir = net, workdir
         self.procs = ProcSet(log_dir=str(workdir))
         self.receiver: chaos.Receiver | None = None
-        self.pg: pgserver.PrivatePostgres | None = None
+        self.pg: ha.PostgresPair | None = None
+        self.failovers: list[ha.Failover] = []
         self.engine: Any = None
         self.faults: list[chaos.Fault] = []
         self.partitions = 0
@@ -88,28 +90,24 @@ class Cluster:
         """Make the hosts, start Redis and PostgreSQL, migrate, register the models and a key;
         from here on this process is the client host. `close()` undoes what got done."""
         net, workdir = self.net, self.workdir
-        for name, n in (("data", 2), ("lb", 1), *((h, 1) for h in (*API_HOSTS, *WORKER_HOSTS)),
-                        ("client", 1)):
-            net.add(name, n)
+        for name in (*ha.REDIS_HOSTS, *ha.PG_HOSTS, "lb", *API_HOSTS, *WORKER_HOSTS, "client"):
+            net.add(name)
         net.enter("client")
         self.lb = net.hosts["lb"].address
         self.receiver = chaos.Receiver(net.hosts["client"].address)
-        redis_address, pg_address = net.hosts["data"].addresses
-        self.procs.start("redis", net.argv("data", [
-            redis_binary(), "--bind", redis_address, "--port", "6379", "--protected-mode", "no",
-            "--save", "", "--appendonly", "no", "--dir", str(workdir)]))
-        self.pg = pgserver.PrivatePostgres(pg_address, 5432,
-                                           ("ip", "netns", "exec", net.hosts["data"].netns))
-        self.pg.start("max_connections=200")
+        self.redis_group = ha.RedisGroup(net, self.procs, workdir)
+        self.redis_group.start()
+        self.pg = ha.PostgresPair(net)
+        self.pg.start()
         self.settings = Settings.from_env(
-            {}, database_url=self.pg.url, redis_url=f"redis://{redis_address}:6379/0",
+            {}, database_url=self.pg.url, redis_url=self.redis_group.url,
             var_dir=str(workdir / "var"), model_dir=str(workdir / "models"), port=8000,
             bulk_chunk_rows=500, secret_key=chaos._secret(), lease_seconds=LEASE,
             worker_concurrency=1, webhook_timeout=5.0,
             webhook_allow_hosts=f"{self.receiver.host}:{self.receiver.port}",
             webhook_retry_schedule="0.5,1,2,4,8,15,30,60")
-        self.redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=5)
-        until(lambda: self.redis.ping(), 10, "Redis on the data host")
+        self.redis = self.redis_group.client()
+        until(lambda: self.redis.ping(), 10, "Redis through Sentinel")
         upgrade(self.settings.database_url)
         self.engine = make_engine(self.settings.database_url, pool_pre_ping=True)
         with self.engine.begin() as conn:
@@ -180,7 +178,7 @@ class Cluster:
         """Jobs each worker host's pool finished, from the workers' heartbeat records."""
         done: Counter[str] = Counter()
         for worker in heartbeats.workers(self.redis):
-            if worker.identity.node.startswith("celery@"):
+            if not worker.identity.node.startswith("deliverer@"):  # single jobs' and chunks'
                 done[worker.identity.host.removeprefix("pq-")] += worker.jobs_total
         return {h: done[h] for h in WORKER_HOSTS}
 
@@ -229,8 +227,9 @@ class Cluster:
         return False
 
     def partition_api(self, what: str, host: str = "api1") -> None:
-        redis_address, pg_address = self.net.hosts["data"].addresses
-        address = redis_address if what == "Redis" else pg_address
+        assert self.pg is not None
+        primary = self.redis_group.master() if what == "Redis" else self.pg.primary
+        address = self.net.hosts[primary].address
 
         def act() -> None:
             self.net.partition(host, address)
@@ -238,6 +237,30 @@ class Cluster:
             self.net.heal(host, address)
         self.partitions += 1
         self._fault(f"partition {host} from {what} for 6 s", "broker or database", act)
+
+    def kill_redis_primary(self) -> None:
+        """The Redis master's host dies; Sentinel promotes the replica; a few seconds later a
+        new host takes the dead one's place, as a replica."""
+        failover = self.redis_group.lose_master()
+        self._failed_over(failover)
+        time.sleep(3)
+        self.redis_group.replace_host(failover.host)
+
+    def kill_postgres_primary(self) -> None:
+        """The PostgreSQL primary's host dies; the standby is promoted as the runbook says
+        (tests/support/ha.py), and the old host is rebuilt as its standby."""
+        assert self.pg is not None
+        self._failed_over(self.pg.lose_primary())
+        time.sleep(3)
+        self.pg.rebuild_standby()
+
+    def _failed_over(self, failover: ha.Failover) -> None:
+        self.failovers.append(failover)
+        name = f"kill the {failover.store} primary's host ({failover.host}), fail over"
+        self.faults.append(chaos.Fault(name, "broker or database", failover.died,
+                                       failover.replaced, failover.died))
+        took = (failover.replaced - failover.died).total_seconds()
+        print(f"  fault: {name}: a new primary after {took:.1f} s", flush=True)
 
     def kill_api_host(self, host: str = "api2") -> None:
         def act() -> None:
@@ -272,19 +295,5 @@ class Cluster:
         if self.engine is not None:
             self.engine.dispose()
         if self.pg is not None:
-            self.pg.remove()
+            self.pg.close()
 
-
-def until(check: Callable[[], object], timeout: float, what: str) -> None:
-    """Wait until `check()` is true (an exception counts as not yet), at most `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except Exception:  # noqa: BLE001 - not up yet
-            if time.monotonic() > deadline:
-                raise
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout} s for {what}")
-        time.sleep(0.2)

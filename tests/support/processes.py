@@ -15,8 +15,15 @@ import requests
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from service.api import create_app
-from service.cli.processes import DEFAULT_QUEUES, api_command, deliverer_command, worker_command
-from service.cli.up import stop_all
+from service.cli.processes import (
+    DEFAULT_QUEUES,
+    api_command,
+    chunk_worker_command,
+    deliverer_command,
+    stop_all,
+    worker_command,
+)
+from service.core.messaging import CHUNK_QUEUE, CHUNK_SHADOW_QUEUE
 from service.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -80,13 +87,21 @@ class WorkerProcess:
     """A real `celery worker` subprocess with the test settings."""
 
     def __init__(self, settings: Settings, log_path: Path, deliverer: bool = False,
-                 queues: str | None = None) -> None:
+                 queues: str | None = None, chunks: bool = False) -> None:
+        """A worker of every predict queue and bulk chunks alike (the tests' default: one
+        process tree on a 2-core machine); `chunks`: a bulk chunk worker as production runs
+        it beside a worker of `queues` (its prefetch of 1, its lower CPU priority)."""
         env = {**os.environ, **settings.env(), "PYTHONPATH": str(ROOT)}
         self.log_path = log_path
         self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        command = (deliverer_command(settings) if deliverer
-                   else worker_command(settings.replace(worker_concurrency=2),
-                                       queues or DEFAULT_QUEUES))
+        if deliverer:
+            command = deliverer_command(settings)
+        elif chunks:
+            command = chunk_worker_command(settings.replace(bulk_concurrency=2))
+        else:
+            command = worker_command(settings.replace(worker_concurrency=2),
+                                     queues or f"{DEFAULT_QUEUES},{CHUNK_QUEUE},"
+                                                f"{CHUNK_SHADOW_QUEUE}")
         self.proc = subprocess.Popen(
             [sys.executable, *command],
             env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,

@@ -26,3 +26,28 @@ def train_sleepy(path: Path) -> Path:
     model.fit(x, x @ [1.0, 2.0])
     joblib.dump(model, path)
     return path
+
+
+PER_ROW = 50e-6  # seconds
+
+
+def sleep_per_row(x: np.ndarray) -> np.ndarray:
+    """50 microseconds a row, whatever the rows: a batch's predict takes as long as its size."""
+    time.sleep(min(10.0, len(x) * PER_ROW))
+    return x
+
+
+def train_per_row(path: Path) -> Path:
+    """A model whose predict costs a fixed time per row (PER_ROW): the cost a chunk's size
+    follows."""
+    import joblib
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    x = np.full((50, 2), 0.5)
+    x[:, 1] = np.arange(50)
+    model = make_pipeline(FunctionTransformer(sleep_per_row), LinearRegression())
+    model.fit(x, x[:, 1])
+    joblib.dump(model, path)
+    return path

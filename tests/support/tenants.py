@@ -14,6 +14,7 @@ from service.store.db import (
     api_keys,
     job_chunks,
     jobs,
+    shadow_results,
     webhook_attempts,
     webhook_endpoints,
     webhook_events,
@@ -57,8 +58,9 @@ class Tenant:
 
 
 def make_tenant(engine: Engine, base_url: str,
-                scopes: tuple[str, ...] = keys.DEFAULT_SCOPES) -> Iterator[Tenant]:
-    name = f"t-{uuid.uuid4().hex[:10]}"
+                scopes: tuple[str, ...] = keys.DEFAULT_SCOPES, name: str | None = None
+                ) -> Iterator[Tenant]:
+    name = name or f"t-{uuid.uuid4().hex[:10]}"
     with engine.begin() as conn:
         key = keys.create_key(conn, name, scopes)
     tenant = Tenant(name, key, base_url)
@@ -71,5 +73,6 @@ def make_tenant(engine: Engine, base_url: str,
         conn.execute(delete(webhook_endpoints).where(webhook_endpoints.c.tenant == name))
         owned = select(jobs.c.id).where(jobs.c.tenant == name)
         conn.execute(delete(job_chunks).where(job_chunks.c.job_id.in_(owned)))
+        conn.execute(delete(shadow_results).where(shadow_results.c.job_id.in_(owned)))
         conn.execute(delete(jobs).where(jobs.c.tenant == name))
         conn.execute(delete(api_keys).where(api_keys.c.tenant == name))

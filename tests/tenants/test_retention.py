@@ -13,9 +13,9 @@ import redis
 from sqlalchemy import Engine, delete, insert, select, update
 
 from service.core import times
-from service.jobs import chunks, idempotency
-from service.jobs import lifecycle as jobs
-from service.jobs.lifecycle import JobRequest, NewJob
+from service.jobs import chunkstore, idempotency, lifecycle
+from service.jobs.lifecycle import NewJob
+from service.jobs.requests import JobRequest
 from service.models.registry import ModelInfo
 from service.store.db import idempotency_keys, job_chunks, tenant_limits
 from service.store.db import jobs as jobs_table
@@ -43,7 +43,7 @@ def job(engine: Engine, model: ModelInfo, tenant: str, status: str, age: float,
     """A job finished `age` seconds ago (or still `status` if not final)."""
     new = NewJob(tenant, model.id, np.array([[1.0, 2.0, 3.0, 4.0]]), retention=own).with_id()
     with engine.begin() as conn:
-        jobs.insert_jobs(conn, [new])
+        lifecycle.insert_jobs(conn, [new])
         final = status not in ("queued", "running")
         conn.execute(update(jobs_table).where(jobs_table.c.id == new.id).values(
             status=status,
@@ -55,8 +55,8 @@ def job(engine: Engine, model: ModelInfo, tenant: str, status: str, age: float,
 def bulk_job(engine: Engine, model: ModelInfo, tenant: str, status: str, keep: bool) -> str:
     job_id = str(uuid.uuid4())
     with engine.begin() as conn:
-        chunks.add_chunk(conn, job_id, 0, np.ones((3, 4)))
-        chunks.insert_job(conn, job_id, JobRequest(tenant, model, "predict.bulk",
+        chunkstore.add_chunk(conn, job_id, 0, np.ones((3, 4)))
+        chunkstore.insert_job(conn, job_id, JobRequest(tenant, model, "predict.bulk",
                                                    keep_inputs=keep), 3, 1)
         conn.execute(update(jobs_table).where(jobs_table.c.id == job_id).values(
             status=status, finished_at=times.utcnow()))

@@ -109,7 +109,7 @@ def hooks(settings: Settings, engine: Engine, models: dict[str, ModelInfo], rece
         redis_url=f"unix://{directory / 'redis.sock'}",
         webhook_allow_hosts=f"127.0.0.1:{receiver.port},127.0.0.1:{dead_port}",
         webhook_retry_schedule="0.2,0.2,0.2", webhook_timeout=2.0, republish_after=0.5,
-        webhook_max_inline_bytes=2000,
+        webhook_max_inline_bytes=2000, webhook_max_endpoints=3,
     )
     stack = Stack(private, directory, engine)
     stack.start_worker()

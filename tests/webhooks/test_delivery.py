@@ -9,7 +9,9 @@ from sqlalchemy import Engine, select
 from standardwebhooks import Webhook
 
 from service.core import times
-from service.jobs import lifecycle as jobs
+from service.jobs import lifecycle
+from service.jobs.ending import Ending
+from service.jobs.lifecycle import NewJob, Outcome
 from service.models.registry import ModelInfo
 from service.store.db import webhook_events
 from service.webhooks import events as webhook_domain
@@ -126,13 +128,16 @@ def _finish_as_a_worker_does(engine: Engine, tenant: Tenant,
                              models: dict[str, ModelInfo]) -> str:
     """Claim a new job and commit its outcome with its webhook event, in one transaction, as
     a worker does, and publish nothing; return the event id."""
-    job = jobs.NewJob(tenant.name, models["iris"].id, np.array([SETOSA])).with_id()
+    job = NewJob(tenant.name, models["iris"].id, np.array([SETOSA])).with_id()
     with engine.begin() as conn:
-        jobs.insert_jobs(conn, [job])
-        jobs.claim(conn, [job.id], 60)
-    with engine.begin() as conn:
-        jobs.finish(conn, [jobs.Outcome(job.id, 1, result={"predictions": ["setosa"]})])
-        [event_id] = webhook_domain.record(conn, [job.id], 2000)
+        lifecycle.insert_jobs(conn, [job])
+        lifecycle.claim(conn, [job.id], 60)
+    with engine.begin() as conn:  # an Ending with no after-commit hooks: nothing is sent
+        ending = Ending(conn, max_inline=2000)
+        claimed = lifecycle.Claimed(job.id, job.model_id, b"", 1, 1, job.queue, job.tenant)
+        ending.write_outcomes([Outcome(job.id, 1, result={"predictions": ["setosa"]})],
+                             {job.id: claimed})
+        [event_id] = ending.events
     return event_id
 
 
@@ -234,10 +239,10 @@ def test_a_job_that_expires_unrun_is_an_event(
     models: dict[str, ModelInfo],
 ) -> None:
     _endpoint(tenant, receiver.url(f"ok/expired-{tenant.name}"))
-    job = jobs.NewJob(tenant.name, models["iris"].id, np.array([SETOSA]),
+    job = NewJob(tenant.name, models["iris"].id, np.array([SETOSA]),
                       deadline=times.utcnow()).with_id()
     with engine.begin() as conn:  # its message was lost; its deadline has passed
-        jobs.insert_jobs(conn, [job])
+        lifecycle.insert_jobs(conn, [job])
     assert hooks.reconcile()["expired"] >= 1
     until(lambda: len(receiver.at(f"ok/expired-{tenant.name}")) == 1, what="the event")
     payload = json.loads(receiver.at(f"ok/expired-{tenant.name}")[0].body)

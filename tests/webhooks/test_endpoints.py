@@ -82,3 +82,22 @@ def test_another_tenants_endpoints_and_deliveries_look_missing(
         response = getattr(other.http, method)(other.base_url + path, timeout=10)
         assert response.status_code == 404, (method, path, response.text)
     assert other.get("/v1/webhooks").json()["endpoints"] == []
+
+
+def test_a_tenant_registers_at_most_the_endpoint_limit(tenant: Tenant, receiver: Receiver,
+                                                       hooks: object) -> None:
+    """PREDQ_WEBHOOK_MAX_ENDPOINTS (3 on this stack): one more is 409 with a JSON error; the
+    job secret is no endpoint; deleting one makes room."""
+    assert tenant.post("/v1/webhooks/job-secret").status_code == 201
+    made = [tenant.post("/v1/webhooks", json={"url": receiver.url(f"ok/cap-{i}")})
+            for i in range(3)]
+    assert [m.status_code for m in made] == [201, 201, 201]
+    over = tenant.post("/v1/webhooks", json={"url": receiver.url("ok/cap-3")})
+    assert over.status_code == 409, over.text
+    error = over.json()["error"]
+    assert error["code"] == "too_many_endpoints" and error["field"] == "url"
+    assert "3 webhook endpoints" in error["message"]
+    assert len(tenant.get("/v1/webhooks").json()["endpoints"]) == 3  # nothing half made
+    assert tenant.delete(f"/v1/webhooks/{made[0].json()['id']}").status_code == 204
+    assert tenant.post("/v1/webhooks", json={"url": receiver.url("ok/cap-3")}
+                       ).status_code == 201

@@ -26,6 +26,7 @@ from service.core.settings import Settings
 from service.models import registry
 from service.models.registry import ModelInfo
 from service.store.db import models as models_table
+from tests.support.models import sha256_file
 from tests.support.processes import ROOT, WorkerProcess
 from tests.support.tenants import Tenant
 from workers.modelcore import load_verified
@@ -130,9 +131,12 @@ def _stored_files(settings: Settings) -> set[str]:
     return set(os.listdir(settings.model_dir))
 
 
-def test_planted_pickle_fails_the_job_on_its_sha256_and_never_runs_in_the_worker(
+def test_a_planted_pickle_in_the_store_is_never_run_the_verified_bytes_are(
     worker: WorkerProcess, tenant: Tenant, register: Callable[..., ModelInfo], tmp_path: Path,
 ) -> None:
+    """The file in the model store is replaced: its sha256 no longer matches, so the worker
+    passes over it (never unpickling it), runs the job on the bytes the database keeps, and
+    puts them back in place of the planted file."""
     info = register(_dumped(_classifier(), tmp_path / "model.joblib"))
     marker = tmp_path / "pwned"
     stored = Path(info.artifact_path)
@@ -143,11 +147,10 @@ def test_planted_pickle_fails_the_job_on_its_sha256_and_never_runs_in_the_worker
     os.chmod(stored, 0o644)  # someone who can change the store's files got in
     stored.write_bytes(pickle.dumps(_WritesMarker(marker)))
     job = tenant.wait(tenant.submit(info.name, [SETOSA]))
-    assert job["status"] == "failed"
-    actual = hashlib.sha256(stored.read_bytes()).hexdigest()
-    assert job["error"] == (f"artifact {stored} has sha256 {actual}, registered as "
-                            f"{info.sha256}; refusing to load it")
+    assert job["status"] == "succeeded", job
+    assert tenant.get(f"/v1/jobs/{job['id']}/result").json()["predictions"] == [0]
     assert not marker.exists()
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == info.sha256
 
 
 @pytest.mark.parametrize(("column", "library"), [("numpy_version", "numpy"),
@@ -214,7 +217,7 @@ def test_artifact_pickled_by_another_scikit_learn_is_refused_by_the_worker_load(
     """The recorded versions match; the estimator's own pickled version does not."""
     path = _pickled_as_if_by("1.5.2", _classifier(), tmp_path / "old.joblib")
     info = dataclasses.replace(models["iris"], artifact_path=str(path),
-                               sha256=registry.sha256_file(path))
+                               sha256=sha256_file(path))
     with pytest.raises(ArtifactVersionMismatch, match=r"model iris 1 \(LogisticRegression\) "
                        r"was made with scikit-learn 1\.5\.2, this process runs scikit-learn "
                        + sklearn.__version__.replace(".", r"\.")):

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, delete, insert, select
 
 from service.core import times
-from service.jobs import lifecycle as jobs
+from service.jobs import lifecycle
 from service.jobs.lifecycle import NewJob
 from service.models import registry
 from service.models.registry import ModelInfo
@@ -34,7 +34,7 @@ def _insert(engine: Engine, model: ModelInfo, *inputs: list[list[float]]) -> lis
     new = [NewJob(TENANT, model.id, np.asarray(rows, dtype=np.float64)).with_id()
            for rows in inputs]
     with engine.begin() as conn:
-        return jobs.insert_jobs(conn, new)
+        return lifecycle.insert_jobs(conn, new)
 
 
 def _status(engine: Engine, ids: list[str]) -> dict[str, tuple[str, str | None]]:
@@ -54,7 +54,8 @@ def test_one_bad_row_fails_its_own_job_and_not_its_batch_neighbours(
     status = _status(engine, [good1, bad, good2])
     assert status[good1][0] == status[good2][0] == "succeeded"
     assert status[bad][0] == "failed"
-    assert "prediction failed: ValueError" in status[bad][1] and "NaN" in status[bad][1]
+    error = status[bad][1]
+    assert "prediction failed at inputs[0]: ValueError" in error and "NaN" in error
     model = joblib.load(fragile.artifact_path)
     assert outcomes[good2].result["predictions"] == model.predict(
         np.array([[6.0, 3.0, 5.0, 2.0], [5, 3, 1, 0]])).tolist()
@@ -105,6 +106,7 @@ def test_artifact_with_wrong_sha256_fails_jobs_with_a_clear_error(
         fh.write(b"\0")
     info = dataclasses.replace(models["iris"], name="iris-tampered", artifact_path=str(tampered))
     row = {k: v for k, v in dataclasses.asdict(info).items() if k != "id"}
+    row["input_schema"] = info.schema.to_json()
     with engine.begin() as conn:
         model_id = conn.execute(insert(models_table).returning(models_table.c.id),
                                 {**row, "created_at": times.utcnow()}).scalar_one()
@@ -123,7 +125,7 @@ def test_artifact_with_wrong_sha256_fails_jobs_with_a_clear_error(
 def test_preload_loads_the_latest_models_before_any_job(
     engine: Engine, models: dict[str, ModelInfo]
 ) -> None:
-    runner = Runner(engine, cache_size=8)
+    runner = Runner(engine)
     assert runner.preload(2) == 2
     with engine.connect() as conn:  # other tests may have registered models since the session began
         latest = sorted(registry.list_models(conn), key=lambda info: info.id)[-2:]

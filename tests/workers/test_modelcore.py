@@ -1,4 +1,5 @@
 import dataclasses
+import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -6,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sklearn
+from sqlalchemy import Engine
 
-from service.core.errors import ArtifactMismatch, ArtifactVersionMismatch
+from service.core.errors import ArtifactMismatch, ArtifactVersionMismatch, ModelLoadError
 from service.models.registry import ModelInfo
-from workers.modelcore import ModelCache, load_verified
+from workers.modelcore import ArtifactSource, ModelCache, load_verified
 
 
 class _WritesMarker:
@@ -68,3 +70,49 @@ def test_model_registered_before_versions_were_recorded_still_loads(
 ) -> None:
     legacy = dataclasses.replace(models["iris"], sklearn_version=None, numpy_version=None)
     assert load_verified(legacy).predict([[5.1, 3.5, 1.4, 0.2]]).tolist() == ["setosa"]
+
+
+def test_a_tampered_local_copy_falls_back_to_the_verified_bytes_in_the_store(
+    engine: Engine, tmp_path: Path, models: dict[str, ModelInfo]
+) -> None:
+    """This host's copy was replaced by a planted pickle: it is passed over (never
+    unpickled), the store's bytes are loaded, and they replace the copy."""
+    info = models["iris"]
+    here = tmp_path / "host"
+    here.mkdir()
+    local = here / f"{info.sha256}.joblib"
+    marker = tmp_path / "pwned"
+    local.write_bytes(pickle.dumps(_WritesMarker(marker)))
+    elsewhere = dataclasses.replace(info, artifact_path=str(tmp_path / "not-here.joblib"))
+    model = load_verified(elsewhere, ArtifactSource(engine, str(here)).read)
+    assert model.predict([[5.1, 3.5, 1.4, 0.2]]).tolist() == ["setosa"]
+    assert not marker.exists()
+    assert hashlib.sha256(local.read_bytes()).hexdigest() == info.sha256
+
+
+def test_a_directory_named_like_the_artifact_does_not_fail_the_model(
+    engine: Engine, tmp_path: Path, models: dict[str, ModelInfo]
+) -> None:
+    """`<model dir>/<sha256>.joblib/` made a directory (by a tenant's output, when the store
+    lay inside the data root): the store's bytes are loaded, and the error no job shows."""
+    info = models["iris"]
+    (tmp_path / f"{info.sha256}.joblib" / "x.csv").mkdir(parents=True)
+    at_dir = dataclasses.replace(info, artifact_path=str(tmp_path / f"{info.sha256}.joblib"))
+    model = load_verified(at_dir, ArtifactSource(engine, str(tmp_path)).read)
+    assert model.predict([[6.7, 3.0, 5.2, 2.3]]).tolist() == ["virginica"]
+
+
+def test_a_model_error_names_the_model_never_the_servers_path(
+    tmp_path: Path, models: dict[str, ModelInfo]
+) -> None:
+    planted = tmp_path / "var" / "models" / "artifact.joblib"
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes(b"not the registered bytes")
+    info = dataclasses.replace(models["iris"], artifact_path=str(planted))
+    with pytest.raises(ArtifactMismatch) as mismatch:
+        load_verified(info)
+    missing = dataclasses.replace(info, artifact_path=str(tmp_path / "gone.joblib"))
+    with pytest.raises(ModelLoadError) as unreadable:
+        load_verified(missing)
+    for error in (mismatch.value, unreadable.value):
+        assert str(tmp_path) not in error.message and "iris 1" in error.message, error.message

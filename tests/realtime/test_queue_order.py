@@ -11,8 +11,7 @@ import redis
 from sqlalchemy import Engine, func, select
 
 from service.core.messaging import BULK, NORMAL
-from service.jobs import admission
-from service.jobs import lifecycle as jobs
+from service.jobs import admission, lifecycle
 from service.jobs.admission import QueueFull, QueueGauge
 from service.models.registry import ModelInfo
 from service.store.db import jobs as jobs_table
@@ -95,8 +94,8 @@ def test_retry_after_is_the_excess_divided_by_the_drain_rate(
     client.delete(admission.DRAINED)
     gauge = QueueGauge(engine, client, {BULK: 50}, tenant_share=1.0, refresh=0)
     with engine.begin() as conn:
-        jobs.insert_jobs(conn, [
-            jobs.NewJob(tenant, models["iris"].id, np.array([SETOSA]), BULK).with_id()
+        lifecycle.insert_jobs(conn, [
+            lifecycle.NewJob(tenant, models["iris"].id, np.array([SETOSA]), BULK).with_id()
             for _ in range(300)
         ])
     try:

@@ -51,7 +51,9 @@ def test_operator_migrates_registers_a_model_and_creates_a_key(
                      added.stdout)
     again = _run(["models", "add", str(artifact), "--name", "flowers", "--version", "2"], cli_env)
     assert again.returncode != 0 and "already registered" in again.stderr
-    assert "flowers\t2\tclassifier\t4" in _run(["models", "list"], cli_env).stdout
+    listed = _run(["models", "list"], cli_env).stdout.splitlines()
+    assert listed[0] == "name\tversion\tkind\tfeatures\tsha256\tinputs"  # a header, like keys list
+    assert any(line.startswith("flowers\t2\tclassifier\t4\t") for line in listed[1:])
 
     key = _run(["keys", "create", "--tenant", "acme"], cli_env).stdout.strip()
     assert key.startswith("pq_") and len(key) > 40
@@ -116,7 +118,13 @@ def test_predq_up_prints_a_curl_line_that_works_and_ctrl_c_stops_everything(
         up.wait(60)
         log.close()
     assert up.returncode == 0
-    assert "Traceback" not in (tmp_path / "up.log").read_text()  # every child stopped cleanly
+    printed = (tmp_path / "up.log").read_text()
+    assert "Traceback" not in printed  # every child stopped cleanly
+    # The banner, then only warnings and errors, from start to stop: no gunicorn or Celery
+    # INFO lines, no beat banner, no requeue notice on the way out.
+    assert not re.search(r" INFO |Booting worker|Starting gunicorn|celery beat v|Requeuing",
+                         printed), printed
+    assert "webhooks to:  public addresses only; PREDQ_WEBHOOK_ALLOW_HOSTS=" in printed
     _, alive = psutil.wait_procs(descendants, timeout=30)
     assert alive == [], [p.cmdline() for p in alive]
     with pytest.raises(redis.ConnectionError):
