@@ -27,6 +27,7 @@ from service.store.db import (
 )
 from tests.support.models import train_fragile
 from tests.support.processes import LiveServer, WorkerProcess
+from tests.support.rollouts import Versions, as_operator, registered_versions
 from tests.support.sentinel import SentinelGroup
 from tests.support.sleepy import train_sleepy
 from tests.support.tenants import Tenant, make_tenant
@@ -112,6 +113,22 @@ def tenant(engine: Engine, api_url: str, models: dict[str, ModelInfo]) -> Iterat
 @pytest.fixture
 def other_tenant(engine: Engine, api_url: str) -> Iterator[Tenant]:
     yield from make_tenant(engine, api_url)
+
+
+@pytest.fixture
+def versions(engine: Engine, settings: Settings, models: dict[str, ModelInfo]
+             ) -> Iterator[Versions]:
+    """A model of three versions under a fresh name, for rollouts (iris has one version, and
+    a rollout left on it would move the rest of the session's jobs)."""
+    with registered_versions(engine, settings) as made:
+        yield made
+
+
+@pytest.fixture
+def ops(engine: Engine, api_url: str) -> Iterator[Tenant]:
+    """An operator's key, as `predq keys create --scopes operator` makes it."""
+    with as_operator(engine, api_url) as made:
+        yield made
 
 
 @pytest.fixture(scope="session")

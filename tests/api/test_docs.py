@@ -23,7 +23,7 @@ from service.tenants import limits
 from service.tenants.keys import SCOPES
 from tests.support.browser import artifact, chromium, watched_page
 from tests.support.processes import WorkerProcess
-from tests.support.rollouts import Versions, register_versions
+from tests.support.rollouts import Versions
 from tests.support.tenants import Tenant, make_tenant
 
 #: The operations that submit work (service/jobs/submit.py): only they wait for a queue slot
@@ -130,17 +130,9 @@ def admin(engine: Engine, api_url: str, models: dict[str, ModelInfo]) -> Iterato
     yield from make_tenant(engine, api_url, SCOPES)
 
 
-@pytest.fixture
-def two_versions(engine: Engine, settings: Settings, models: dict[str, ModelInfo]
-                 ) -> Iterator[Versions]:
-    """A model of versions 1 and 2 for the rollout examples (iris has one version, and a
-    rollout left on it would move the rest of the session's jobs)."""
-    yield from register_versions(engine, settings)
-
-
 def test_the_live_api_accepts_every_request_body_example(
     document: dict[str, Any], admin: Tenant, worker: WorkerProcess, settings: Settings,
-    models: dict[str, ModelInfo], two_versions: Versions,
+    models: dict[str, ModelInfo], versions: Versions,
 ) -> None:
     """Valid against the schema is not enough: each example is a request that works (the
     file a job by reference names is put in the tenant's directory first; a rollout's, on a
@@ -162,7 +154,7 @@ def test_the_live_api_accepts_every_request_body_example(
         media = op.get("requestBody", {}).get("content", {}).get("application/json")
         values = {**PATH_VALUES, "job_id": ended} if path.endswith("/retry") else PATH_VALUES
         if path.endswith("/rollout"):
-            values = {**PATH_VALUES, "name": two_versions.name}
+            values = {**PATH_VALUES, "name": versions.name}
         for example in schema_examples(document, media) if media else []:
             answer = admin.http.request(method, admin.base_url + path.format(**values),
                                         json=example, timeout=30)

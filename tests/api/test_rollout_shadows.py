@@ -5,8 +5,6 @@ real worker, SQLite or PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import Engine, func, select
 
@@ -19,24 +17,11 @@ from tests.support.rollouts import (
     Versions,
     accepted,
     iris_rows,
-    operator,
-    register_regressors,
-    register_versions,
+    registered_regressors,
     set_rollout,
     shadow_of,
 )
 from tests.support.tenants import Tenant
-
-
-@pytest.fixture
-def versions(engine: Engine, settings: Settings, models: dict[str, ModelInfo]
-             ) -> Iterator[Versions]:
-    yield from register_versions(engine, settings)
-
-
-@pytest.fixture
-def ops(engine: Engine, api_url: str) -> Iterator[Tenant]:
-    yield from operator(engine, api_url)
 
 
 def test_a_full_shadow_keeps_every_job_and_compare_agrees_with_the_models(
@@ -108,7 +93,7 @@ def test_a_shadowed_regressor_is_compared_by_its_absolute_differences(
     engine: Engine, settings: Settings, models: dict[str, ModelInfo], ops: Tenant,
     tenant: Tenant, worker: WorkerProcess
 ) -> None:
-    for versions in register_regressors(engine, settings):
+    with registered_regressors(engine, settings) as versions:
         # Promoted already: version 2 serves, version 1 shadows (compare reads either way).
         set_rollout(ops, versions.name, {"weights": {"2": 100},
                                          "shadow": {"version": "1", "percent": 100}})

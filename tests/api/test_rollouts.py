@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine
 
 from service.core.settings import Settings
-from service.models.registry import ModelInfo
 from service.models.rollouts import Rollout, seed_of
 from tests.support.processes import WorkerProcess
 from tests.support.rollouts import (
@@ -22,22 +20,9 @@ from tests.support.rollouts import (
     Versions,
     accepted,
     iris_rows,
-    operator,
-    register_versions,
     set_rollout,
 )
 from tests.support.tenants import Tenant, make_tenant
-
-
-@pytest.fixture
-def versions(engine: Engine, settings: Settings, models: dict[str, ModelInfo]
-             ) -> Iterator[Versions]:
-    yield from register_versions(engine, settings)
-
-
-@pytest.fixture
-def ops(engine: Engine, api_url: str) -> Iterator[Tenant]:
-    yield from operator(engine, api_url)
 
 
 def test_rollout_calls_need_the_operator_scope_which_http_cannot_grant(

@@ -33,8 +33,6 @@ from tests.support.rollouts import (
     Versions,
     accepted,
     iris_rows,
-    operator,
-    register_versions,
     set_rollout,
     shadow_of,
 )
@@ -686,15 +684,6 @@ def test_the_latency_axis_names_the_values_its_lines_stand_for(
         assert console.errors == []
 
 
-@pytest.fixture
-def versions(engine: Engine, settings: Settings, models: dict[str, ModelInfo]
-             ) -> Iterator[Versions]:
-    yield from register_versions(engine, settings)
-
-
-@pytest.fixture
-def ops(engine: Engine, api_url: str) -> Iterator[Tenant]:
-    yield from operator(engine, api_url)
 
 
 def test_the_models_view_compares_a_shadowed_rollout_for_an_operator_key(

@@ -17,16 +17,13 @@ from service.core.messaging import (
 )
 from service.store.db import shadow_results
 from tests.faults.conftest import Stack
-from tests.support.rollouts import FEATURES, iris_rows, operator, register_versions
+from tests.support.rollouts import FEATURES, as_operator, iris_rows, registered_versions
 
 
 def test_lost_shadow_messages_are_sent_again_and_answered(stack: Callable[..., Stack]) -> None:
     s = stack(republish_idle_after=0.5)
-    versions_made = register_versions(s.engine, s.settings)
-    versions = next(versions_made)
-    ops_made = operator(s.engine, s.api.url)
-    ops = next(ops_made)
-    try:
+    with registered_versions(s.engine, s.settings) as versions, \
+            as_operator(s.engine, s.api.url) as ops:
         put = ops.http.put(f"{s.api.url}/v1/models/{versions.name}/rollout", timeout=30,
                            json={"weights": {"1": 100}, "shadow": {"version": "2"}})
         assert put.status_code == 200, put.text
@@ -49,10 +46,6 @@ def test_lost_shadow_messages_are_sent_again_and_answered(stack: Callable[..., S
         assert s.reconcile(idle_queues={SHADOW_QUEUE})["shadows"] == 0  # nothing lost now
         shown = ops.get(f"/v1/jobs/{ids[0]}/shadow").json()
         assert shown["version"] == "1" and shown["shadow"]["version"] == "2"
-    finally:
-        for gen in (ops_made, versions_made):
-            for _ in gen:
-                pass
 
 
 def answered(s: Stack, ids: list[str]) -> int:
@@ -68,11 +61,8 @@ def test_bulk_chunk_shadows_run_on_the_chunk_worker_of_the_production_topology(
     job's chunk shadows are read by the chunk worker alone (the single jobs' worker does not
     consume their queue), and answered."""
     s = stack()
-    versions_made = register_versions(s.engine, s.settings)
-    versions = next(versions_made)
-    ops_made = operator(s.engine, s.api.url)
-    ops = next(ops_made)
-    try:
+    with registered_versions(s.engine, s.settings) as versions, \
+            as_operator(s.engine, s.api.url) as ops:
         put = ops.http.put(f"{s.api.url}/v1/models/{versions.name}/rollout", timeout=30,
                            json={"weights": {"1": 100}, "shadow": {"version": "2"}})
         assert put.status_code == 200, put.text
@@ -93,7 +83,3 @@ def test_bulk_chunk_shadows_run_on_the_chunk_worker_of_the_production_topology(
             time.sleep(0.1)
         assert shadow["status"] == "succeeded"
         assert shadow["chunks_answered"] == shadow["chunks"]
-    finally:
-        for gen in (ops_made, versions_made):
-            for _ in gen:
-                pass

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,11 @@ class Versions:
                 for p in self.estimators[version].predict(rows)]
 
 
-def register_versions(engine: Engine, settings: Settings) -> Iterator[Versions]:
-    import joblib
+@contextmanager
+def registered_versions(engine: Engine, settings: Settings) -> Iterator[Versions]:
+    """Versions 1 and 2 of an iris classifier under a fresh name, and a version 3 that takes
+    three columns; its rollout and history are removed after (the model rows stay: SQLite
+    would give a deleted model's id to the next one, and workers cache a version for good)."""
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
     from sklearn.tree import DecisionTreeClassifier
@@ -44,25 +48,15 @@ def register_versions(engine: Engine, settings: Settings) -> Iterator[Versions]:
               "2": DecisionTreeClassifier(max_depth=1, random_state=0)
               .fit(iris.data, iris.target),
               "3": LogisticRegression(max_iter=1000).fit(iris.data[:, :3], iris.target)}
-    name = f"ro-{uuid.uuid4().hex[:8]}"
-    work = Path(settings.var_dir) / "train" / name
-    work.mkdir(parents=True, exist_ok=True)
-    with engine.begin() as conn:
-        for version, estimator in fitted.items():
-            path = work / f"v{version}.joblib"
-            joblib.dump(estimator, path)
-            add_model(conn, settings.model_dir, str(path), name, version,
-                      FEATURES if version != "3" else FEATURES[:3])
-    yield Versions(name, fitted)
-    with engine.begin() as conn:
-        conn.execute(delete(model_rollouts).where(model_rollouts.c.name == name))
-        conn.execute(delete(rollout_changes).where(rollout_changes.c.name == name))
+    columns = {"1": FEATURES, "2": FEATURES, "3": FEATURES[:3]}
+    with _registered(engine, settings, "ro", fitted, columns) as versions:
+        yield versions
 
 
-def register_regressors(engine: Engine, settings: Settings) -> Iterator[Versions]:
+@contextmanager
+def registered_regressors(engine: Engine, settings: Settings) -> Iterator[Versions]:
     """A regressor registered as version 1 (ridge) and version 2 (a shallow tree) on the
     diabetes data's first four columns."""
-    import joblib
     from sklearn.datasets import load_diabetes
     from sklearn.linear_model import Ridge
     from sklearn.tree import DecisionTreeRegressor
@@ -71,24 +65,42 @@ def register_regressors(engine: Engine, settings: Settings) -> Iterator[Versions
     x = data.data[:, :4]
     fitted = {"1": Ridge(alpha=0.1).fit(x, data.target),
               "2": DecisionTreeRegressor(max_depth=3, random_state=0).fit(x, data.target)}
-    name = f"rr-{uuid.uuid4().hex[:8]}"
+    columns = {version: ["a", "b", "c", "d"] for version in fitted}
+    with _registered(engine, settings, "rr", fitted, columns) as versions:
+        yield versions
+
+
+@contextmanager
+def _registered(engine: Engine, settings: Settings, prefix: str, fitted: dict[str, Any],
+                columns: dict[str, list[str]]) -> Iterator[Versions]:
+    import joblib
+
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     work = Path(settings.var_dir) / "train" / name
     work.mkdir(parents=True, exist_ok=True)
     with engine.begin() as conn:
         for version, estimator in fitted.items():
             path = work / f"v{version}.joblib"
             joblib.dump(estimator, path)
-            add_model(conn, settings.model_dir, str(path), name, version, ["a", "b", "c", "d"])
-    yield Versions(name, fitted)
-    with engine.begin() as conn:
-        conn.execute(delete(model_rollouts).where(model_rollouts.c.name == name))
-        conn.execute(delete(rollout_changes).where(rollout_changes.c.name == name))
+            add_model(conn, settings.model_dir, str(path), name, version, columns[version])
+    try:
+        yield Versions(name, fitted)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(delete(model_rollouts).where(model_rollouts.c.name == name))
+            conn.execute(delete(rollout_changes).where(rollout_changes.c.name == name))
 
 
-def operator(engine: Engine, api_url: str) -> Iterator[Tenant]:
-    """A key of the `ops` tenant with the operator scope, as `predq keys create` makes it."""
-    yield from make_tenant(engine, api_url, ("read", "operator"),
-                           name=f"ops-{uuid.uuid4().hex[:6]}")
+@contextmanager
+def as_operator(engine: Engine, api_url: str) -> Iterator[Tenant]:
+    """A key of a fresh `ops-` tenant with the operator scope, as `predq keys create` makes
+    it."""
+    made = make_tenant(engine, api_url, ("read", "operator"), name=f"ops-{uuid.uuid4().hex[:6]}")
+    try:
+        yield next(made)
+    finally:
+        for _ in made:
+            pass
 
 
 def iris_rows(n: int, seed: int) -> list[list[float]]:
@@ -100,7 +112,6 @@ def iris_rows(n: int, seed: int) -> list[list[float]]:
     rng = np.random.default_rng(seed)
     picked = data[rng.integers(0, len(data), n)] + rng.normal(0, 0.3, (n, 4))
     return [[round(float(v), 3) for v in row] for row in picked]
-
 
 
 def set_rollout(ops: Tenant, name: str, body: dict[str, Any]) -> dict[str, Any]:
