@@ -100,3 +100,20 @@ def test_the_upgrade_copies_readable_artifacts_into_the_store(tmp_path: Path) ->
         assert artifacts.artifact_bytes(conn, digest) == b"the bytes of a model"
         assert artifacts.artifact_bytes(conn, "0" * 64) is None
     engine.dispose()
+
+
+def test_a_calls_fixed_cost_is_not_counted_as_its_rows(tmp_path: Path) -> None:
+    """A pipeline spends a fixed time a call (20 ms here) and little a row (2 us): the cost
+    that sizes its chunks is the row's, else chunks of a typed pipeline hold a tenth of the
+    rows a quarter of a second allows."""
+    import joblib
+
+    from service.models import costs
+    from service.models.schema import InputSchema
+    from tests.support.sleepy import PER_CALL, train_per_call
+
+    model = joblib.load(train_per_call(tmp_path / "per-call.joblib"))
+    per_row = costs.measure_at_registration(model, InputSchema.numbers(["a", "b"], False),
+                                            classifier=False)
+    # Counting the call in: (20 ms + 2 ms) / 1,000 rows = 22 us a row.
+    assert per_row is not None and per_row < PER_CALL / costs.SAMPLE_ROWS / 4, per_row

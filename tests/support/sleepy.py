@@ -51,3 +51,27 @@ def train_per_row(path: Path) -> Path:
     model.fit(x, x[:, 1])
     joblib.dump(model, path)
     return path
+
+
+PER_CALL = 0.02  # seconds
+
+
+def sleep_per_call(x: np.ndarray) -> np.ndarray:
+    """20 ms a call and 2 microseconds a row: a pipeline's fixed cost per call, exaggerated."""
+    time.sleep(PER_CALL + len(x) * 2e-6)
+    return x
+
+
+def train_per_call(path: Path) -> Path:
+    """A model whose predict costs PER_CALL whatever its rows, and little a row."""
+    import joblib
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    x = np.full((50, 2), 0.5)
+    x[:, 1] = np.arange(50)
+    model = make_pipeline(FunctionTransformer(sleep_per_call), LinearRegression())
+    model.fit(x, x[:, 1])
+    joblib.dump(model, path)
+    return path
