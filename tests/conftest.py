@@ -87,7 +87,10 @@ def settings(tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_
 @pytest.fixture(scope="session")
 def engine(settings: Settings) -> Iterator[Engine]:
     upgrade(settings.database_url)
-    eng = make_engine(settings.database_url)
+    # Pre-ping: the tests' own engine (their inserts and reads, and in-process runners) once
+    # found a pooled PostgreSQL connection closed with nothing in the server's log, and the
+    # next test failed on it. The product's engines do not pre-ping (store.db.make_engine).
+    eng = make_engine(settings.database_url, pool_pre_ping=True)
     yield eng
     eng.dispose()
 
