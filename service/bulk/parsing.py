@@ -284,17 +284,7 @@ def npy_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds,
     """A 2-D numeric .npy array of (rows, features), read a chunk at a time; NaN is a
     missing value, allowed only in the `nullable` columns (none by default)."""
     chunk_rows, max_rows = bounds.chunk_rows, bounds.max_rows
-    fmt = np.lib.format
-    try:
-        version = fmt.read_magic(stream)
-        read_header = fmt.read_array_header_1_0 if version == (1, 0) else \
-            fmt.read_array_header_2_0
-        shape, fortran, dtype = read_header(stream)
-    except (ValueError, EOFError) as exc:
-        raise InvalidInput("inputs", f"not a .npy array: {exc}") from None
-    if dtype.hasobject or dtype.kind not in "fiub" or fortran:
-        raise InvalidInput("inputs", f"a C-ordered numeric array, not {dtype} "
-                                     f"{'(Fortran order)' if fortran else ''}".strip())
+    shape, dtype = npy_shape(stream, "inputs")
     if len(shape) != 2 or shape[1] != model.n_features:
         raise InvalidInput("inputs", f"shape {shape}: model {model.name} needs "
                                      f"(rows, {model.n_features})")
@@ -316,6 +306,23 @@ def npy_chunks(stream: IO[bytes], model: ModelInfo, bounds: Bounds,
                           + (" (NaN where a column may be missing)" if nullable else ""))
         done += take
         yield matrix
+
+
+def npy_shape(stream: IO[bytes], field: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """A .npy stream's shape and dtype from its header, which must describe a C-ordered
+    numeric array; the stream is left at the first row. Errors name `field`."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(stream)
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else \
+            fmt.read_array_header_2_0
+        shape, fortran, dtype = read_header(stream)
+    except (ValueError, EOFError) as exc:
+        raise InvalidInput(field, f"not a .npy array: {exc}") from None
+    if dtype.hasobject or dtype.kind not in "fiub" or fortran:
+        raise InvalidInput(field, f"a C-ordered numeric array, not {dtype}"
+                                  f"{' (Fortran order)' if fortran else ''}")
+    return shape, dtype
 
 
 def valid_rows(matrix: np.ndarray, nullable: list[bool] | None) -> np.ndarray:

@@ -22,12 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import numpy as np
-
 from service.bulk import areas, formats, typedread
 from service.bulk.areas import Area
 from service.bulk.lines import line_limit
-from service.bulk.parsing import Bounds, csv_header
+from service.bulk.parsing import Bounds, csv_header, npy_shape
 from service.core.errors import InvalidInput
 from service.jobs.chunkstore import Reference
 from service.models.registry import ModelInfo
@@ -100,18 +98,8 @@ def npy_header(f: BinaryIO, n_features: int) -> tuple[int, list[Any]]:
     """An open .npy file's data offset and [dtype, rows, columns], checked: a C-ordered 2-D
     numeric array of `n_features` columns, as long as its header says (read at submit, and
     again by every chunk's read: the file may have been replaced since)."""
-    fmt = np.lib.format
-    try:
-        version = fmt.read_magic(f)
-        read_header = fmt.read_array_header_1_0 if version == (1, 0) else \
-            fmt.read_array_header_2_0
-        shape, fortran, dtype = read_header(f)
-    except (ValueError, EOFError) as exc:
-        raise InvalidInput("input", f"not a .npy array: {exc}") from None
+    shape, dtype = npy_shape(f, "input")
     offset = f.tell()
-    if dtype.hasobject or dtype.kind not in "fiub" or fortran:
-        raise InvalidInput("input", f"a C-ordered numeric array, not {dtype}"
-                                    f"{' (Fortran order)' if fortran else ''}")
     if len(shape) != 2 or shape[1] != n_features:
         raise InvalidInput("input", f"shape {shape}: the model needs (rows, {n_features})")
     if os.fstat(f.fileno()).st_size < offset + shape[0] * shape[1] * dtype.itemsize:

@@ -4,6 +4,7 @@ s per batch). Importable by the worker processes, which unpickle the pipeline th
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,17 +41,7 @@ def sleep_per_row(x: np.ndarray) -> np.ndarray:
 def train_per_row(path: Path) -> Path:
     """A model whose predict costs a fixed time per row (PER_ROW): the cost a chunk's size
     follows."""
-    import joblib
-    from sklearn.linear_model import LinearRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import FunctionTransformer
-
-    x = np.full((50, 2), 0.5)
-    x[:, 1] = np.arange(50)
-    model = make_pipeline(FunctionTransformer(sleep_per_row), LinearRegression())
-    model.fit(x, x[:, 1])
-    joblib.dump(model, path)
-    return path
+    return _train_sleeping(path, sleep_per_row)
 
 
 PER_CALL = 0.02  # seconds
@@ -64,6 +55,11 @@ def sleep_per_call(x: np.ndarray) -> np.ndarray:
 
 def train_per_call(path: Path) -> Path:
     """A model whose predict costs PER_CALL whatever its rows, and little a row."""
+    return _train_sleeping(path, sleep_per_call)
+
+
+def _train_sleeping(path: Path, sleep: Callable[[np.ndarray], np.ndarray]) -> Path:
+    """A linear model behind `sleep` (a FunctionTransformer), on two columns."""
     import joblib
     from sklearn.linear_model import LinearRegression
     from sklearn.pipeline import make_pipeline
@@ -71,7 +67,7 @@ def train_per_call(path: Path) -> Path:
 
     x = np.full((50, 2), 0.5)
     x[:, 1] = np.arange(50)
-    model = make_pipeline(FunctionTransformer(sleep_per_call), LinearRegression())
+    model = make_pipeline(FunctionTransformer(sleep), LinearRegression())
     model.fit(x, x[:, 1])
     joblib.dump(model, path)
     return path
