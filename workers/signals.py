@@ -31,7 +31,9 @@ def connect(app: Celery, settings: Settings) -> None:
         lambda **_: logs.configure(settings.log_level, settings.log_format), weak=False)
     signals.worker_init.connect(identify, weak=False)
     signals.worker_init.connect(yield_cpu, weak=False)  # before the pool forks: it inherits
+    signals.worker_init.connect(lambda **_: limit_threads(settings), weak=False)
     signals.worker_init.connect(preload_main, weak=False)  # after identify: the tally's name
+    signals.worker_process_init.connect(lambda **_: limit_threads(settings), weak=False)
     signals.worker_process_init.connect(lambda **_: warm_up(settings, app), weak=False)
     signals.worker_ready.connect(lambda **_: start_heartbeat(settings), weak=False)
     signals.worker_process_shutdown.connect(lambda pid, **_: metrics.process_exited(pid),
@@ -55,6 +57,18 @@ def yield_cpu(sender: Any, **_: Any) -> None:
     consumed = set(sender.app.amqp.queues.consume_from)
     if CHUNK_QUEUE in consumed <= {CHUNK_QUEUE, CHUNK_SHADOW_QUEUE} and settings.bulk_nice > 0:
         os.nice(settings.bulk_nice)
+
+
+def limit_threads(settings: Settings) -> None:
+    """At worker_init (the main process preloads models) and in each pool process: the BLAS
+    and OpenMP threads a predict may use (`model_threads`; a pool process per core is the
+    parallelism already)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    if settings.model_threads > 0:
+        threadpool_limits(limits=settings.model_threads)
+    pools = ", ".join(f"{p['internal_api']} {p['num_threads']}" for p in threadpool_info())
+    log.info("process %d: model threads: %s", os.getpid(), pools or "no thread pool loaded")
 
 
 def preload_main(sender: Any, **_: Any) -> None:

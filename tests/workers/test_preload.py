@@ -1,4 +1,5 @@
-"""A prediction worker loads its models once, in its main process, before the pool forks."""
+"""A prediction worker loads its models once, in its main process, before the pool forks, and
+gives each predict one BLAS/OpenMP thread."""
 
 from __future__ import annotations
 
@@ -29,5 +30,11 @@ def test_the_worker_is_ready_with_its_models_loaded_and_its_pool_starts_with_the
         assert int(preloaded.group(1)) >= 1  # (the session's models, and any other test's)
         assert preloaded.start() < log.index("ready.")  # ready means loaded
         assert pool.findall(log) == ["0", "0"]  # nothing left to load in a pool process
+        # One BLAS/OpenMP thread per pool process (model_threads): a process per core already.
+        threads = re.findall(r"process (\d+): model threads: (.*)", log)
+        assert len({pid for pid, _ in threads}) == 3, log[-3000:]  # main and both pool processes
+        for _, pools in threads:
+            counts = re.findall(r"\w+ (\d+)", pools)
+            assert counts and set(counts) == {"1"}, pools
     finally:
         worker.stop()
