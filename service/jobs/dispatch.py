@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import redis
-from sqlalchemy import Connection, and_, func, select, text
+from sqlalchemy import Connection, and_, case, func, select, text
 
 from service.core.messaging import CHUNK_QUEUE, CHUNK_TASK, PREDICT_QUEUES, chunk_id
 from service.jobs.chunkstore import ACTIVE, DONE, PENDING, stamp_next
@@ -81,14 +81,12 @@ def dispatch(ending: Ending, capacity: int) -> int:
     conn = ending.conn
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK})
-    flight = in_flight(conn)
+    flight, waiting = _running(conn)
     free = capacity - sum(flight.values())
-    if free <= 0:
+    if free <= 0 or not waiting:
         return 0
-    waiting = _waiting(conn)
-    if not waiting:
-        return 0
-    plan = choose(waiting, flight, _weights(conn, {w.tenant for w in waiting}), free)
+    tenants = {w.tenant for w in waiting}  # one tenant waiting: weights cannot change a thing
+    plan = choose(waiting, flight, _weights(conn, tenants) if len(tenants) > 1 else {}, free)
     sent = 0
     for job_id, count in plan.items():
         for seq in stamp_next(conn, job_id, count):
@@ -125,25 +123,29 @@ def choose(waiting: Sequence[Waiting], flight: dict[str, int], weights: dict[str
 
 def in_flight(conn: Connection) -> dict[str, int]:
     """Chunks sent and not done, of bulk jobs still running, per tenant."""
+    return _running(conn)[0]
+
+
+def _running(conn: Connection) -> tuple[dict[str, int], list[Waiting]]:
+    """In one pass over the chunks not done of the running bulk jobs: those sent, per tenant,
+    and the jobs with chunks not sent yet."""
+    sent = job_chunks.c.published_at.is_not(None)
+    unsent = and_(job_chunks.c.status == PENDING, job_chunks.c.published_at.is_(None))
     rows = conn.execute(
-        select(jobs.c.tenant, func.count())
+        select(jobs.c.id, jobs.c.tenant, jobs.c.queue, jobs.c.created_at,
+               func.sum(case((sent, 1), else_=0)), func.sum(case((unsent, 1), else_=0)))
         .select_from(job_chunks.join(jobs, jobs.c.id == job_chunks.c.job_id))
         .where(jobs.c.status.in_(ACTIVE), jobs.c.n_chunks.is_not(None),
-               job_chunks.c.status != DONE, job_chunks.c.published_at.is_not(None))
-        .group_by(jobs.c.tenant))
-    return {tenant: int(n) for tenant, n in rows}
-
-
-def _waiting(conn: Connection) -> list[Waiting]:
-    unsent = (select(job_chunks.c.job_id, func.count().label("unsent"))
-              .where(job_chunks.c.status == PENDING, job_chunks.c.published_at.is_(None))
-              .group_by(job_chunks.c.job_id).subquery())
-    rows = conn.execute(
-        select(jobs.c.id, jobs.c.tenant, jobs.c.queue, jobs.c.created_at, unsent.c.unsent)
-        .join(unsent, unsent.c.job_id == jobs.c.id)
-        .where(and_(jobs.c.status.in_(ACTIVE), jobs.c.n_chunks.is_not(None))))
-    return [Waiting(job_id, tenant, _rank(queue), created_at, int(n))
-            for job_id, tenant, queue, created_at, n in rows]
+               job_chunks.c.status != DONE)
+        .group_by(jobs.c.id, jobs.c.tenant, jobs.c.queue, jobs.c.created_at))
+    flight: dict[str, int] = defaultdict(int)
+    waiting = []
+    for job_id, tenant, queue, created_at, in_air, left in rows:
+        if in_air:
+            flight[tenant] += int(in_air)
+        if left:
+            waiting.append(Waiting(job_id, tenant, _rank(queue), created_at, int(left)))
+    return dict(flight), waiting
 
 
 def _rank(queue: str) -> int:
