@@ -12,7 +12,7 @@ import redis
 
 from service.core import times
 from service.core.messaging import (
-    CHUNK_QUEUE,
+    CHUNK_LANES,
     DELIVER_TASK,
     PREDICT_QUEUES,
     PREDICT_TASK,
@@ -157,7 +157,7 @@ def reconcile_once(ends: JobEnds, client: redis.Redis, settings: Settings) -> di
 
 def idle_queues(client: redis.Redis) -> set[str]:
     """The queues holding no message in Redis right now (unknown if Redis fails: none)."""
-    watched = (*PREDICT_QUEUES, CHUNK_QUEUE, WEBHOOK_QUEUE, SHADOW_QUEUE)
+    watched = (*PREDICT_QUEUES, *CHUNK_LANES, WEBHOOK_QUEUE, SHADOW_QUEUE)
     try:
         pipe = client.pipeline(transaction=False)
         for queue in watched:

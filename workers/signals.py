@@ -15,7 +15,7 @@ from typing import Any
 import redis
 from celery import Celery, signals
 
-from service.core.messaging import CHUNK_QUEUE, CHUNK_SHADOW_QUEUE, PREDICT_QUEUES
+from service.core.messaging import CHUNK_LANES, CHUNK_QUEUE, CHUNK_SHADOW_QUEUE, PREDICT_QUEUES
 from service.core.settings import Settings
 from service.ops import heartbeats, logs, metrics, poolstate
 from service.store.redisclient import redis_client
@@ -55,7 +55,7 @@ def yield_cpu(sender: Any, **_: Any) -> None:
     scheduler tick when single jobs come (nice 10 weighs a tenth of nice 0 in Linux's CFS)."""
     settings: Settings = sender.app.conf.predq_settings
     consumed = set(sender.app.amqp.queues.consume_from)
-    if CHUNK_QUEUE in consumed <= {CHUNK_QUEUE, CHUNK_SHADOW_QUEUE} and settings.bulk_nice > 0:
+    if CHUNK_QUEUE in consumed <= {*CHUNK_LANES, CHUNK_SHADOW_QUEUE} and settings.bulk_nice > 0:
         os.nice(settings.bulk_nice)
 
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 
 from service.core.messaging import (
-    CHUNK_QUEUE,
+    CHUNK_LANES,
     CHUNK_SHADOW_QUEUE,
     MAINTENANCE_QUEUE,
     PREDICT_QUEUES,
@@ -67,7 +67,7 @@ def chunk_worker_command(settings: Settings) -> list[str]:
     after them, when no chunk waits."""
     concurrency = settings.bulk_concurrency or os.cpu_count() or 1
     return ["-m", "celery", "-A", "workers.main", *_quiet(settings), "worker", "-Q",
-            f"{CHUNK_QUEUE},{CHUNK_SHADOW_QUEUE}", "--concurrency", str(concurrency),
+            ",".join((*CHUNK_LANES, CHUNK_SHADOW_QUEUE)), "--concurrency", str(concurrency),
             "--prefetch-multiplier", "1",
             "--hostname", "chunks@%h", "--loglevel", settings.log_level,
             "--without-gossip", "--without-mingle", "--without-heartbeat"]

@@ -24,6 +24,10 @@ PREDICT_QUEUES = (INTERACTIVE, NORMAL, BULK)
 #: Chunks of bulk jobs, whatever their priority (`service/jobs/dispatch.py` orders them): read
 #: by bulk processes of their own, so a chunk never takes the capacity of single jobs.
 CHUNK_QUEUE = "predict.chunks"
+#: The chunks the dispatch sends ahead of those waiting in CHUNK_QUEUE: a tenant's while it
+#: has none running and another tenant has (its first chunk need not wait behind theirs).
+#: Bulk processes read it first.
+CHUNK_FRONT_QUEUE = "predict.chunks.front"
 WEBHOOK_QUEUE = "webhooks"
 MAINTENANCE_QUEUE = "maintenance"
 #: Shadow runs of a rollout (ids of jobs that ended): the lowest priority of a worker's queues,
@@ -32,7 +36,9 @@ SHADOW_QUEUE = "predict.shadow"
 #: Shadows of bulk chunks (`job-id/seq`): read by the bulk processes after their chunks, so a
 #: chunk's long predict() never takes the capacity of single jobs.
 CHUNK_SHADOW_QUEUE = "predict.chunks.shadow"
-QUEUES = (*PREDICT_QUEUES, CHUNK_QUEUE, WEBHOOK_QUEUE, MAINTENANCE_QUEUE, SHADOW_QUEUE,
+#: Where chunk messages wait, in the order bulk processes read them.
+CHUNK_LANES = (CHUNK_FRONT_QUEUE, CHUNK_QUEUE)
+QUEUES = (*PREDICT_QUEUES, *CHUNK_LANES, WEBHOOK_QUEUE, MAINTENANCE_QUEUE, SHADOW_QUEUE,
           CHUNK_SHADOW_QUEUE)
 
 PREDICT_TASK = "predq.predict"  # job ids of one submit group

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, func, select
 
-from service.core.messaging import CHUNK_QUEUE, CHUNK_TASK, chunk_id
+from service.core.messaging import CHUNK_LANES, CHUNK_QUEUE, CHUNK_TASK, chunk_id
 from service.core.times import as_utc, utcnow
 from service.jobs.chunkclaims import awaiting_output
 from service.jobs.chunkstore import ACTIVE, DONE, PENDING, RUNNING, mark_published
@@ -58,7 +58,7 @@ def _due(conn: Connection, cutoffs: Cutoffs, max_attempts: int, limit: int
         rows = conn.execute(select(job_chunks).where(
             job_chunks.c.job_id == job_id, job_chunks.c.status != DONE)
             .order_by(job_chunks.c.seq)).mappings().all()
-        cutoff = cutoffs.for_queue(CHUNK_QUEUE)
+        cutoff = cutoffs.for_queue(*CHUNK_LANES)  # either lane may hold it
         if not rows and output is not None and _output_lost(conn, job_id, cutoff):
             send.append((job_id, queue, n_chunks - 1))  # its worker died writing the file
             continue

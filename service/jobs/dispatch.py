@@ -14,6 +14,12 @@ process: one being predicted, one waiting), choosing each next chunk by weighted
 A chunk takes a bounded time (its rows follow the model's measured cost, `costs`), so a slot
 frees every fraction of a second and the share is kept at that grain.
 
+The chunks sent wait in Redis behind those sent before them (about one per bulk process), so a
+tenant whose job arrives while another's chunks fill the slots would still wait for those. A
+chunk of a tenant with none running while another tenant has some goes to the front lane
+(`CHUNK_FRONT_QUEUE`, which bulk processes read first): the next process free takes it. Only
+the order of what was sent changes, never how many each tenant has in flight.
+
 Runs after every commit that may free or fill a slot (a chunk written, a bulk job ended, an
 upload's chunk stored, a job by reference inserted, the reconciler's sweep), in a transaction
 of its own. On PostgreSQL one dispatch runs at a time (a transaction-scoped advisory lock), so
@@ -32,8 +38,14 @@ from datetime import datetime
 import redis
 from sqlalchemy import Connection, and_, case, func, select, text
 
-from service.core.messaging import CHUNK_QUEUE, CHUNK_TASK, PREDICT_QUEUES, chunk_id
-from service.jobs.chunkstore import ACTIVE, DONE, PENDING, stamp_next
+from service.core.messaging import (
+    CHUNK_FRONT_QUEUE,
+    CHUNK_QUEUE,
+    CHUNK_TASK,
+    PREDICT_QUEUES,
+    chunk_id,
+)
+from service.jobs.chunkstore import ACTIVE, DONE, PENDING, RUNNING, stamp_next
 from service.jobs.ending import Ending
 from service.ops import heartbeats
 from service.store.db import job_chunks, jobs, tenant_limits
@@ -81,18 +93,28 @@ def dispatch(ending: Ending, capacity: int) -> int:
     conn = ending.conn
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK})
-    flight, waiting = _running(conn)
-    free = capacity - sum(flight.values())
-    if free <= 0 or not waiting:
+    load = _running(conn)
+    free = capacity - sum(load.flight.values())
+    if free <= 0 or not load.waiting:
         return 0
-    tenants = {w.tenant for w in waiting}  # one tenant waiting: weights cannot change a thing
-    plan = choose(waiting, flight, _weights(conn, tenants) if len(tenants) > 1 else {}, free)
+    tenants = {w.tenant for w in load.waiting}  # one waiting: weights cannot change a thing
+    plan = choose(load.waiting, load.flight, _weights(conn, tenants) if len(tenants) > 1 else {},
+                  free)
+    tenant_of = {w.job_id: w.tenant for w in load.waiting}
     sent = 0
     for job_id, count in plan.items():
+        ahead = jumps(tenant_of[job_id], load.running)
         for seq in stamp_next(conn, job_id, count):
-            ending.send(CHUNK_TASK, CHUNK_QUEUE, [chunk_id(job_id, seq)])
+            ending.send(CHUNK_TASK, CHUNK_FRONT_QUEUE if ahead else CHUNK_QUEUE,
+                        [chunk_id(job_id, seq)])
             sent += 1
     return sent
+
+
+def jumps(tenant: str, running: dict[str, int]) -> bool:
+    """Whether the tenant's chunks go to the front lane: it has none running, and another
+    tenant has some (see module doc)."""
+    return not running.get(tenant) and any(n for t, n in running.items() if t != tenant)
 
 
 def choose(waiting: Sequence[Waiting], flight: dict[str, int], weights: dict[str, float],
@@ -121,31 +143,49 @@ def choose(waiting: Sequence[Waiting], flight: dict[str, int], weights: dict[str
     return dict(plan)
 
 
+@dataclass(frozen=True)
+class Load:
+    """The running bulk jobs' chunks not done: sent (`flight`) and claimed by a worker
+    (`running`), per tenant; and the jobs with chunks not sent yet."""
+
+    flight: dict[str, int]
+    running: dict[str, int]
+    waiting: list[Waiting]
+
+
 def in_flight(conn: Connection) -> dict[str, int]:
     """Chunks sent and not done, of bulk jobs still running, per tenant."""
-    return _running(conn)[0]
+    return _running(conn).flight
 
 
-def _running(conn: Connection) -> tuple[dict[str, int], list[Waiting]]:
-    """In one pass over the chunks not done of the running bulk jobs: those sent, per tenant,
-    and the jobs with chunks not sent yet."""
+def running(conn: Connection) -> dict[str, int]:
+    """Chunks claimed by a worker and not done, of bulk jobs still running, per tenant."""
+    return _running(conn).running
+
+
+def _running(conn: Connection) -> Load:
+    """The Load, in one pass over the chunks not done of the running bulk jobs."""
     sent = job_chunks.c.published_at.is_not(None)
     unsent = and_(job_chunks.c.status == PENDING, job_chunks.c.published_at.is_(None))
     rows = conn.execute(
         select(jobs.c.id, jobs.c.tenant, jobs.c.queue, jobs.c.created_at,
-               func.sum(case((sent, 1), else_=0)), func.sum(case((unsent, 1), else_=0)))
+               func.sum(case((sent, 1), else_=0)), func.sum(case((unsent, 1), else_=0)),
+               func.sum(case((job_chunks.c.status == RUNNING, 1), else_=0)))
         .select_from(job_chunks.join(jobs, jobs.c.id == job_chunks.c.job_id))
         .where(jobs.c.status.in_(ACTIVE), jobs.c.n_chunks.is_not(None),
                job_chunks.c.status != DONE)
         .group_by(jobs.c.id, jobs.c.tenant, jobs.c.queue, jobs.c.created_at))
     flight: dict[str, int] = defaultdict(int)
+    running: dict[str, int] = defaultdict(int)
     waiting = []
-    for job_id, tenant, queue, created_at, in_air, left in rows:
+    for job_id, tenant, queue, created_at, in_air, left, claimed in rows:
         if in_air:
             flight[tenant] += int(in_air)
+        if claimed:
+            running[tenant] += int(claimed)
         if left:
             waiting.append(Waiting(job_id, tenant, _rank(queue), created_at, int(left)))
-    return dict(flight), waiting
+    return Load(dict(flight), dict(running), waiting)
 
 
 def _rank(queue: str) -> int:

@@ -61,8 +61,9 @@ class Cutoffs:
         return cls(now - timedelta(seconds=busy_after), now - timedelta(seconds=idle_after),
                    frozenset(idle_queues))
 
-    def for_queue(self, queue: str) -> datetime:
-        return self.idle if queue in self.idle_queues else self.busy
+    def for_queue(self, *queues: str) -> datetime:
+        """The cutoff of a message that may wait in any of `queues` (idle only if all are)."""
+        return self.idle if self.idle_queues.issuperset(queues) else self.busy
 
     def sent_before(self, sent: ColumnElement[Any], queue: ColumnElement[Any]
                     ) -> ColumnElement[bool]:

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 
 from service.cli import embedded
 from service.cli.processes import DEFAULT_QUEUES, api_command, stop_all, worker_command
-from service.core.messaging import CHUNK_QUEUE
+from service.core.messaging import CHUNK_LANES
 from service.core.settings import Settings
 from service.models.registry import ModelInfo, add_model
 from tests.faults.conftest import Stack, stack  # noqa: F401 - the fixture, shared
@@ -151,7 +151,7 @@ def multiprocess_stack(settings: Settings, tmp_path: Path) -> Iterator[tuple[str
     logs = {name: open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed below
             for name in ("api", "worker")}
     try:
-        worker = worker_command(private, f"{DEFAULT_QUEUES},{CHUNK_QUEUE}")  # one, of both kinds
+        worker = worker_command(private, ",".join((DEFAULT_QUEUES, *CHUNK_LANES)))  # both kinds
         for name, command in (("api", api_command(private)), ("worker", worker)):
             procs.append(subprocess.Popen([sys.executable, *command], env=env, cwd=ROOT,
                                           stdout=logs[name], stderr=subprocess.STDOUT,

@@ -17,7 +17,7 @@ import requests
 from sqlalchemy import Engine, insert
 
 from service.cli.processes import DEFAULT_QUEUES
-from service.core.messaging import CHUNK_QUEUE, CHUNK_SHADOW_QUEUE
+from service.core.messaging import CHUNK_LANES, CHUNK_SHADOW_QUEUE
 from service.core.settings import Settings
 from service.core.times import utcnow
 from service.jobs import lifecycle
@@ -299,7 +299,7 @@ def test_workers_show_their_queues_heartbeat_and_the_rows_they_finished(
         return next(w for w in listed["workers"] if w["name"] == name)
 
     before = _eventually(mine)
-    assert before["queues"] == sorted([*DEFAULT_QUEUES.split(","), CHUNK_QUEUE,  # the tests'
+    assert before["queues"] == sorted([*DEFAULT_QUEUES.split(","), *CHUNK_LANES,  # the tests'
                                        CHUNK_SHADOW_QUEUE])
     assert before["role"] == "predict"  # worker takes single jobs and bulk chunks alike
     assert (before["pid"], before["concurrency"], before["stale"]) == (worker.proc.pid, 2, False)

@@ -1,5 +1,6 @@
 """Which bulk chunks go out next: priority first, then the tenant with the fewest chunks in
-flight per weight, then each tenant's jobs in order; `dispatch` keeps `capacity` in flight."""
+flight per weight, then each tenant's jobs in order; `dispatch` keeps `capacity` in flight, and
+sends a tenant's chunks ahead of those waiting when it has none running beside another's."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ import pytest
 import redis
 from sqlalchemy import Engine, delete, select
 
-from service.core.messaging import parse_chunk_id
+from service.core.messaging import CHUNK_FRONT_QUEUE, CHUNK_QUEUE, parse_chunk_id
 from service.core.settings import Settings
-from service.jobs import chunkstore
-from service.jobs.dispatch import Capacity, Waiting, choose, dispatch, in_flight
+from service.jobs import chunkclaims, chunkstore
+from service.jobs.dispatch import Capacity, Waiting, choose, dispatch, in_flight, jumps, running
 from service.jobs.ending import Ending
 from service.jobs.requests import JobRequest
 from service.models.registry import ModelInfo
@@ -45,6 +46,13 @@ def test_a_tenants_backlog_over_many_jobs_gets_one_share_not_one_per_job() -> No
 def test_weights_share_the_slots() -> None:
     plan = choose([waiting("a0", "a", 0), waiting("b0", "b", 1)], {}, {"a": 3.0}, 8)
     assert plan == {"a0": 6, "b0": 2}
+
+
+def test_a_tenant_with_none_running_beside_another_goes_ahead_of_what_waits() -> None:
+    assert jumps("b", {"a": 2})
+    assert not jumps("b", {"a": 2, "b": 1})  # one running: its next waits its turn
+    assert not jumps("a", {"a": 2})  # alone: one lane, in the order sent
+    assert not jumps("a", {})
 
 
 def test_priority_orders_before_fair_share() -> None:
@@ -84,6 +92,7 @@ def test_dispatch_fills_the_slots_fairly_and_stamps_what_it_sends(
     with engine.begin() as conn:
         set_limits(conn, b, weight=2.0)
         others = sum(in_flight(conn).values())  # other tests' jobs of this session
+        lane = CHUNK_FRONT_QUEUE if running(conn) else CHUNK_QUEUE  # nothing runs: in order
     big = _bulk_job(engine, models["iris"], a, 30)
     second = _bulk_job(engine, models["iris"], a, 30)
     small = _bulk_job(engine, models["iris"], b, 30)
@@ -91,7 +100,7 @@ def test_dispatch_fills_the_slots_fairly_and_stamps_what_it_sends(
         ending = Ending(conn)
         assert dispatch(ending, others + 6) == 6
     sent = [parse_chunk_id(send.ids[0]) for send in ending.sends]
-    assert {send.queue for send in ending.sends} == {"predict.chunks"}
+    assert {send.queue for send in ending.sends} == {lane}
     counts = {job: sum(1 for j, _ in sent if j == job) for job in (big, second, small)}
     assert counts == {big: 2, second: 0, small: 4}  # weight 2: b gets twice a's share
     assert sorted(seq for j, seq in sent if j == big) == [0, 1]  # in order
@@ -122,3 +131,28 @@ def test_capacity_is_two_slots_per_bulk_process_of_the_live_workers(settings: Se
         for name in names:
             heartbeats.forget(client, name)
         client.close()
+
+
+def test_a_newcomers_chunks_go_ahead_of_those_waiting_behind_a_running_tenant(
+    engine: Engine, models: dict[str, ModelInfo], tenants: tuple[str, str],
+) -> None:
+    a, b = tenants
+    with engine.begin() as conn:
+        others = sum(in_flight(conn).values())
+        alone = not running(conn)  # no other test's chunk is running
+    big = _bulk_job(engine, models["iris"], a, 10)
+    with engine.begin() as conn:
+        ending = Ending(conn)
+        assert dispatch(ending, others + 4) == 4  # the slots full of a's chunks
+        assert chunkclaims.claim(conn, big, 0, 60.0, "test") is not None  # one runs
+    if alone:
+        assert {send.queue for send in ending.sends} == {CHUNK_QUEUE}
+    small = _bulk_job(engine, models["iris"], b, 3)
+    with engine.begin() as conn:
+        ending = Ending(conn)
+        assert dispatch(ending, others + 8) == 4
+    lanes = [(parse_chunk_id(send.ids[0]), send.queue) for send in ending.sends]
+    assert sorted(chunk for chunk, lane in lanes if lane == CHUNK_FRONT_QUEUE) == [
+        (small, 0), (small, 1), (small, 2)]  # b has none running: all three go ahead
+    if alone:
+        assert [chunk for chunk, lane in lanes if lane == CHUNK_QUEUE] == [(big, 4)]

@@ -23,7 +23,7 @@ from service.cli.processes import (
     stop_all,
     worker_command,
 )
-from service.core.messaging import CHUNK_QUEUE, CHUNK_SHADOW_QUEUE
+from service.core.messaging import CHUNK_LANES, CHUNK_SHADOW_QUEUE
 from service.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -100,8 +100,8 @@ class WorkerProcess:
             command = chunk_worker_command(settings.replace(bulk_concurrency=2))
         else:
             command = worker_command(settings.replace(worker_concurrency=2),
-                                     queues or f"{DEFAULT_QUEUES},{CHUNK_QUEUE},"
-                                                f"{CHUNK_SHADOW_QUEUE}")
+                                     queues or ",".join((DEFAULT_QUEUES, *CHUNK_LANES,
+                                                         CHUNK_SHADOW_QUEUE)))
         self.proc = subprocess.Popen(
             [sys.executable, *command],
             env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
