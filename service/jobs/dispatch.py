@@ -93,7 +93,7 @@ def dispatch(ending: Ending, capacity: int) -> int:
     conn = ending.conn
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK})
-    load = _running(conn)
+    load = _load(conn)
     free = capacity - sum(load.flight.values())
     if free <= 0 or not load.waiting:
         return 0
@@ -155,15 +155,15 @@ class Load:
 
 def in_flight(conn: Connection) -> dict[str, int]:
     """Chunks sent and not done, of bulk jobs still running, per tenant."""
-    return _running(conn).flight
+    return _load(conn).flight
 
 
 def running(conn: Connection) -> dict[str, int]:
     """Chunks claimed by a worker and not done, of bulk jobs still running, per tenant."""
-    return _running(conn).running
+    return _load(conn).running
 
 
-def _running(conn: Connection) -> Load:
+def _load(conn: Connection) -> Load:
     """The Load, in one pass over the chunks not done of the running bulk jobs."""
     sent = job_chunks.c.published_at.is_not(None)
     unsent = and_(job_chunks.c.status == PENDING, job_chunks.c.published_at.is_(None))
@@ -176,16 +176,16 @@ def _running(conn: Connection) -> Load:
                job_chunks.c.status != DONE)
         .group_by(jobs.c.id, jobs.c.tenant, jobs.c.queue, jobs.c.created_at))
     flight: dict[str, int] = defaultdict(int)
-    running: dict[str, int] = defaultdict(int)
+    claimed: dict[str, int] = defaultdict(int)
     waiting = []
-    for job_id, tenant, queue, created_at, in_air, left, claimed in rows:
+    for job_id, tenant, queue, created_at, in_air, left, held in rows:
         if in_air:
             flight[tenant] += int(in_air)
-        if claimed:
-            running[tenant] += int(claimed)
+        if held:
+            claimed[tenant] += int(held)
         if left:
             waiting.append(Waiting(job_id, tenant, _rank(queue), created_at, int(left)))
-    return Load(dict(flight), dict(running), waiting)
+    return Load(dict(flight), dict(claimed), waiting)
 
 
 def _rank(queue: str) -> int:
