@@ -128,7 +128,7 @@ class Settings:
     #: BLAS and OpenMP threads a worker's pool process may give a model's predict (0: the
     #: libraries' default, one per core). A worker already runs a pool process per core, so
     #: more threads per process only oversubscribe the cores: with the default, a typed
-    #: pipeline's 1M-row job took 2.0-2.8 s of worker CPU, with one thread 1.4-1.6 s.
+    #: pipeline's 1M-row job took 2.0-2.8 s of worker CPU, with one thread 1.3-1.6 s.
     model_threads: int = 1
     #: Seconds after which Redis redelivers a message that was taken but never acknowledged.
     visibility_timeout: int = 3600

@@ -37,8 +37,7 @@ def parse_inputs(inputs: Any, model: ModelInfo, bounds: InputBounds) -> Batch:
     Arrow record batch of the schema's types."""
     if model.plain:
         return parse_rows(inputs, model, bounds.max_rows, bounds.max_string)
-    if _numbers_with_gaps(model) and isinstance(inputs, list) and \
-            0 < len(inputs) <= bounds.max_rows:
+    if model.numbers and isinstance(inputs, list) and 0 < len(inputs) <= bounds.max_rows:
         # An array-fitted model that takes NaN (a RandomForest, HistGradientBoosting): rows of
         # finite numbers need none of the typed checks, and are stored as float64 either way.
         fast = _fast_matrix(inputs, model.n_features)
@@ -46,11 +45,6 @@ def parse_inputs(inputs: Any, model: ModelInfo, bounds: InputBounds) -> Batch:
             return fast
     return parse_typed_rows(inputs, model.schema, TypedBounds(
         bounds.max_rows, bounds.max_string, bounds.max_distinct, bounds.max_string))
-
-
-def _numbers_with_gaps(model: ModelInfo) -> bool:
-    """All-number inputs given as an array, some of which may be missing (NaN)."""
-    return model.schema.numeric_only and not model.schema.frame
 
 
 def parse_rows(inputs: Any, model: ModelInfo, max_rows: int, max_name: int = 1000

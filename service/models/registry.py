@@ -52,12 +52,17 @@ class ModelInfo:
         return self.input_schema or InputSchema.numbers(self.feature_names)
 
     @property
-    def plain(self) -> bool:
-        """Its inputs are a float64 matrix with no missing values, as every model's were
-        before types: the fast paths that parse straight into float64 serve it."""
+    def numbers(self) -> bool:
+        """Its inputs are a float64 matrix (fitted on an array of numbers), NaN where a
+        nullable column is missing: stored as float64 rows whatever path read them."""
         schema = self.schema
-        return schema.numeric_only and not schema.frame and \
-            not any(c.nullable for c in schema.columns)
+        return schema.numeric_only and not schema.frame
+
+    @property
+    def plain(self) -> bool:
+        """`numbers` with no missing values, as every model's were before types: the fast
+        paths that parse straight into float64 serve it."""
+        return self.numbers and not any(c.nullable for c in self.schema.columns)
 
     def public(self) -> dict[str, Any]:
         out = {
