@@ -15,10 +15,12 @@ A chunk takes a bounded time (its rows follow the model's measured cost, `costs`
 frees every fraction of a second and the share is kept at that grain.
 
 The chunks sent wait in Redis behind those sent before them (about one per bulk process), so a
-tenant whose job arrives while another's chunks fill the slots would still wait for those. A
-chunk of a tenant with none running while another tenant has some goes to the front lane
-(`CHUNK_FRONT_QUEUE`, which bulk processes read first): the next process free takes it. Only
-the order of what was sent changes, never how many each tenant has in flight.
+tenant whose job arrives while another's chunks fill the slots would still wait for those. The
+chunks of a tenant below its share go to the front lane (`CHUNK_FRONT_QUEUE`, which bulk
+processes read first), where the next process free takes them: one with fewer chunks in flight
+per weight than another tenant that has some running, and none of its own sent and waiting (so
+its chunks keep their order, and none waits behind its own). Only the order of what was sent
+changes, never how many each tenant has in flight.
 
 Runs after every commit that may free or fill a slot (a chunk written, a bulk job ended, an
 upload's chunk stored, a job by reference inserted, the reconciler's sweep), in a transaction
@@ -97,13 +99,13 @@ def dispatch(ending: Ending, capacity: int) -> int:
     free = capacity - sum(load.flight.values())
     if free <= 0 or not load.waiting:
         return 0
-    tenants = {w.tenant for w in load.waiting}  # one waiting: weights cannot change a thing
-    plan = choose(load.waiting, load.flight, _weights(conn, tenants) if len(tenants) > 1 else {},
-                  free)
+    tenants = {w.tenant for w in load.waiting} | set(load.flight)
+    weights = _weights(conn, tenants) if len(tenants) > 1 else {}  # one: weights change nothing
+    plan = choose(load.waiting, load.flight, weights, free)
     tenant_of = {w.job_id: w.tenant for w in load.waiting}
     sent = 0
     for job_id, count in plan.items():
-        ahead = jumps(tenant_of[job_id], load.running)
+        ahead = jumps(tenant_of[job_id], load, weights)
         for seq in stamp_next(conn, job_id, count):
             ending.send(CHUNK_TASK, CHUNK_FRONT_QUEUE if ahead else CHUNK_QUEUE,
                         [chunk_id(job_id, seq)])
@@ -111,10 +113,15 @@ def dispatch(ending: Ending, capacity: int) -> int:
     return sent
 
 
-def jumps(tenant: str, running: dict[str, int]) -> bool:
-    """Whether the tenant's chunks go to the front lane: it has none running, and another
-    tenant has some (see module doc)."""
-    return not running.get(tenant) and any(n for t, n in running.items() if t != tenant)
+def jumps(tenant: str, load: Load, weights: dict[str, float]) -> bool:
+    """Whether the tenant's chunks go to the front lane (see module doc): none of its sent
+    chunks waits, and another tenant that has chunks running has more in flight per weight."""
+    mine = load.flight.get(tenant, 0)
+    if mine > load.running.get(tenant, 0):
+        return False  # its own wait in a lane: the next goes behind them
+    share = mine / weights.get(tenant, 1.0)
+    return any(load.flight.get(other, 0) / weights.get(other, 1.0) > share
+               for other, n in load.running.items() if n and other != tenant)
 
 
 def choose(waiting: Sequence[Waiting], flight: dict[str, int], weights: dict[str, float],

@@ -1,6 +1,6 @@
 """Which bulk chunks go out next: priority first, then the tenant with the fewest chunks in
 flight per weight, then each tenant's jobs in order; `dispatch` keeps `capacity` in flight, and
-sends a tenant's chunks ahead of those waiting when it has none running beside another's."""
+sends the chunks of a tenant below its share ahead of those waiting beside a running one's."""
 
 from __future__ import annotations
 
@@ -17,7 +17,16 @@ from sqlalchemy import Engine, delete, select
 from service.core.messaging import CHUNK_FRONT_QUEUE, CHUNK_QUEUE, parse_chunk_id
 from service.core.settings import Settings
 from service.jobs import chunkclaims, chunkstore
-from service.jobs.dispatch import Capacity, Waiting, choose, dispatch, in_flight, jumps, running
+from service.jobs.dispatch import (
+    Capacity,
+    Load,
+    Waiting,
+    choose,
+    dispatch,
+    in_flight,
+    jumps,
+    running,
+)
 from service.jobs.ending import Ending
 from service.jobs.requests import JobRequest
 from service.models.registry import ModelInfo
@@ -48,11 +57,19 @@ def test_weights_share_the_slots() -> None:
     assert plan == {"a0": 6, "b0": 2}
 
 
-def test_a_tenant_with_none_running_beside_another_goes_ahead_of_what_waits() -> None:
-    assert jumps("b", {"a": 2})
-    assert not jumps("b", {"a": 2, "b": 1})  # one running: its next waits its turn
-    assert not jumps("a", {"a": 2})  # alone: one lane, in the order sent
-    assert not jumps("a", {})
+def load(flight: dict[str, int], running: dict[str, int]) -> Load:
+    return Load(flight, running, [])
+
+
+def test_a_tenant_below_its_share_beside_a_running_one_goes_ahead_of_what_waits() -> None:
+    assert jumps("b", load({"a": 4}, {"a": 2}), {})  # none in flight
+    assert jumps("b", load({"a": 4, "b": 1}, {"a": 1, "b": 1}), {})  # 1 running of 4 and 1
+    assert not jumps("b", load({"a": 4, "b": 2}, {"a": 2, "b": 1}), {})  # one of its own waits
+    assert not jumps("b", load({"a": 2, "b": 2}, {"a": 1, "b": 2}), {})  # its share already
+    assert not jumps("b", load({"a": 4, "b": 1}, {"a": 1, "b": 1}), {"b": 0.25})  # per weight
+    assert not jumps("b", load({"a": 4}, {}), {})  # a has none running: no one to pass
+    assert not jumps("a", load({"a": 4}, {"a": 2}), {})  # alone: one lane, in the order sent
+    assert not jumps("a", load({}, {}), {})
 
 
 def test_priority_orders_before_fair_share() -> None:
