@@ -5,7 +5,9 @@ which stay the fastest to write and read and need no change to chunks already st
 A stored value tells its own form: `payloads.RAW` starts float64 rows, an Arrow IPC stream
 starts with its continuation marker 0xFFFFFFFF, and the oldest chunks (a zlib stream) start
 with 0x78. Strings are dictionary-encoded on the way out (a column of a few plans in 10,000
-rows keeps each plan once); nothing is compressed: like float64, the stream is read far more
+rows keeps each plan once), in a batch of `DICTIONARY_ROWS` rows or more: a single job's row or
+few would store nearly as much with it, and building it is a fifth of the API's cost of a
+one-row typed job. Nothing is compressed: like float64, the stream is read far more
 cheaply than it would be inflated, and the store is no bottleneck (see the commit's figures).
 """
 
@@ -22,6 +24,9 @@ from service.models.schema import ColumnType, InputSchema, arrow_schema
 
 ARROW_STREAM = b"\xff\xff\xff\xff"
 
+#: Rows from which a batch's strings are stored dictionary-encoded (see module doc).
+DICTIONARY_ROWS = 64
+
 
 def encode_batch(batch: Batch, schema: InputSchema) -> bytes:
     """A batch's stored form: RAW float64 rows for an all-number schema, else Arrow IPC."""
@@ -32,7 +37,7 @@ def encode_batch(batch: Batch, schema: InputSchema) -> bytes:
     if isinstance(batch, np.ndarray):
         raise ValueError("a float64 matrix is the stored form of an all-number schema only")
     sink = pa.BufferOutputStream()
-    stored = _dictionary_strings(batch, schema)
+    stored = _dictionary_strings(batch, schema) if batch.num_rows >= DICTIONARY_ROWS else batch
     # Options given: without them pyarrow reads two environment variables on every call.
     with pa.ipc.new_stream(sink, stored.schema, options=pa.ipc.IpcWriteOptions()) as writer:
         writer.write_batch(stored)
@@ -41,8 +46,9 @@ def encode_batch(batch: Batch, schema: InputSchema) -> bytes:
 
 def decode_batch(data: bytes, schema: InputSchema, n_rows: int) -> Batch:
     """Stored bytes back as a batch: a float64 matrix for RAW (and the oldest zlib) rows, a
-    RecordBatch of the schema's types for Arrow, string columns left dictionary-encoded (the
-    model input is built faster from them); the stored columns must be the schema's."""
+    RecordBatch of the schema's types for Arrow, string columns left as stored (plain, or
+    dictionary-encoded: the model input is built faster from them); the stored columns must be
+    the schema's."""
     if data[:len(ARROW_STREAM)] != ARROW_STREAM:
         matrix = payloads.decode_rows(data, n_rows)
         if matrix.shape[1] != len(schema.columns):

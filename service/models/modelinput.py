@@ -49,15 +49,26 @@ def to_model_input(batch: Batch, schema: InputSchema) -> Any:
 
 def concat_batches(batches: list[Batch]) -> Batch:
     """Several jobs' batches as one, for one predict() call: float64 matrices stacked, record
-    batches joined (string dictionaries unified)."""
+    batches joined (string dictionaries unified; where some hold a column dictionary-encoded
+    and others plain, plain)."""
     if all(isinstance(b, np.ndarray) for b in batches):
         return batches[0] if len(batches) == 1 else np.concatenate(batches)
     import pyarrow as pa
 
     if len(batches) == 1:
         return batches[0]
+    if any(b.schema != batches[0].schema for b in batches):
+        batches = [_plain_strings(b, pa) for b in batches]
     table = pa.Table.from_batches(batches).combine_chunks()
     return table.to_batches()[0] if table.num_rows else batches[0]
+
+
+def _plain_strings(batch: Any, pa: Any) -> Any:
+    if not any(pa.types.is_dictionary(f.type) for f in batch.schema):
+        return batch
+    arrays = [c.dictionary_decode() if pa.types.is_dictionary(c.type) else c
+              for c in batch.columns]
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
 def as_matrix(batch: Batch) -> np.ndarray:

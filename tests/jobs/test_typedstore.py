@@ -12,7 +12,7 @@ import pytest
 from service.core.errors import ModelLoadError
 from service.jobs import payloads
 from service.jobs.typedrows import TypedBounds, parse_typed_rows
-from service.jobs.typedstore import decode_batch, encode_batch
+from service.jobs.typedstore import DICTIONARY_ROWS, decode_batch, encode_batch
 from service.models.schema import Column, ColumnType, InputSchema
 
 NUMBERS = InputSchema.numbers(["a", "b"], nullable=True)
@@ -46,8 +46,14 @@ def test_typed_batch_round_trips_through_arrow_ipc() -> None:
     batch = parse_typed_rows(rows, MIXED, BOUNDS)
     data = encode_batch(batch, MIXED)
     back = decode_batch(data, MIXED, 3)
-    assert pa.types.is_dictionary(back.schema.field("plan").type)  # strings stay encoded
+    assert back.schema.field("plan").type == pa.string()  # a few rows: stored plain
     assert back.to_pylist() == batch.to_pylist()
+    many = pa.RecordBatch.from_arrays(
+        [pa.concat_arrays([c] * (DICTIONARY_ROWS // 3 + 1)) for c in batch.columns],
+        schema=batch.schema)
+    back = decode_batch(encode_batch(many, MIXED), MIXED, many.num_rows)
+    assert pa.types.is_dictionary(back.schema.field("plan").type)  # each plan stored once
+    assert back.to_pylist() == many.to_pylist()
 
 
 def test_stored_inputs_of_another_schema_are_refused() -> None:

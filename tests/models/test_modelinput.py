@@ -123,10 +123,14 @@ def test_jobs_batches_joined_for_one_predict_call_predict_as_each_alone() -> Non
 
     model, frame = typed.churn()
     schema = schema_for(model, frame.head(20))
-    parts = [_stored(parse_typed_rows(typed.json_rows(frame.iloc[i:i + 7]), schema, BOUNDS),
-                     schema) for i in (0, 7, 14)]  # each with its own string dictionary
+    parts = [_stored(parse_typed_rows(typed.json_rows(frame.iloc[i:j]), schema, BOUNDS),
+                     schema) for i, j in ((0, 7), (7, 77), (77, 84), (84, 164))]
+    kinds = [pa.types.is_dictionary(p.schema.field("plan").type) for p in parts]
+    assert kinds == [False, True, False, True]  # stored plain, or with its own dictionary
     joined = concat_batches(parts)
-    assert joined.num_rows == 21
-    _same_predictions(model, to_model_input(joined, schema), frame.head(21))
+    assert joined.num_rows == 164
+    _same_predictions(model, to_model_input(joined, schema), frame.head(164))
+    assert concat_batches([parts[0], parts[2]]).num_rows == 14
+    assert concat_batches([parts[1], parts[3]]).num_rows == 150
     numbers = [np.ones((2, 3)), np.zeros((1, 3))]
     assert concat_batches(numbers).shape == (3, 3)
