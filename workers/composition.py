@@ -65,7 +65,7 @@ class WorkerRoot:
         with self._lock:
             if self._submitter is None:
                 self._submitter = make_submitter(self.settings, self.engine, self.redis,
-                                                 self.publish, dispatch=self.ends.redispatch)
+                                                 self.publish, ends=self.ends)
             return self._submitter
 
     def close(self) -> None:

@@ -61,7 +61,7 @@ def compose(settings: Settings) -> Services:
     quotas = Quotas(settings.redis_url, TenantLimits(reads, default_limits))
     models = ModelLookup(reads)
     submitter = make_submitter(settings, engine, client, publish, committer, quotas, models,
-                               ends.redispatch)
+                               ends)
     return Services(
         settings, engine, reads, submitter, models,
         KeyLookup(reads, client, settings.key_epoch_check_interval), client, submitter.gauge,

@@ -21,7 +21,7 @@ from service.core.states import JobStatus
 from service.core.times import utcnow
 from service.jobs import wakeups
 from service.jobs.dispatch import Capacity, dispatch
-from service.jobs.ending import AfterCommit, Ending, JobEnds
+from service.jobs.ending import AfterCommit, Ending, JobEnds, Work
 from service.ops import metrics
 from service.ops.heartbeats import Tally
 from service.store.db import not_durable
@@ -100,12 +100,17 @@ def job_ends(engine: Engine, client: redis.Redis | None, publish: Publisher | No
     ends = JobEnds(engine, hooks, max_inline)
     capacity = Capacity(client, min_slots)
     ends.hooks.append(lambda ending: redispatch(ending, ends))
-    ends.dispatcher = lambda: _dispatch(ends, capacity)
+    ends.dispatcher = lambda work: _dispatch(ends, capacity, work)
     return ends
 
 
-def _dispatch(ends: JobEnds, capacity: Capacity) -> int:
+def _dispatch(ends: JobEnds, capacity: Capacity, work: Work | None) -> int:
     with ends.begin() as ending:
-        not_durable(ending.conn)  # chunks stamped sent and lost: the sweep re-sends them
+        if work is not None:
+            work(ending.conn)
+        # Chunks stamped sent and lost: the sweep re-sends them. An upload's chunk stored here
+        # and lost is in no job anyone was told of: the upload's last commit is durable, and
+        # makes every commit before it so.
+        not_durable(ending.conn)
         return dispatch(ending, capacity())
 

@@ -304,6 +304,18 @@ def exhausted_error(max_attempts: int) -> str:
 
 
 AfterCommit = Callable[[Ending], None]
+#: Statements run in a dispatch's transaction, before it (`JobEnds.dispatch_with`).
+Work = Callable[[Connection], object]
+
+
+def _no_dispatch(engine: Engine) -> Callable[[Work | None], int]:
+    """No bulk dispatch composed: the work alone, in a transaction."""
+    def run(work: Work | None) -> int:
+        if work is not None:
+            with engine.begin() as conn:
+                work(conn)
+        return 0
+    return run
 
 
 class JobEnds:
@@ -316,18 +328,25 @@ class JobEnds:
         self.hooks = list(hooks)
         self.max_inline = max_inline
         self.names = ModelNames()
-        #: Sends the bulk chunks that have a slot (`dispatch`, set by the composition root);
-        #: run after a commit that frees or fills one.
-        self.dispatcher: Callable[[], int] = lambda: 0
+        #: Sends the bulk chunks that have a slot (`dispatch`, set by the composition root),
+        #: after running the given work in the same transaction; run after a commit that
+        #: frees or fills a slot, or with the work that fills one.
+        self.dispatcher: Callable[[Work | None], int] = _no_dispatch(engine)
 
     def redispatch(self) -> int:
         """Fill the free bulk slots, in a transaction of its own; a failure is logged (the
         next chunk's end, or the reconciler, dispatches again)."""
         try:
-            return self.dispatcher()
+            return self.dispatcher(None)
         except Exception:  # noqa: BLE001 - the commits before this stand
             log.exception("bulk dispatch failed; the next one will send the chunks")
             return 0
+
+    def dispatch_with(self, work: Work) -> int:
+        """`work` (an upload's chunk stored), then the dispatch that may give it a slot, in one
+        transaction: one commit where there were two. A failure of either rolls both back and
+        is raised."""
+        return self.dispatcher(work)
 
     @contextmanager
     def begin(self) -> Iterator[Ending]:

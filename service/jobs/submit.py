@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Protocol
 
 import redis
@@ -37,6 +38,7 @@ from service.jobs.aftercommit import job_ends
 from service.jobs.chunksize import ChunkSizer
 from service.jobs.chunkstore import Reference
 from service.jobs.committer import GroupCommitter
+from service.jobs.ending import JobEnds
 from service.jobs.lifecycle import KeyTaken, NewJob
 from service.jobs.requests import JobRequest, RequestBuilder
 from service.models.lookup import ModelLookup
@@ -86,11 +88,11 @@ class Submitter:
                  quotas: RowQuota, publish: Publisher | None,
                  committer: GroupCommitter | None = None,
                  cache_client: redis.Redis | None = None,
-                 dispatch: Callable[[], object] = lambda: 0,
+                 ends: JobEnds | None = None,
                  sizer: ChunkSizer | None = None) -> None:
         self.engine = engine
         self.requests = requests  # every entry point's options become a JobRequest here
-        self.dispatch = dispatch  # sends the bulk chunks the fair share gives a slot
+        self.ends = ends or JobEnds(engine)  # sends the bulk chunks the fair share gives a slot
         self.sizer = sizer or ChunkSizer(engine, 0.25)  # rows per chunk, by model
         self.reads = reader(engine)
         self.gauge = gauge
@@ -142,10 +144,9 @@ class Submitter:
             held: Batch | None = None  # the newest chunk: stored when the upload ends
             for matrix in matrices:
                 self.quotas.take_rows(req.tenant, len(matrix))
-                if held is not None:
-                    with self.engine.begin() as conn:
-                        uploads.add(conn, job_id, req, n_chunks - 1, held)
-                    self.dispatch()
+                if held is not None:  # stored, and sent if a slot is free, in one commit
+                    self.ends.dispatch_with(partial(uploads.add, job_id=job_id, req=req,
+                                                    seq=n_chunks - 1, rows=held))
                 held = matrix
                 n_chunks += 1
                 n_rows += len(matrix)
@@ -164,7 +165,7 @@ class Submitter:
         if not ended:
             return self._after_race(req, fingerprint())
         metrics.jobs_committed([_Counted(req.tenant, req.model.name, req.model.id, n_rows)])
-        self.dispatch()
+        self.ends.redispatch()
         _log_accepted(req, job_id, n_rows, False)
         return Accepted(job_id, JobStatus.QUEUED, req.model.name, req.model.version)
 
@@ -188,7 +189,7 @@ class Submitter:
         if not inserted:
             return self._after_race(req, fingerprint)
         metrics.jobs_committed([_Counted(req.tenant, req.model.name, req.model.id, ref.n_rows)])
-        self.dispatch()
+        self.ends.redispatch()
         _log_accepted(req, job_id, ref.n_rows, False)
         return Accepted(job_id, JobStatus.QUEUED, req.model.name, req.model.version)
 
@@ -220,7 +221,7 @@ class Submitter:
         if source.kind == "rows":
             publish_or_defer(self.publish, PREDICT_TASK, req.queue, [job_id])
         else:
-            self.dispatch()  # its chunks go out as the fair share gives them a slot
+            self.ends.redispatch()  # its chunks go out as the fair share gives them a slot
         _log_accepted(req, job_id, source.n_rows, False)
         return Accepted(job_id, JobStatus.QUEUED, req.model.name, req.model.version)
 
@@ -243,14 +244,14 @@ class Submitter:
 def make_submitter(settings: Settings, engine: Engine, client: redis.Redis,
                    publish: Publisher | None, committer: GroupCommitter | None = None,
                    quotas: Quotas | None = None, models: ModelLookup | None = None,
-                   dispatch: Callable[[], object] | None = None) -> Submitter:
+                   ends: JobEnds | None = None) -> Submitter:
     """A Submitter with the settings' queue limits and tenant quotas (the API builds its quotas
     first: its request-rate hook shares them, and its model lookup, which its views share),
     and the bulk dispatch of the process's JobEnds (one of its own if none is given).
     `engine` must run transactions (not the autocommit `reader`)."""
-    if dispatch is None:
-        dispatch = job_ends(engine, client, publish, settings.webhook_max_inline_bytes,
-                            min_slots=settings.bulk_window).redispatch
+    if ends is None:
+        ends = job_ends(engine, client, publish, settings.webhook_max_inline_bytes,
+                        min_slots=settings.bulk_window)
     reads = reader(engine)
     models = models or ModelLookup(reads)
     requests = RequestBuilder(models, reads,
@@ -260,7 +261,7 @@ def make_submitter(settings: Settings, engine: Engine, client: redis.Redis,
         quotas = Quotas(settings.redis_url, TenantLimits(reads, default))
     gauge = QueueGauge(reads, client, settings.queue_limits(), settings.tenant_queue_share,
                        settings.depth_refresh_interval)
-    return Submitter(engine, requests, gauge, quotas, publish, committer, client, dispatch,
+    return Submitter(engine, requests, gauge, quotas, publish, committer, client, ends,
                      ChunkSizer(reads, settings.bulk_chunk_seconds))
 
 
