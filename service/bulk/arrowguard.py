@@ -37,7 +37,10 @@ class GuardedStream(io.RawIOBase):
         super().__init__()
         self._stream, self._head, self._rows_left = stream, head, max_rows
         self._max_rows = max_rows
-        self._pending = b""
+        # The message being handed on, in parts (its header, its body) read from `_at`: a
+        # body of megabytes goes to pyarrow as the object read, never copied here.
+        self._parts: list[bytes] = []
+        self._at = 0
         self._ended = False
 
     def readable(self) -> bool:
@@ -45,22 +48,35 @@ class GuardedStream(io.RawIOBase):
 
     def first(self) -> bytes:
         """The stream's first message, read now and still handed on by `read`."""
-        if not self._pending:
-            self._pending = self._next_message()
-        return self._pending
+        if not self._parts:
+            self._parts, self._at = self._next_message(), 0
+        return b"".join(self._parts)
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        while not self._parts and not self._ended:
+            self._parts, self._at = self._next_message(), 0
+        if not self._parts or size == 0:
+            return b""
+        part, start = self._parts[0], self._at
+        self._at = min(len(part), start + size)
+        if self._at == len(part):
+            self._parts, self._at = self._parts[1:], 0
+            if start == 0:
+                return part  # pyarrow reads a body whole: the bytes themselves
+        return part[start:start + size]
 
     def readinto(self, buffer: Any) -> int:
-        while not self._pending and not self._ended:
-            self._pending = self._next_message()
-        n = min(len(buffer), len(self._pending))
-        buffer[:n], self._pending = self._pending[:n], self._pending[n:]
-        return n
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
 
     def _read(self, size: int) -> bytes:
         data, self._head = self._head[:size], self._head[size:]
         return data + read_exactly(self._stream, size - len(data)) if len(data) < size else data
 
-    def _next_message(self) -> bytes:
+    def _next_message(self) -> list[bytes]:
         marker = self._read(4)
         if marker != CONTINUATION:
             raise InvalidInput("inputs", "not an Arrow IPC stream: a message does not start "
@@ -69,7 +85,7 @@ class GuardedStream(io.RawIOBase):
         size = struct.unpack("<i", size_bytes)[0] if len(size_bytes) == 4 else 0
         if size == 0:  # end of stream
             self._ended = True
-            return marker + size_bytes
+            return [marker + size_bytes]
         if not 0 < size <= ARROW_MESSAGE:
             raise TooLarge(f"an Arrow message of {size:,} bytes of metadata; at most "
                            f"{ARROW_MESSAGE:,}")
@@ -83,7 +99,7 @@ class GuardedStream(io.RawIOBase):
             raise InvalidInput("inputs", "the Arrow stream ends inside a message")
         if batch is not None:
             self._check(kind, batch, body)
-        return marker + size_bytes + metadata + body
+        return [marker + size_bytes + metadata, body] if body else [marker + size_bytes + metadata]
 
     def _check(self, kind: int, batch: Batch, body: bytes) -> None:
         if kind == RECORD_BATCH:
