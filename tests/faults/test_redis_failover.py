@@ -100,8 +100,10 @@ def test_a_publish_the_dead_master_had_not_replicated_is_sent_again_from_sql(
         # the stream waits in the master's memory: what is written now reaches only the master.
         master.set("filler", b"x" * (32 << 20))
         wait_until(lambda: replica_backlog(master) > 0, "the replication stream to back up")
-        job = site.tenant.submit("iris", [SETOSA])  # 202: committed, published to the master
-        assert sum(master.llen(q) for q in PREDICT_QUEUES) == 1
+        job = site.tenant.submit("iris", [SETOSA])  # 202: committed; published to the master
+        # just after (the API's committer answers once the group commits, then publishes)
+        wait_until(lambda: sum(master.llen(q) for q in PREDICT_QUEUES) == 1,
+                   "the job's message on the master")
         assert replica_backlog(master) > 0
         sentinel_group.procs[old].kill()  # ... which dies before its replica got the message
         sentinel_group.procs[old].wait()
